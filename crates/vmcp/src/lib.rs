@@ -1,0 +1,1 @@
+//! vmcp: a virtual MCP server.
