@@ -1,1 +1,5 @@
-//! vmcp: a virtual MCP server.
+//! vmcp: a virtual MCP server that puts many MCP servers behind one Streamable HTTP endpoint.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of this crate.
+
+pub mod config;

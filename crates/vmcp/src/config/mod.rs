@@ -1,0 +1,234 @@
+//! Configuration: the YAML schema, loading and validation.
+//!
+//! Keys are camelCase and follow ToolHive vMCP's static-backend schema so its users can bring their
+//! configs over; `stdio` backends (`command`, `args`, `env`, `cwd`) and the `server` block are ours.
+//!
+//! Invariant: a `Config` that leaves this module has been validated: backend names are unique,
+//! every backend has what its transport needs, and every reference (priority order, per-backend
+//! timeouts, tool rules) names a configured backend. Errors name the key and the line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// The gateway's name, reported as `serverInfo.name`.
+    pub name: String,
+    /// ToolHive group; accepted for compatibility, unused in static mode.
+    #[serde(default)]
+    pub group_ref: Option<String>,
+    /// The MCP servers behind the gateway.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// How backend capabilities are merged into one catalog.
+    #[serde(default)]
+    pub aggregation: AggregationConfig,
+    /// Timeouts and other operational knobs.
+    #[serde(default)]
+    pub operational: OperationalConfig,
+    /// The client-facing HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// One backend MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique name; used in prefixes, routing, logs and `/status`.
+    pub name: String,
+    /// How the gateway talks to it.
+    pub transport: TransportKind,
+    /// Endpoint for `streamable-http` (the MCP endpoint) and `sse` (the SSE endpoint).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Program to run for `stdio`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Arguments for `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment for `command` (static credentials for stdio backends go here).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory for `command`.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Per-request timeout for this backend; overrides `operational.timeouts`.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+}
+
+/// Backend transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// MCP Streamable HTTP (either protocol era; probed at connect).
+    StreamableHttp,
+    /// Legacy HTTP+SSE (2024-11-05).
+    Sse,
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+}
+
+/// `aggregation`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// How name collisions between backends are resolved.
+    #[serde(default)]
+    pub conflict_resolution: ConflictResolution,
+    /// Parameters of the chosen strategy.
+    #[serde(default)]
+    pub conflict_resolution_config: ConflictResolutionConfig,
+    /// Per-backend tool rules.
+    #[serde(default)]
+    pub tools: Vec<ToolRules>,
+    /// Hide every tool (resources and prompts are unaffected).
+    #[serde(default)]
+    pub exclude_all_tools: bool,
+}
+
+/// `aggregation.conflictResolution`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictResolution {
+    /// Every tool and prompt is renamed with `prefixFormat`.
+    #[default]
+    Prefix,
+    /// The first backend in `priorityOrder` keeps a contested name; others lose it.
+    Priority,
+    /// Every collision must be resolved by an override, or the config is rejected.
+    Manual,
+}
+
+/// `aggregation.conflictResolutionConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConflictResolutionConfig {
+    /// Prefix template; `{backend}` (or its alias `{workload}`) is replaced by the backend name.
+    /// Default `{backend}_`.
+    #[serde(default)]
+    pub prefix_format: Option<String>,
+    /// Backends in decreasing priority, for `priority`.
+    #[serde(default)]
+    pub priority_order: Vec<String>,
+}
+
+/// One entry of `aggregation.tools`: rules for one backend's tools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolRules {
+    /// The backend these rules apply to (`workload` in ToolHive configs).
+    #[serde(alias = "workload")]
+    pub backend: String,
+    /// Allow-list of original tool names to advertise; absent means all.
+    #[serde(default)]
+    pub filter: Option<Vec<String>>,
+    /// Per original tool name: a new name, description or annotations.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, ToolOverride>,
+    /// Hide all of this backend's tools.
+    #[serde(default)]
+    pub exclude_all: bool,
+}
+
+/// `aggregation.tools[].overrides.<tool>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolOverride {
+    /// Advertised name (conflict resolution does not rename it further).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Advertised description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Annotation fields to set; unset fields keep the backend's values.
+    #[serde(default)]
+    pub annotations: Option<AnnotationOverrides>,
+}
+
+/// Tool annotation overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnnotationOverrides {
+    /// `title`.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `readOnlyHint`.
+    #[serde(default)]
+    pub read_only_hint: Option<bool>,
+    /// `destructiveHint`.
+    #[serde(default)]
+    pub destructive_hint: Option<bool>,
+    /// `idempotentHint`.
+    #[serde(default)]
+    pub idempotent_hint: Option<bool>,
+    /// `openWorldHint`.
+    #[serde(default)]
+    pub open_world_hint: Option<bool>,
+}
+
+/// `operational`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperationalConfig {
+    /// Request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// `operational.timeouts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Default per-request backend timeout (30s).
+    #[serde(default = "default_timeout", with = "duration")]
+    pub default: Duration,
+    /// Per-backend overrides (`perWorkload` in ToolHive configs).
+    #[serde(default, with = "duration::map")]
+    pub per_workload: BTreeMap<String, Duration>,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self { default: default_timeout(), per_workload: BTreeMap::new() }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `server`: the client-facing HTTP listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Extra `Host` header values accepted besides loopback ones (DNS-rebinding protection).
+    /// `"*"` accepts any host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Extra `Origin` values accepted besides loopback origins. `"*"` accepts any origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes (default 4 MiB).
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
+}
+
+impl Config {
+    /// The timeout for requests to `backend`: its own `timeout`, else `perWorkload`, else the default.
+    pub fn backend_timeout(&self, backend: &BackendConfig) -> Duration {
+        backend
+            .timeout
+            .or_else(|| self.operational.timeouts.per_workload.get(&backend.name).copied())
+            .unwrap_or(self.operational.timeouts.default)
+    }
+}
+
+pub mod duration;
