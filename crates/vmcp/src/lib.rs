@@ -2,4 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod auth;
+pub mod backend;
 pub mod config;
+pub mod protocol;

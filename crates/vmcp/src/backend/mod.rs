@@ -1,0 +1,359 @@
+//! Backends: the MCP servers behind the gateway, and the transports that reach them.
+//!
+//! Each backend is one [`Backend`] whatever its transport. Transports:
+//! - [`streamable_http`]: MCP Streamable HTTP, either era (probed with `server/discover`, falling
+//!   back to `initialize`);
+//! - [`sse`]: legacy HTTP+SSE (a GET event stream plus POSTs to the announced endpoint);
+//! - [`stdio`]: one child process per backend, shared by every client session.
+//!
+//! The two message-stream transports (SSE and stdio) share [`mux`], which rewrites request ids and
+//! progress tokens so many client requests can share one backend session.
+//!
+//! Invariants:
+//! - Every operation that reaches a backend takes the [`Caller`] of the client request behind it;
+//!   no transport stores credentials.
+//! - A backend call never re-runs `initialize`; sessions and connections are reused.
+//! - Dropping a request future before it completes cancels the request at the backend
+//!   (`notifications/cancelled`).
+
+pub mod mux;
+pub mod sse;
+pub mod stdio;
+pub mod streamable_http;
+
+pub use crate::auth::outgoing::OutgoingAuth;
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::protocol::{Era, ErrorObject, Message, Notification};
+
+/// What a backend said about itself when the gateway connected.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Negotiated protocol version.
+    pub protocol_version: String,
+    /// The era that version belongs to.
+    pub era: Era,
+    /// `capabilities` object.
+    pub capabilities: serde_json::Value,
+    /// `serverInfo` (`name`, `version`, ...).
+    pub server_info: serde_json::Value,
+    /// `instructions`, if any.
+    pub instructions: Option<String>,
+}
+
+/// Per-request context: where the backend's in-flight messages for this request go, and the
+/// client's protocol metadata for Modern backends.
+pub struct CallContext {
+    /// Notifications related to this request (progress, logging) and server-to-client requests
+    /// (sampling, elicitation, roots) the backend sends while serving it. A server-to-client
+    /// request keeps the backend's id; answer it with [`Backend::respond`].
+    pub events: mpsc::Sender<Message>,
+    /// The client's `_meta` protocol fields (protocol version, capabilities, client info, log
+    /// level), merged into the request for Modern backends. `None` uses the gateway's defaults.
+    pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CallContext {
+    /// A context whose events are dropped (discovery, lists).
+    pub fn detached() -> Self {
+        let (events, _) = mpsc::channel(1);
+        Self { events, client_meta: None }
+    }
+}
+
+/// A backend's answer to a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// `result`, raw.
+    Result(Box<RawValue>),
+    /// A JSON-RPC error from the backend.
+    Error(ErrorObject),
+}
+
+/// Why a request could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend is down or not yet connected.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unavailable {
+        /// Backend name.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+    /// Transport failure mid-request (connection reset, process exited, bad framing).
+    #[error("backend {backend}: {reason}")]
+    Transport {
+        /// Backend name.
+        backend: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Outgoing credentials could not be resolved.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::outgoing::OutgoingAuthError),
+}
+
+/// Connection state, for `/status` and routing decisions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Connecting for the first time or after a failure.
+    Connecting,
+    /// Connected and initialized.
+    Ready,
+    /// Down; retried with backoff.
+    Down,
+    /// Shut down by the gateway.
+    Stopped,
+}
+
+/// Backend-level notifications not tied to any request (list_changed, resources/updated,
+/// logging), fanned out by the gateway.
+pub type EventSender = tokio::sync::broadcast::Sender<BackendEvent>;
+
+/// A backend-level notification, tagged with the backend it came from.
+#[derive(Debug, Clone)]
+pub struct BackendEvent {
+    /// Backend name.
+    pub backend: std::sync::Arc<str>,
+    /// The notification as the backend sent it.
+    pub notification: Notification,
+}
+
+/// A connected backend, whatever its transport.
+pub enum Backend {
+    /// Streamable HTTP.
+    Http(streamable_http::HttpBackend),
+    /// Legacy HTTP+SSE.
+    Sse(sse::SseBackend),
+    /// Child process.
+    Stdio(stdio::StdioBackend),
+}
+
+impl Backend {
+    /// Sends a request and waits for its reply. Messages the backend sends while serving it go to
+    /// `ctx.events`. Dropping the future cancels the request at the backend.
+    pub async fn request(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: CallContext,
+    ) -> Result<Reply, BackendError> {
+        match self {
+            Backend::Http(b) => b.request(caller, method, params, ctx).await,
+            Backend::Sse(b) => b.request(caller, method, params, ctx).await,
+            Backend::Stdio(b) => b.request(caller, method, params, ctx).await,
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), BackendError> {
+        match self {
+            Backend::Http(b) => b.notify(caller, method, params).await,
+            Backend::Sse(b) => b.notify(caller, method, params).await,
+            Backend::Stdio(b) => b.notify(caller, method, params).await,
+        }
+    }
+
+    /// Answers a server-to-client request the backend sent (its id is the backend's own).
+    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
+        match self {
+            Backend::Http(b) => b.respond(caller, response).await,
+            Backend::Sse(b) => b.respond(caller, response).await,
+            Backend::Stdio(b) => b.respond(caller, response).await,
+        }
+    }
+
+    /// What the backend said at connect; `None` while not connected.
+    pub fn info(&self) -> Option<ServerInfo> {
+        match self {
+            Backend::Http(b) => b.info(),
+            Backend::Sse(b) => b.info(),
+            Backend::Stdio(b) => b.info(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        match self {
+            Backend::Http(b) => b.state(),
+            Backend::Sse(b) => b.state(),
+            Backend::Stdio(b) => b.state(),
+        }
+    }
+
+    /// The last connection error, for `/status`.
+    pub fn last_error(&self) -> Option<String> {
+        match self {
+            Backend::Http(b) => b.last_error(),
+            Backend::Sse(b) => b.last_error(),
+            Backend::Stdio(b) => b.last_error(),
+        }
+    }
+
+    /// Waits until the backend is ready or `State::Down` after its first attempt.
+    pub async fn first_attempt(&self) {
+        match self {
+            Backend::Http(b) => b.first_attempt().await,
+            Backend::Sse(b) => b.first_attempt().await,
+            Backend::Stdio(b) => b.first_attempt().await,
+        }
+    }
+
+    /// Stops the backend: ends its session, kills its process (TERM, then KILL).
+    pub async fn shutdown(&self) {
+        match self {
+            Backend::Http(b) => b.shutdown().await,
+            Backend::Sse(b) => b.shutdown().await,
+            Backend::Stdio(b) => b.shutdown().await,
+        }
+    }
+}
+
+/// Everything a transport needs to start: the backend's config and the gateway-wide pieces.
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    /// Backend name.
+    pub name: std::sync::Arc<str>,
+    /// Its configuration.
+    pub config: crate::config::BackendConfig,
+    /// Per-request timeout (applied by the gateway around each request; transports use it for
+    /// connect and handshake).
+    pub timeout: std::time::Duration,
+    /// Outgoing authentication for HTTP transports.
+    pub auth: crate::auth::outgoing::OutgoingAuth,
+    /// Where backend-level notifications go.
+    pub events: EventSender,
+}
+
+/// Connection status shared between a transport's tasks and readers. Cheap to read.
+#[derive(Debug)]
+pub struct Status {
+    tx: tokio::sync::watch::Sender<Snapshot>,
+}
+
+/// One reading of a backend's status.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// State.
+    pub state: State,
+    /// What the backend said at connect, while connected.
+    pub info: Option<ServerInfo>,
+    /// Last connection or transport error.
+    pub last_error: Option<String>,
+    /// Connection attempts so far.
+    pub attempts: u32,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        let (tx, _) = tokio::sync::watch::channel(Snapshot {
+            state: State::Connecting,
+            info: None,
+            last_error: None,
+            attempts: 0,
+        });
+        Self { tx }
+    }
+}
+
+impl Status {
+    /// Records a successful connect.
+    pub fn ready(&self, info: ServerInfo) {
+        self.tx.send_modify(|s| {
+            s.state = State::Ready;
+            s.info = Some(info);
+            s.attempts += 1;
+        });
+    }
+
+    /// Records a failed connect or a lost connection.
+    pub fn down(&self, error: impl Into<String>) {
+        let error = error.into();
+        self.tx.send_modify(|s| {
+            if s.state != State::Stopped {
+                s.state = State::Down;
+            }
+            s.info = None;
+            s.last_error = Some(error);
+            s.attempts += 1;
+        });
+    }
+
+    /// Records that a reconnect is under way.
+    pub fn connecting(&self) {
+        self.tx.send_modify(|s| {
+            if s.state != State::Stopped {
+                s.state = State::Connecting;
+            }
+        });
+    }
+
+    /// Records shutdown.
+    pub fn stopped(&self) {
+        self.tx.send_modify(|s| {
+            s.state = State::Stopped;
+            s.info = None;
+        });
+    }
+
+    /// The current reading.
+    pub fn get(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    /// Waits until the first connection attempt has finished, either way.
+    pub async fn first_attempt(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| s.attempts > 0 || s.state == State::Stopped).await;
+    }
+
+    /// Waits for the next change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+}
+
+/// Params of the `initialize` request the gateway sends to Legacy backends. The gateway declares
+/// the client capabilities it can relay to its own clients.
+pub fn initialize_params() -> Box<RawValue> {
+    crate::protocol::jsonrpc::raw(&serde_json::json!({
+        "protocolVersion": crate::protocol::LATEST_LEGACY_VERSION,
+        "capabilities": { "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } },
+        "clientInfo": { "name": "vmcp", "version": env!("CARGO_PKG_VERSION") },
+    }))
+}
+
+/// Reads an `initialize` result.
+pub fn parse_initialize_result(result: &RawValue) -> Result<ServerInfo, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Init {
+        protocol_version: String,
+        #[serde(default)]
+        capabilities: serde_json::Value,
+        #[serde(default)]
+        server_info: serde_json::Value,
+        #[serde(default)]
+        instructions: Option<String>,
+    }
+    let init: Init = serde_json::from_str(result.get())
+        .map_err(|e| format!("invalid initialize result: {e}"))?;
+    Ok(ServerInfo {
+        era: Era::of(&init.protocol_version),
+        protocol_version: init.protocol_version,
+        capabilities: init.capabilities,
+        server_info: init.server_info,
+        instructions: init.instructions,
+    })
+}

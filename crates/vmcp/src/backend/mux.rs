@@ -1,0 +1,1 @@
+//! Placeholder: the shared multiplexer for message-stream transports.
