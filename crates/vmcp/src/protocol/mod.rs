@@ -7,6 +7,7 @@
 pub mod headers;
 pub mod jsonrpc;
 pub mod meta;
+pub mod params;
 
 pub use jsonrpc::{ErrorObject, ErrorResponse, Id, Message, Notification, Request, Response};
 
