@@ -2,4 +2,5 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod catalog;
 pub mod config;
