@@ -4,5 +4,6 @@
 
 pub mod auth;
 pub mod backend;
+pub mod catalog;
 pub mod config;
 pub mod protocol;

@@ -1,0 +1,284 @@
+//! The catalog: the one immutable view of every backend's tools, resources, resource templates
+//! and prompts that the gateway advertises and routes with.
+//!
+//! [`build`] is pure and deterministic: the same config and the same backend lists give the same
+//! catalog, whatever order each backend listed its items in. The backend slice is in config order,
+//! and that order is the tie-breaker wherever one is needed. Building never fails: whatever cannot
+//! be advertised (malformed items, unresolved name conflicts) is left out and described in
+//! [`Catalog::problems`].
+//!
+//! Invariants of a built [`Catalog`]:
+//! - advertised lists are sorted by name (tools, prompts) or URI (resources, templates), unique;
+//! - every advertised tool or prompt name is 1–64 chars of `[A-Za-z0-9_.-]` and routes to the
+//!   (backend, original name) it came from; hidden tools are neither advertised nor routable;
+//! - resource URIs and templates are advertised exactly as the backend sent them.
+//!
+//! Layout: `collect` (intake, tool rules), `resolve` (conflict strategies), `names` (name rules),
+//! `template` (URI template matching), `page` (pagination).
+
+mod collect;
+mod names;
+mod page;
+mod resolve;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use names::{MAX_NAME_LEN, is_valid as is_valid_name};
+pub use page::{InvalidCursor, page};
+pub use template::UriTemplate;
+
+use crate::config::AggregationConfig;
+
+/// What one backend returned from discovery.
+#[derive(Debug, Clone, Default)]
+pub struct BackendLists {
+    /// Backend name (unique; used in prefixes, routes and problems).
+    pub backend: Arc<str>,
+    /// `Tool` objects exactly as the backend sent them.
+    pub tools: Vec<Value>,
+    /// `Resource` objects.
+    pub resources: Vec<Value>,
+    /// `ResourceTemplate` objects.
+    pub resource_templates: Vec<Value>,
+    /// `Prompt` objects.
+    pub prompts: Vec<Value>,
+}
+
+/// Where an advertised tool or prompt goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The backend that serves it.
+    pub backend: Arc<str>,
+    /// The name that backend knows it by.
+    pub original: String,
+}
+
+/// Sizes of the advertised lists, for logs and `/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Advertised tools.
+    pub tools: usize,
+    /// Advertised resources.
+    pub resources: usize,
+    /// Advertised resource templates.
+    pub resource_templates: usize,
+    /// Advertised prompts.
+    pub prompts: usize,
+}
+
+/// The aggregated, immutable catalog. Build it with [`build`].
+///
+/// `PartialEq` lets the gateway tell whether a rebuild changed anything (and so whether to send
+/// `list_changed` notifications).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    tools: Vec<Value>,
+    tool_routes: HashMap<String, Route>,
+    prompts: Vec<Value>,
+    prompt_routes: HashMap<String, Route>,
+    resources: Vec<Value>,
+    resource_owners: HashMap<String, Arc<str>>,
+    resource_templates: Vec<Value>,
+    template_owners: HashMap<String, Arc<str>>,
+    /// Templates in matching order: backend config order, then template text.
+    matchers: Vec<(UriTemplate, Arc<str>)>,
+    problems: Vec<String>,
+}
+
+impl Catalog {
+    /// A catalog with nothing in it (before the first discovery).
+    pub fn empty() -> Catalog {
+        Catalog::default()
+    }
+
+    /// Advertised tools (renamed, overrides applied), sorted by advertised name.
+    pub fn tools(&self) -> &[Value] {
+        &self.tools
+    }
+
+    /// Advertised resources, as the backends sent them, sorted by URI.
+    pub fn resources(&self) -> &[Value] {
+        &self.resources
+    }
+
+    /// Advertised resource templates, as the backends sent them, sorted by URI template.
+    pub fn resource_templates(&self) -> &[Value] {
+        &self.resource_templates
+    }
+
+    /// Advertised prompts (renamed), sorted by advertised name.
+    pub fn prompts(&self) -> &[Value] {
+        &self.prompts
+    }
+
+    /// The route for an advertised tool name (`tools/call`).
+    pub fn tool(&self, advertised: &str) -> Option<&Route> {
+        self.tool_routes.get(advertised)
+    }
+
+    /// The route for an advertised prompt name (`prompts/get`, prompt completion).
+    pub fn prompt(&self, advertised: &str) -> Option<&Route> {
+        self.prompt_routes.get(advertised)
+    }
+
+    /// The backend for a `resources/read` or `resources/subscribe` URI: the owner of the listed
+    /// resource with exactly that URI, else of the first template that matches it (templates are
+    /// tried in backend config order, then by template text).
+    pub fn resource(&self, uri: &str) -> Option<&Arc<str>> {
+        self.resource_owners
+            .get(uri)
+            .or_else(|| self.matchers.iter().find(|(t, _)| t.matches(uri)).map(|(_, b)| b))
+    }
+
+    /// The backend that advertised exactly this URI template (`completion/complete` with a
+    /// `ref/resource` reference).
+    pub fn template(&self, uri_template: &str) -> Option<&Arc<str>> {
+        self.template_owners.get(uri_template)
+    }
+
+    /// What was left out and why, sorted: unresolved conflicts, duplicates, malformed items.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// Sizes of the advertised lists.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            tools: self.tools.len(),
+            resources: self.resources.len(),
+            resource_templates: self.resource_templates.len(),
+            prompts: self.prompts.len(),
+        }
+    }
+}
+
+/// Builds the catalog from the discovery results of `backends`, given in config order.
+///
+/// Never fails; see [`Catalog::problems`] for what was left out.
+pub fn build(config: &AggregationConfig, backends: &[BackendLists]) -> Catalog {
+    let names: Vec<Arc<str>> = backends.iter().map(|b| b.backend.clone()).collect();
+    let mut problems = Vec::new();
+    let mut tools = Vec::new();
+    let mut prompts = Vec::new();
+    // BTreeMap: keyed by URI, so the advertised lists come out sorted; the first backend (config
+    // order) to claim a URI keeps it.
+    let mut resources: BTreeMap<String, (usize, Value)> = BTreeMap::new();
+    let mut templates: BTreeMap<String, (usize, Value)> = BTreeMap::new();
+
+    for (i, b) in backends.iter().enumerate() {
+        let name = &*b.backend;
+        let listed = collect::intake(name, "tool", "name", &b.tools, &mut problems);
+        tools.extend(collect::apply_tool_rules(config, i, name, listed, &mut problems));
+
+        let listed = collect::intake(name, "prompt", "name", &b.prompts, &mut problems);
+        prompts.extend(listed.into_iter().map(|(original, value)| resolve::Candidate {
+            backend: i,
+            base: original.clone(),
+            pinned: false,
+            original,
+            value,
+        }));
+
+        let listed = collect::intake(name, "resource", "uri", &b.resources, &mut problems);
+        claim_uris(&mut resources, listed, i, &names, "resource", &mut problems);
+        let listed = collect::intake(
+            name,
+            "resource template",
+            "uriTemplate",
+            &b.resource_templates,
+            &mut problems,
+        );
+        claim_uris(&mut templates, listed, i, &names, "resource template", &mut problems);
+    }
+
+    let tools = resolve::resolve(config, &names, "tool", tools, &mut problems);
+    let prompts = resolve::resolve(config, &names, "prompt", prompts, &mut problems);
+    let (tools, tool_routes) = routes(tools, &names);
+    let (prompts, prompt_routes) = routes(prompts, &names);
+    let (resources, resource_owners) = owners(resources, &names);
+
+    let mut matchers: Vec<(usize, UriTemplate, Arc<str>)> = Vec::with_capacity(templates.len());
+    for (uri_template, (i, _)) in &templates {
+        if let Some(owner) = names.get(*i) {
+            matchers.push((*i, UriTemplate::parse(uri_template), owner.clone()));
+        }
+    }
+    // Stable sort: template text order (from the BTreeMap) within each backend.
+    matchers.sort_by_key(|(i, _, _)| *i);
+    let matchers = matchers.into_iter().map(|(_, t, b)| (t, b)).collect();
+    let (resource_templates, template_owners) = owners(templates, &names);
+
+    problems.sort();
+    Catalog {
+        tools,
+        tool_routes,
+        prompts,
+        prompt_routes,
+        resources,
+        resource_owners,
+        resource_templates,
+        template_owners,
+        matchers,
+        problems,
+    }
+}
+
+/// Adds `listed` (one backend's unique URIs) to `claimed`, unless an earlier backend has them.
+fn claim_uris(
+    claimed: &mut BTreeMap<String, (usize, Value)>,
+    listed: Vec<(String, Value)>,
+    backend: usize,
+    names: &[Arc<str>],
+    kind: &str,
+    problems: &mut Vec<String>,
+) {
+    let name = |i: usize| names.get(i).map_or("?", |b| &**b);
+    for (uri, value) in listed {
+        if let Some((owner, _)) = claimed.get(&uri) {
+            problems.push(format!(
+                "{kind} '{uri}' from backend '{}' dropped: already provided by backend '{}'",
+                name(backend),
+                name(*owner),
+            ));
+            continue;
+        }
+        claimed.insert(uri, (backend, value));
+    }
+}
+
+/// Splits resolved items into the advertised list and the name → route index.
+fn routes(
+    resolved: Vec<resolve::Resolved>,
+    names: &[Arc<str>],
+) -> (Vec<Value>, HashMap<String, Route>) {
+    let mut list = Vec::with_capacity(resolved.len());
+    let mut index = HashMap::with_capacity(resolved.len());
+    for r in resolved {
+        let Some(backend) = names.get(r.backend) else { continue };
+        index.insert(r.advertised, Route { backend: backend.clone(), original: r.original });
+        list.push(r.value);
+    }
+    (list, index)
+}
+
+/// Splits claimed URIs into the advertised list (URI order) and the URI → backend index.
+fn owners(
+    claimed: BTreeMap<String, (usize, Value)>,
+    names: &[Arc<str>],
+) -> (Vec<Value>, HashMap<String, Arc<str>>) {
+    let mut list = Vec::with_capacity(claimed.len());
+    let mut index = HashMap::with_capacity(claimed.len());
+    for (uri, (i, value)) in claimed {
+        let Some(backend) = names.get(i) else { continue };
+        index.insert(uri, backend.clone());
+        list.push(value);
+    }
+    (list, index)
+}
