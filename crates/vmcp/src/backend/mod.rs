@@ -17,6 +17,7 @@
 //!   (`notifications/cancelled`).
 
 pub mod mux;
+pub mod registry;
 pub mod sse;
 pub mod stdio;
 pub mod streamable_http;
@@ -207,6 +208,15 @@ impl Backend {
             Backend::Http(b) => b.first_attempt().await,
             Backend::Sse(b) => b.first_attempt().await,
             Backend::Stdio(b) => b.first_attempt().await,
+        }
+    }
+
+    /// A feed of status changes.
+    pub fn watch(&self) -> Option<tokio::sync::watch::Receiver<Snapshot>> {
+        match self {
+            Backend::Http(b) => Some(b.watch()),
+            Backend::Sse(b) => Some(b.watch()),
+            Backend::Stdio(b) => Some(b.watch()),
         }
     }
 

@@ -65,6 +65,11 @@ impl SseBackend {
     pub fn last_error(&self) -> Option<String> {
         self.status.get().last_error
     }
+    /// See [`super::Backend::watch`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+        self.status.subscribe()
+    }
+
     /// See [`super::Backend::first_attempt`].
     pub async fn first_attempt(&self) {
         self.status.first_attempt().await

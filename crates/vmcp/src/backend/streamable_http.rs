@@ -151,6 +151,11 @@ impl HttpBackend {
         self.inner.status.get().last_error
     }
 
+    /// See [`super::Backend::watch`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+        self.inner.status.subscribe()
+    }
+
     /// See [`super::Backend::first_attempt`].
     pub async fn first_attempt(&self) {
         self.inner.status.first_attempt().await

@@ -17,6 +17,7 @@
 //! `template` (URI template matching), `page` (pagination).
 
 mod collect;
+pub mod live;
 mod names;
 mod page;
 mod resolve;

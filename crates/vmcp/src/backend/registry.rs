@@ -1,0 +1,70 @@
+//! The set of configured backends, started together and looked up by name.
+//!
+//! Invariant: the set is fixed at start; a backend that is down stays in the set (its state says
+//! so) and comes back by itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Backend, BackendSpec, EventSender};
+use crate::auth::outgoing::OutgoingAuth;
+use crate::config::{Config, TransportKind};
+
+/// All backends, in config order.
+pub struct Backends {
+    list: Vec<(Arc<str>, Arc<Backend>)>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl Backends {
+    /// Starts every configured backend (each connects in the background).
+    pub fn start(config: &Config, events: &EventSender) -> Self {
+        let mut list = Vec::with_capacity(config.backends.len());
+        let mut index = HashMap::new();
+        for b in &config.backends {
+            let name: Arc<str> = Arc::from(b.name.as_str());
+            let spec = BackendSpec {
+                name: name.clone(),
+                config: b.clone(),
+                timeout: config.backend_timeout(b),
+                auth: OutgoingAuth::Unauthenticated,
+                events: events.clone(),
+            };
+            let backend = match b.transport {
+                TransportKind::StreamableHttp => {
+                    Backend::Http(super::streamable_http::HttpBackend::start(spec))
+                }
+                TransportKind::Sse => Backend::Sse(super::sse::SseBackend::start(spec)),
+                TransportKind::Stdio => Backend::Stdio(super::stdio::StdioBackend::start(spec)),
+            };
+            index.insert(name.clone(), list.len());
+            list.push((name, Arc::new(backend)));
+        }
+        Self { list, index }
+    }
+
+    /// The backend with this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.index.get(name).and_then(|&i| self.list.get(i)).map(|(_, b)| b)
+    }
+
+    /// All backends in config order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Backend>)> {
+        self.list.iter().map(|(n, b)| (n, b))
+    }
+
+    /// Number of backends.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Stops every backend concurrently.
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.list.iter().map(|(_, b)| b.shutdown())).await;
+    }
+}
