@@ -170,6 +170,9 @@ fn describe(err: &YamlError, text: &str) -> (bool, String) {
         }
         YamlError::Unexpected { expected, .. } => format!("expected {}", noun(expected)),
         YamlError::InvalidScalar { ty, .. } => format!("expected {}", noun(ty)),
+        YamlError::ExternallyTaggedEnumExpectedScalarOrMapping { .. } => {
+            "expected a single value, not a list or mapping".to_owned()
+        }
         YamlError::Message { msg, .. } => msg.clone(),
         other => strip_location(&other.to_string()),
     };
@@ -181,6 +184,7 @@ fn noun(what: &str) -> String {
     match what {
         "sequence start" => "a list".to_owned(),
         "mapping start" => "a mapping (key: value lines)".to_owned(),
+        "string scalar" => "a string".to_owned(),
         "boolean" | "bool" => "true or false".to_owned(),
         "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number".to_owned(),
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
@@ -296,6 +300,13 @@ mod tests {
         assert_eq!((line, path.as_str()), (Some(6), "backends[0].timeout"));
         assert!(msg.starts_with("invalid duration \"true\""), "{msg}");
 
+        let (line, path, msg) = one("name: [gw]\n");
+        assert_eq!((line, path.as_str(), msg.as_str()), (Some(1), "name", "expected a string"));
+
+        let (line, path, msg) = one("name: gw\nbackends:\n  - name: a\n    transport: [stdio]\n");
+        assert_eq!((line, path.as_str()), (Some(4), "backends[0].transport"));
+        assert_eq!(msg, "expected a single value, not a list or mapping");
+
         let (line, path, msg) = one("name: gw\nserver:\n  maxRequestBodyBytes: -1\n");
         assert_eq!((line, path.as_str()), (Some(3), "server.maxRequestBodyBytes"));
         assert_eq!(msg, "expected a non-negative whole number");
@@ -339,6 +350,19 @@ mod tests {
 
         let (_, _, msg) = one("\n# nothing\n");
         assert!(msg.starts_with("the file is empty"), "{msg}");
+    }
+
+    #[test]
+    fn env_references_and_anchors_pass_through() {
+        let text = "name: gw\nbackends:\n  - &b\n    name: a\n    transport: stdio\n    command: x\n    \
+                    env: {TOKEN: '${TOKEN}'}\n  - name: b\n    transport: stdio\n    command: x\n    env: *e\n";
+        // The alias is unknown, which must be a located error rather than a panic.
+        assert!(parse(text, "t.yaml").is_err());
+        let text = text.replace("*e", "{}");
+        match parse(&text, "t.yaml") {
+            Ok(cfg) => assert_eq!(cfg.backends[0].env["TOKEN"], "${TOKEN}"),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

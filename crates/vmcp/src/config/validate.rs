@@ -333,3 +333,246 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, parse};
+
+    /// (line, path, message) of every problem `text` has; panics if it is accepted.
+    fn problems(text: &str) -> Vec<(Option<usize>, String, String)> {
+        match parse(text, "t.yaml") {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(ConfigError::Invalid(ps)) => {
+                ps.into_iter().map(|p| (p.line, p.path, p.message)).collect()
+            }
+            Err(e) => panic!("not a semantic error: {e}"),
+        }
+    }
+
+    /// The single problem of `text`.
+    fn one(text: &str) -> (Option<usize>, String, String) {
+        let mut ps = problems(text);
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+        ps.remove(0)
+    }
+
+    const BACKENDS: &str = "\
+name: gw
+backends:
+  - name: files
+    transport: stdio
+    command: mcp-files
+  - name: web
+    transport: streamable-http
+    url: http://localhost:9000/mcp
+";
+
+    #[test]
+    fn missing_names() {
+        let (line, path, msg) = one("backends: []\n");
+        assert_eq!((line, path.as_str()), (Some(1), "name"));
+        assert!(msg.starts_with("missing;"), "{msg}");
+
+        let (line, path, msg) = one("name: gw\nbackends:\n  - transport: stdio\n    command: x\n");
+        assert_eq!((line, path.as_str()), (Some(3), "backends[0].name"));
+        assert!(msg.starts_with("missing;"), "{msg}");
+
+        let (line, path, msg) = one("name: ''\n");
+        assert_eq!((line, path.as_str()), (Some(1), "name"));
+        assert!(msg.starts_with("must not be empty"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_and_malformed_backend_names() {
+        let text =
+            format!("{BACKENDS}  - name: files\n    transport: sse\n    url: https://x/sse\n");
+        let (line, path, msg) = one(&text);
+        assert_eq!((line, path.as_str()), (Some(9), "backends[2].name"));
+        assert_eq!(msg, "duplicate backend name \"files\", first used by backends[0] (line 3)");
+
+        let (line, path, msg) =
+            one("name: gw\nbackends:\n  - name: my files\n    transport: stdio\n    command: x\n");
+        assert_eq!((line, path.as_str()), (Some(3), "backends[0].name"));
+        assert!(msg.starts_with("invalid backend name \"my files\" (character ' ')"), "{msg}");
+    }
+
+    #[test]
+    fn transport_requirements() {
+        let (line, path, msg) = one("name: gw\nbackends:\n  - name: a\n    transport: stdio\n");
+        assert_eq!((line, path.as_str()), (Some(3), "backends[0].command"));
+        assert_eq!(msg, "required for transport stdio (the program to run)");
+
+        let (line, path, msg) = one("name: gw\nbackends:\n  - name: a\n    transport: sse\n");
+        assert_eq!(
+            (line, path.as_str(), msg.as_str()),
+            (Some(3), "backends[0].url", "required for transport sse")
+        );
+
+        let (line, path, msg) = one(
+            "name: gw\nbackends:\n  - name: a\n    transport: streamable-http\n    url: ftp://host/mcp\n",
+        );
+        assert_eq!((line, path.as_str()), (Some(5), "backends[0].url"));
+        assert_eq!(msg, "URL \"ftp://host/mcp\" must start with http:// or https://");
+
+        let (line, path, msg) =
+            one("name: gw\nbackends:\n  - name: a\n    transport: sse\n    url: localhost:8080\n");
+        assert_eq!((line, path.as_str()), (Some(5), "backends[0].url"));
+        assert!(msg.contains("must start with http:// or https://"), "{msg}");
+
+        let text = "name: gw\nbackends:\n  - name: a\n    transport: sse\n    url: http://h/sse\n    command: x\n";
+        let (line, path, msg) = one(text);
+        assert_eq!((line, path.as_str()), (Some(6), "backends[0].command"));
+        assert_eq!(msg, "only stdio backends use `command`, but transport is sse");
+    }
+
+    #[test]
+    fn priority_order() {
+        let text = format!(
+            "{BACKENDS}aggregation:\n  conflictResolution: priority\n  conflictResolutionConfig:\n    \
+             priorityOrder: [web, file]\n"
+        );
+        let (line, path, msg) = one(&text);
+        assert_eq!(
+            (line, path.as_str()),
+            (Some(12), "aggregation.conflictResolutionConfig.priorityOrder[1]")
+        );
+        assert_eq!(msg, "unknown backend \"file\"; did you mean \"files\"?");
+
+        let (line, path, msg) =
+            one(&format!("{BACKENDS}aggregation:\n  conflictResolution: priority\n"));
+        assert_eq!(
+            (line, path.as_str()),
+            (Some(9), "aggregation.conflictResolutionConfig.priorityOrder")
+        );
+        assert!(msg.starts_with("required when conflictResolution is priority"), "{msg}");
+    }
+
+    #[test]
+    fn prefix_format() {
+        let base =
+            format!("{BACKENDS}aggregation:\n  conflictResolutionConfig:\n    prefixFormat: ");
+        let (line, path, msg) = one(&format!("{base}\"mcp_\"\n"));
+        assert_eq!(
+            (line, path.as_str()),
+            (Some(11), "aggregation.conflictResolutionConfig.prefixFormat")
+        );
+        assert!(msg.starts_with("must contain {backend}"), "{msg}");
+
+        let (_, _, msg) = one(&format!("{base}\"{{backend}}: \"\n"));
+        assert!(msg.starts_with("character ':' would end up in tool names"), "{msg}");
+
+        let (_, _, msg) = one(&format!("{base}\"{{server}}_{{backend}}\"\n"));
+        assert!(msg.starts_with("unknown placeholder"), "{msg}");
+
+        assert!(parse(&format!("{base}\"{{workload}}.\"\n"), "t.yaml").is_ok());
+    }
+
+    #[test]
+    fn tool_rules() {
+        let text = format!(
+            "{BACKENDS}aggregation:
+  tools:
+    - workload: web
+      overrides:
+        fetch: {{}}
+        search: {{name: 'web search'}}
+    - backend: webb
+    - backend: web
+      overrides:
+        get: {{name: lookup}}
+        find: {{name: lookup}}
+"
+        );
+        let ps = problems(&text);
+        let got: Vec<_> = ps.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(13), "aggregation.tools[0].overrides.fetch"),
+                (Some(14), "aggregation.tools[0].overrides.search.name"),
+                (Some(15), "aggregation.tools[1].backend"),
+                (Some(16), "aggregation.tools[2].backend"),
+                (Some(18), "aggregation.tools[2].overrides.get.name"),
+            ],
+            "{ps:#?}"
+        );
+        assert_eq!(ps[0].2, "override changes nothing; give name, description or annotations");
+        assert!(ps[1].2.starts_with("invalid tool name \"web search\""), "{}", ps[1].2);
+        assert_eq!(ps[2].2, "unknown backend \"webb\"; did you mean \"web\"?");
+        assert_eq!(
+            ps[3].2,
+            "rules for backend \"web\" are already given at aggregation.tools[0].workload (line 11); merge them"
+        );
+        // BTreeMap order: `find` is seen before `get`, so `get` is the duplicate.
+        assert_eq!(
+            ps[4].2,
+            "tool name \"lookup\" is already produced by aggregation.tools[2].overrides.find.name (line 19)"
+        );
+    }
+
+    #[test]
+    fn long_override_name() {
+        let long = "x".repeat(65);
+        let text = format!(
+            "{BACKENDS}aggregation:\n  tools:\n    - backend: web\n      overrides:\n        a: {{name: {long}}}\n"
+        );
+        let (line, path, msg) = one(&text);
+        assert_eq!((line, path.as_str()), (Some(13), "aggregation.tools[0].overrides.a.name"));
+        assert_eq!(msg, "tool name is 65 characters long; at most 64 are allowed");
+    }
+
+    #[test]
+    fn timeouts_and_server() {
+        let text = format!(
+            "{BACKENDS}operational:\n  timeouts:\n    default: 0s\n    perWorkload:\n      web: 0s\n      nope: 5s\n\
+             server:\n  maxRequestBodyBytes: 0\n"
+        );
+        let ps = problems(&text);
+        let got: Vec<_> = ps.iter().map(|(l, p, m)| (*l, p.as_str(), m.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(11), "operational.timeouts.default", "must be greater than zero"),
+                (Some(13), "operational.timeouts.perWorkload.web", "must be greater than zero"),
+                (
+                    Some(14),
+                    "operational.timeouts.perWorkload.nope",
+                    "unknown backend \"nope\"; configured backends: files, web"
+                ),
+                (Some(16), "server.maxRequestBodyBytes", "must be greater than zero"),
+            ]
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_one_per_line() {
+        let text = "name: gw\nbackends:\n  - name: a\n    transport: stdio\n  - name: a\n    transport: sse\n";
+        let err = match parse(text, "t.yaml") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert_eq!(
+            err,
+            "t.yaml:3:5: backends[0].command: required for transport stdio (the program to run)\n\
+             t.yaml:5:5: backends[1].name: duplicate backend name \"a\", first used by backends[0] (line 3)\n\
+             t.yaml:5:5: backends[1].url: required for transport sse"
+        );
+    }
+
+    #[test]
+    fn warnings() {
+        let text = format!("{BACKENDS}    timeout: 15m\nserver:\n  allowedHosts: ['*']\n");
+        let cfg = match parse(&text, "t.yaml") {
+            Ok(cfg) => cfg,
+            Err(e) => panic!("{e}"),
+        };
+        let w = super::validate_warnings(&cfg);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("backend \"web\": timeout 900s is over 10 minutes"), "{w:?}");
+        assert!(
+            parse(BACKENDS, "t.yaml")
+                .map(|c| super::validate_warnings(&c).is_empty())
+                .unwrap_or(false)
+        );
+    }
+}
