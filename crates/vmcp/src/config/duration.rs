@@ -60,10 +60,18 @@ pub mod map {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, Duration>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| parse(&v).map(|d| (k, d)).map_err(D::Error::custom))
-            .collect()
+        // Parsing each value as it is read (rather than after the whole map) makes the error
+        // point at the bad value instead of the start of the map.
+        Ok(BTreeMap::<String, Parsed>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.0)).collect())
+    }
+
+    /// A duration parsed while it is deserialized.
+    struct Parsed(Duration);
+
+    impl<'de> Deserialize<'de> for Parsed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::deserialize(d).map(Parsed)
+        }
     }
 }
 

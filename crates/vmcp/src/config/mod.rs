@@ -17,7 +17,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
-    /// The gateway's name, reported as `serverInfo.name`.
+    /// The gateway's name, reported as `serverInfo.name`. Required; defaulted here only so a
+    /// missing name is reported with the other semantic problems instead of alone.
+    #[serde(default)]
     pub name: String,
     /// ToolHive group; accepted for compatibility, unused in static mode.
     #[serde(default)]
@@ -40,7 +42,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendConfig {
-    /// Unique name; used in prefixes, routing, logs and `/status`.
+    /// Unique name; used in prefixes, routing, logs and `/status`. Required; defaulted here only
+    /// so a missing name is reported with the other semantic problems.
+    #[serde(default)]
     pub name: String,
     /// How the gateway talks to it.
     pub transport: TransportKind,
@@ -232,3 +236,9 @@ impl Config {
 }
 
 pub mod duration;
+mod load;
+mod locate;
+mod validate;
+
+pub use load::{ConfigError, Problem, load, parse};
+pub use validate::validate_warnings;
