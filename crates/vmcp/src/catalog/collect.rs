@@ -22,18 +22,19 @@ pub(super) fn intake(
     list: &[Value],
     problems: &mut Vec<String>,
 ) -> Vec<(String, Value)> {
-    let mut items: Vec<(String, String, &Value)> = Vec::with_capacity(list.len());
+    let mut items: Vec<(String, &Value)> = Vec::with_capacity(list.len());
     for value in list {
         match value.get(key).and_then(Value::as_str) {
-            Some(k) if !k.is_empty() => items.push((k.to_owned(), value.to_string(), value)),
+            Some(k) if !k.is_empty() => items.push((k.to_owned(), value)),
             _ => {
                 problems.push(format!("{kind} from backend '{backend}' skipped: no string '{key}'"))
             }
         }
     }
-    items.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    // JSON text only breaks ties, so large schemas are serialized only for duplicate keys.
+    items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.to_string().cmp(&b.1.to_string())));
     let mut out: Vec<(String, Value)> = Vec::with_capacity(items.len());
-    for (k, _, value) in items {
+    for (k, value) in items {
         if out.last().is_some_and(|(prev, _)| *prev == k) {
             problems
                 .push(format!("{kind} '{k}' from backend '{backend}' listed twice; one dropped"));

@@ -1,6 +1,9 @@
 //! Conflict resolution: turns the visible tools (or prompts) of all backends into advertised
 //! names, following `aggregation.conflictResolution`.
 //!
+//! A claim is the override name or else the original name, as it would be advertised (that is,
+//! after [`sanitize`]); items with equal claims contest one name.
+//!
 //! - `prefix`: every item becomes `prefix(backend) + original`; an override name is kept as is.
 //! - `priority`: a name claimed by one backend stays bare. A name claimed by several goes to the
 //!   claimant ranked first in `priorityOrder`; every other claimant loses its item (as in
@@ -8,8 +11,9 @@
 //! - `manual`: a name claimed by one item stays bare; a name claimed by several items (overrides
 //!   included) is dropped for all of them.
 //!
-//! Then every name goes through [`sanitize`]; if two items still share an advertised name, the one
-//! from the earlier backend (config order), then with the smaller original name, keeps it.
+//! Then every name goes through [`sanitize`] (prefixed names too); if two items still share an
+//! advertised name, the one from the earlier backend (config order), then with the smaller
+//! original name, keeps it.
 //!
 //! Invariants: the output is a pure function of the candidate *set* (input order is irrelevant),
 //! names are valid and unique, and every dropped item leaves a problem.
@@ -72,9 +76,11 @@ pub(super) fn resolve(
         .collect();
     let rank_of = |c: &Candidate| rank.get(c.backend).copied().flatten();
 
+    // Claims are compared after sanitizing, so `get weather` and `get_weather` contest the same
+    // advertised name under `priority` and `manual` instead of colliding blindly afterwards.
     let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for c in candidates {
-        groups.entry(c.base.clone()).or_default().push(c);
+        groups.entry(sanitize(&c.base)).or_default().push(c);
     }
 
     let mut proposed: Vec<(String, Candidate)> = Vec::new();

@@ -239,12 +239,32 @@ fn long_and_invalid_names_are_made_valid_and_still_route() {
 }
 
 #[test]
-fn names_that_collide_after_sanitizing_go_to_the_first_backend() {
-    let config = cfg(json!({ "conflictResolution": "priority" }));
+fn names_equal_after_sanitizing_contest_one_name() {
+    let config = cfg(json!({
+        "conflictResolution": "priority",
+        "conflictResolutionConfig": { "priorityOrder": ["b"] }
+    }));
     let c = build(&config, &[backend("a", &["a b", "a_b"], &[]), backend("b", &["a:b"], &[])]);
-    // Three distinct originals, one advertised name: backend a first, then the smaller original.
     assert_eq!(names(c.tools()), ["a_b"]);
-    assert_eq!(route(&c, "a_b"), r("a", "a b"));
+    assert_eq!(route(&c, "a_b"), r("b", "a:b"), "priority decides, not sanitizing order");
+    assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
+
+    let c = build(
+        &cfg(json!({ "conflictResolution": "manual" })),
+        &[backend("a", &["a b", "a_b"], &[])],
+    );
+    assert_eq!(c.counts().tools, 0, "manual: a sanitizing collision is a conflict too");
+}
+
+#[test]
+fn remaining_collisions_go_to_the_first_backend_then_smallest_original() {
+    let c = build(
+        &AggregationConfig::default(),
+        &[backend("a", &["b x", "b_x"], &[]), backend("a_b", &["x"], &[])],
+    );
+    // a_ + "b x" -> a_b_x, a_ + "b_x" -> a_b_x, a_b_ + "x" -> a_b_x.
+    assert_eq!(names(c.tools()), ["a_b_x"]);
+    assert_eq!(route(&c, "a_b_x"), r("a", "b x"));
     assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
 }
 
@@ -348,7 +368,7 @@ mod props {
         let pool = name_pool();
         let n = pool.len();
         let one = (
-            proptest::collection::vec(0..n, 0..8),
+            proptest::collection::vec((0..n, 0..2u8), 0..8),
             proptest::collection::vec(0..n, 0..4),
             proptest::collection::vec(0..4usize, 0..3),
             proptest::collection::vec(0..3usize, 0..2),
@@ -358,7 +378,15 @@ mod props {
                 .enumerate()
                 .map(|(i, (tools, prompts, resources, templates))| BackendLists {
                     backend: Arc::from(BACKENDS[i]),
-                    tools: tools.iter().map(|&t| tool(&pool[t])).collect(),
+                    tools: tools
+                        .iter()
+                        .map(|&(t, variant)| {
+                            // Same name, different body: intake must pick one independently of order.
+                            let mut v = tool(&pool[t]);
+                            v["description"] = json!(variant);
+                            v
+                        })
+                        .collect(),
                     prompts: prompts.iter().map(|&p| json!({ "name": pool[p] })).collect(),
                     resources: resources
                         .iter()
@@ -395,14 +423,17 @@ mod props {
             })
     }
 
-    /// Reverses and rotates every list: a different order with the same items.
-    fn reorder(backends: &[BackendLists], k: usize) -> Vec<BackendLists> {
-        let shuffle = |v: &Vec<Value>| {
+    /// Permutes every list with a seeded Fisher-Yates: same items, another order.
+    fn reorder(backends: &[BackendLists], seed: u64) -> Vec<BackendLists> {
+        let mut state = seed | 1;
+        let mut shuffle = |v: &Vec<Value>| {
             let mut v = v.clone();
-            v.reverse();
-            if !v.is_empty() {
-                let len = v.len();
-                v.rotate_left(k % len);
+            for i in (1..v.len()).rev() {
+                // xorshift64: any fixed generator will do, the seed comes from proptest.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                v.swap(i, (state % (i as u64 + 1)) as usize);
             }
             v
         };
@@ -420,9 +451,9 @@ mod props {
 
     proptest! {
         #[test]
-        fn build_ignores_item_order(config in configs(), backends in lists(), k in 0..8usize) {
+        fn build_ignores_item_order(config in configs(), backends in lists(), seed in any::<u64>()) {
             let c1 = build(&config, &backends);
-            let c2 = build(&config, &reorder(&backends, k));
+            let c2 = build(&config, &reorder(&backends, seed));
             prop_assert_eq!(c1, c2);
         }
 
