@@ -377,6 +377,41 @@ fn rewrite_progress_token(
     (Some(raw(&Value::Object(map))), Some(original))
 }
 
+/// Reconnect delays for a transport's supervisor: 250ms doubling up to 30s, back to 250ms after a
+/// connection that lasted over a minute (a flapping backend backs off, a long-lived one that
+/// drops once reconnects quickly).
+#[derive(Debug)]
+pub struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(250);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A fresh backoff.
+    pub fn new() -> Self {
+        Self { next: Self::MIN }
+    }
+
+    /// The delay before the next attempt, given how long the last connection lasted.
+    pub fn delay(&mut self, last_run: std::time::Duration) -> std::time::Duration {
+        if last_run > Self::RESET_AFTER {
+            self.next = Self::MIN;
+        }
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -578,6 +613,19 @@ mod tests {
         assert_eq!(mux.in_flight(), 0);
         // A late reply is ignored.
         mux.handle_incoming(Message::Response(Response::new(r.id, raw(&json!({})))));
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = Backoff::new();
+        let short = Duration::from_secs(1);
+        assert_eq!(b.delay(short), Duration::from_millis(250));
+        assert_eq!(b.delay(short), Duration::from_millis(500));
+        for _ in 0..20 {
+            b.delay(short);
+        }
+        assert_eq!(b.delay(short), Duration::from_secs(30));
+        assert_eq!(b.delay(Duration::from_secs(61)), Duration::from_millis(250));
     }
 
     #[tokio::test]

@@ -131,7 +131,9 @@ pub fn validate(
             match (single(headers, &full)?, body) {
                 (None, None) => {}
                 (Some(_), None) => {
-                    return Err(format!("unexpected Mcp-Param-{header} header for absent `{prop}`"));
+                    return Err(format!(
+                        "unexpected Mcp-Param-{header} header for absent `{prop}`"
+                    ));
                 }
                 (None, Some(_)) => {
                     return Err(format!("missing Mcp-Param-{header} header for `{prop}`"));
