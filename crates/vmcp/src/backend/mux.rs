@@ -29,7 +29,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BackendError, BackendEvent, CallContext, EventSender, Reply};
+use super::{
+    BackendError, BackendEvent, CallContext, EventSender, Reply, ServerInfo, initialize_params,
+    parse_initialize_result,
+};
 use crate::auth::Caller;
 use crate::protocol::jsonrpc::{code, raw};
 use crate::protocol::{ErrorObject, ErrorResponse, Id, Message, Notification, Request, Response};
@@ -179,6 +182,31 @@ impl Mux {
             Some(reason) => Err(self.inner.transport_error(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// The handshake on a fresh connection: `initialize`, then `notifications/initialized`, all
+    /// within `timeout`. Returns what the backend said, or why it failed.
+    pub async fn initialize(&self, timeout: std::time::Duration) -> Result<ServerInfo, String> {
+        let handshake = async {
+            let params = Some(initialize_params());
+            let reply = self
+                .request(&Caller::System, "initialize", params, CallContext::detached())
+                .await
+                .map_err(|e| format!("initialize failed: {e}"))?;
+            let info = match reply {
+                Reply::Result(result) => parse_initialize_result(&result)?,
+                Reply::Error(e) => {
+                    return Err(format!("initialize rejected: {} ({})", e.message, e.code));
+                }
+            };
+            self.notify(&Caller::System, "notifications/initialized", None)
+                .await
+                .map_err(|e| format!("notifications/initialized failed: {e}"))?;
+            Ok(info)
+        };
+        tokio::time::timeout(timeout, handshake)
+            .await
+            .unwrap_or_else(|_| Err(format!("initialize timed out after {timeout:?}")))
     }
 
     /// Number of requests waiting for a reply.

@@ -31,10 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
-use super::{
-    BackendError, BackendSpec, CallContext, Reply, ServerInfo, State, Status, initialize_params,
-    parse_initialize_result,
-};
+use super::{BackendError, BackendSpec, CallContext, Reply, ServerInfo, State, Status};
 use crate::auth::Caller;
 use crate::protocol::Message;
 
@@ -271,38 +268,15 @@ fn spawn(shared: &Shared) -> Result<Child, String> {
 /// Handshake, then mark Ready and serve until the run ends elsewhere (this never returns after a
 /// successful handshake). Returns why the handshake failed.
 async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
-    match tokio::time::timeout(shared.spec.timeout, handshake(mux)).await {
-        Err(_) => return format!("initialize timed out after {:?}", shared.spec.timeout),
-        Ok(Err(reason)) => return reason,
-        Ok(Ok(info)) => {
+    match mux.initialize(shared.spec.timeout).await {
+        Err(reason) => return reason,
+        Ok(info) => {
             tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "stdio backend ready");
             shared.status.ready(info);
             shared.conn.store(Some(mux.clone()));
         }
     }
     std::future::pending().await
-}
-
-/// `initialize` and `notifications/initialized` over a fresh connection's mux; shared with the
-/// SSE transport.
-pub(crate) async fn handshake(mux: &Mux) -> Result<ServerInfo, String> {
-    let reply = mux
-        .request(
-            &Caller::System,
-            "initialize",
-            Some(initialize_params()),
-            super::CallContext::detached(),
-        )
-        .await
-        .map_err(|e| format!("initialize failed: {e}"))?;
-    let info = match reply {
-        Reply::Result(result) => parse_initialize_result(&result)?,
-        Reply::Error(e) => return Err(format!("initialize rejected: {} ({})", e.message, e.code)),
-    };
-    mux.notify(&Caller::System, "notifications/initialized", None)
-        .await
-        .map_err(|e| format!("notifications/initialized failed: {e}"))?;
-    Ok(info)
 }
 
 /// TERM the group, give it [`TERM_GRACE`] to exit, KILL whatever is left, reap the child.
