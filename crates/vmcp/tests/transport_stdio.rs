@@ -13,8 +13,8 @@ use vmcp::auth::Caller;
 use vmcp::backend::stdio::StdioBackend;
 use vmcp::backend::{BackendError, BackendSpec, CallContext, OutgoingAuth, Reply, State};
 use vmcp::config::{BackendConfig, TransportKind};
-use vmcp::protocol::Message;
 use vmcp::protocol::jsonrpc::raw;
+use vmcp::protocol::{Message, Response};
 
 fn spec() -> Option<BackendSpec> {
     let (Ok(node), Ok(server)) = (std::env::var("VMCP_NODE"), std::env::var("VMCP_EVERYTHING"))
@@ -204,4 +204,103 @@ async fn missing_command_is_down_and_requests_fail_fast() {
     assert!(matches!(echo(&b, "x").await, Err(BackendError::Unavailable { .. })));
     b.shutdown().await;
     assert_eq!(b.state(), State::Stopped);
+}
+
+#[tokio::test]
+async fn list_changed_is_broadcast_and_sampling_reaches_the_request() {
+    let Some(spec) = spec() else { return };
+    let mut backend_events = spec.events.subscribe();
+    let b = StdioBackend::start(spec);
+    wait_state(&b, State::Ready).await;
+    // server-everything registers its capability-dependent tools after `initialized` and says so.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while backend_events.recv().await.unwrap().notification.method
+            != "notifications/tools/list_changed"
+        {}
+    })
+    .await
+    .expect("no tools/list_changed");
+
+    let (tx, mut rx) = mpsc::channel(8);
+    let params = raw(&json!({
+        "name": "trigger-sampling-request",
+        "arguments": {"prompt": "p", "maxTokens": 5},
+    }));
+    let call = b.request(
+        &Caller::Anonymous,
+        "tools/call",
+        Some(params),
+        CallContext { events: tx, client_meta: None },
+    );
+    let answer = async {
+        loop {
+            match rx.recv().await.expect("no sampling request") {
+                Message::Request(r) if r.method == "sampling/createMessage" => {
+                    let result = raw(&json!({
+                        "role": "assistant",
+                        "content": {"type": "text", "text": "sampled-by-test"},
+                        "model": "test",
+                    }));
+                    let response = Message::Response(Response::new(r.id, result));
+                    b.respond(&Caller::Anonymous, response).await.unwrap();
+                    return;
+                }
+                _ => continue,
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(call, answer);
+    let v = result(reply);
+    assert!(text(&v).contains("sampled-by-test"), "{v}");
+    b.shutdown().await;
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[tokio::test]
+async fn whole_group_is_killed_including_children_that_ignore_term() {
+    let Some(mut spec) = spec() else { return };
+    // A shell that leaves a TERM-ignoring grandchild behind, then becomes the server.
+    let node = spec.config.command.take().unwrap();
+    let server = spec.config.args[0].clone();
+    spec.config.command = Some("/bin/sh".into());
+    spec.config.args = vec![
+        "-c".into(),
+        r#"(trap '' TERM; exec sleep 300) & exec "$0" "$1" stdio"#.into(),
+        node,
+        server,
+    ];
+    let b = StdioBackend::start(spec);
+    wait_state(&b, State::Ready).await;
+    let first = b.pid().unwrap();
+    assert!(group_members(first).len() >= 2, "{:?}", group_members(first));
+
+    // A crash of the leader: the restart must not leave the grandchild behind.
+    let mut watch = b.subscribe();
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.state == State::Down))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_state(&b, State::Ready).await;
+    assert!(group_members(first).is_empty(), "orphans: {:?}", group_members(first));
+
+    let second = b.pid().unwrap();
+    assert!(group_members(second).len() >= 2);
+    b.shutdown().await;
+    assert!(group_members(second).is_empty(), "survivors: {:?}", group_members(second));
 }
