@@ -284,8 +284,9 @@ impl Mux {
                 }
             };
             if let Some(events) = target {
-                if events.try_send(Message::Notification(n.clone())).is_err() {
-                    tracing::debug!(backend = %self.inner.backend, method, "request events full or closed; notification dropped");
+                if let Err(e) = events.try_send(Message::Notification(n)) {
+                    let dropped = e.into_inner();
+                    tracing::debug!(backend = %self.inner.backend, message = ?dropped, "request events full or closed; notification dropped");
                 }
                 return;
             }
@@ -641,6 +642,36 @@ mod tests {
         assert_eq!(mux.in_flight(), 0);
         // A late reply is ignored.
         mux.handle_incoming(Message::Response(Response::new(r.id, raw(&json!({})))));
+    }
+
+    /// A transport whose sends always fail, like a POST answered with 500.
+    struct FailingOut;
+
+    impl Outbound for FailingOut {
+        fn send<'a>(
+            &'a self,
+            _caller: &'a Caller,
+            _message: Message,
+        ) -> BoxFuture<'a, Result<(), BackendError>> {
+            Box::pin(async {
+                Err(BackendError::Transport {
+                    backend: "t".into(),
+                    reason: "POST returned 500".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_fails_that_request_and_forgets_it() {
+        let (events, _) = tokio::sync::broadcast::channel(1);
+        let mux = Mux::new("t".into(), Arc::new(FailingOut), events);
+        let err =
+            mux.request(&Caller::System, "x", None, CallContext::detached()).await.unwrap_err();
+        assert!(
+            matches!(err, BackendError::Transport { ref reason, .. } if reason.contains("500"))
+        );
+        assert_eq!(mux.in_flight(), 0);
     }
 
     #[test]
