@@ -1,69 +1,129 @@
-//! Placeholder: being written.
+//! The legacy HTTP+SSE transport (protocol 2024-11-05): a long-lived GET event stream carries the
+//! backend's messages; the gateway POSTs its own messages to the endpoint the stream announces.
+//! Many client requests share one stream through a [`Mux`].
+//!
+//! A supervisor task owns the stream. Each connection: GET with `Accept: text/event-stream`, wait
+//! for the `endpoint` event, `initialize` + `notifications/initialized` over the mux (replies come
+//! back as `message` events), then serve until the stream ends. Then the connection's mux is
+//! closed (pending requests fail at once) and the supervisor reconnects with backoff.
+//!
+//! Invariants:
+//! - Every POST carries credentials resolved from the [`Caller`] of the message it sends, at the
+//!   moment it is sent; the background GET and the gateway's own traffic use [`Caller::System`].
+//!   Nothing here stores a credential.
+//! - The announced endpoint must have the SSE URL's origin, so caller credentials are only ever
+//!   sent to the configured server.
+//! - Requests are accepted only while connected and initialized; otherwise they fail at once with
+//!   [`BackendError::Unavailable`].
+//! - One `reqwest::Client` per backend, so POSTs reuse connections.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::value::RawValue;
+use sse_stream::{Sse, SseByteStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::mux::{Backoff, Mux, Outbound};
 use super::{BackendError, BackendSpec, CallContext, Reply, ServerInfo, State, Status};
 use crate::auth::Caller;
+use crate::auth::outgoing::OutgoingAuth;
 use crate::protocol::Message;
 
-/// A backend reached over sse.
+/// The decoded event stream of one GET.
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Sse, sse_stream::Error>> + Send>>;
+
+/// A backend reached over legacy HTTP+SSE.
 pub struct SseBackend {
+    shared: Arc<Shared>,
+    /// The supervisor; taken by the first `shutdown`, which waits for it to finish.
+    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
     spec: BackendSpec,
     status: Status,
+    client: reqwest::Client,
+    /// The current connection's mux while it is Ready.
+    conn: ArcSwapOption<Mux>,
+    stop: CancellationToken,
 }
 
 impl SseBackend {
-    /// Starts connecting in the background.
+    /// Starts the supervisor, which connects and keeps reconnecting. Must be called inside a
+    /// Tokio runtime.
     pub fn start(spec: BackendSpec) -> Self {
-        let status = Status::default();
-        status.down("not implemented");
-        Self { spec, status }
+        // No overall timeout on the client: the GET stream is meant to stay open. POSTs get the
+        // backend's timeout per request.
+        let client =
+            reqwest::Client::builder().connect_timeout(spec.timeout).build().unwrap_or_default();
+        let shared = Arc::new(Shared {
+            spec,
+            status: Status::default(),
+            client,
+            conn: ArcSwapOption::empty(),
+            stop: CancellationToken::new(),
+        });
+        let supervisor = tokio::spawn(supervise(shared.clone()));
+        Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
     }
 
-    fn unavailable(&self) -> BackendError {
-        BackendError::Unavailable {
-            backend: self.spec.name.to_string(),
-            reason: "not implemented".into(),
-        }
+    /// The mux of the current connection, or why there is none.
+    fn ready_mux(&self) -> Result<Arc<Mux>, BackendError> {
+        self.shared.conn.load_full().ok_or_else(|| {
+            let snapshot = self.shared.status.get();
+            let reason = match (snapshot.state, snapshot.last_error) {
+                (State::Stopped, _) => "shut down".to_owned(),
+                (_, Some(e)) => e,
+                (state, None) => format!("{state:?}").to_lowercase(),
+            };
+            BackendError::Unavailable { backend: self.shared.spec.name.to_string(), reason }
+        })
     }
 
-    /// See [`super::Backend::request`].
+    /// See [`super::Backend::request`]. The POST carries credentials for `caller`.
     pub async fn request(
         &self,
-        _caller: &Caller,
-        _method: &str,
-        _params: Option<Box<RawValue>>,
-        _ctx: CallContext,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: CallContext,
     ) -> Result<Reply, BackendError> {
-        Err(self.unavailable())
+        self.ready_mux()?.request(caller, method, params, ctx).await
     }
 
     /// See [`super::Backend::notify`].
     pub async fn notify(
         &self,
-        _caller: &Caller,
-        _method: &str,
-        _params: Option<Box<RawValue>>,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
     ) -> Result<(), BackendError> {
-        Err(self.unavailable())
+        self.ready_mux()?.notify(caller, method, params).await
     }
 
     /// See [`super::Backend::respond`].
-    pub async fn respond(&self, _caller: &Caller, _response: Message) -> Result<(), BackendError> {
-        Err(self.unavailable())
+    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
+        self.ready_mux()?.respond(caller, response).await
     }
 
     /// See [`super::Backend::info`].
     pub fn info(&self) -> Option<ServerInfo> {
-        self.status.get().info
+        self.shared.status.get().info
     }
     /// See [`super::Backend::state`].
     pub fn state(&self) -> State {
-        self.status.get().state
+        self.shared.status.get().state
     }
     /// See [`super::Backend::last_error`].
     pub fn last_error(&self) -> Option<String> {
-        self.status.get().last_error
+        self.shared.status.get().last_error
     }
     /// See [`super::Backend::watch`].
     pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
@@ -72,10 +132,199 @@ impl SseBackend {
 
     /// See [`super::Backend::first_attempt`].
     pub async fn first_attempt(&self) {
-        self.status.first_attempt().await
+        self.shared.status.first_attempt().await
     }
-    /// See [`super::Backend::shutdown`].
+
+    /// Waits for the next status change; for callers that want to watch reconnects.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+        self.shared.status.subscribe()
+    }
+
+    /// See [`super::Backend::shutdown`]. Closes the stream (which ends the legacy session) and
+    /// stops reconnecting. Idempotent; concurrent calls all wait for the first.
     pub async fn shutdown(&self) {
-        self.status.stopped()
+        self.shared.stop.cancel();
+        let mut supervisor = self.supervisor.lock().await;
+        if let Some(handle) = supervisor.take()
+            && let Err(e) = handle.await
+        {
+            tracing::warn!(backend = %self.shared.spec.name, error = %e, "sse supervisor failed");
+        }
+        self.shared.status.stopped();
+    }
+}
+
+impl Drop for SseBackend {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        if let Some(reason) = run_once(&shared).await {
+            tracing::warn!(backend = %shared.spec.name, %reason, "sse backend down");
+            shared.status.down(reason);
+        }
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let delay = backoff.delay(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        shared.status.connecting();
+    }
+}
+
+/// One connection: connect, handshake, serve. Returns why it ended, or `None` when stopping.
+async fn run_once(shared: &Shared) -> Option<String> {
+    let connect = tokio::time::timeout(shared.spec.timeout, connect(shared));
+    let (events, endpoint) = tokio::select! {
+        _ = shared.stop.cancelled() => return None,
+        r = connect => match r {
+            Err(_) => return Some(format!("no endpoint event within {:?}", shared.spec.timeout)),
+            Ok(Err(reason)) => return Some(reason),
+            Ok(Ok(connected)) => connected,
+        },
+    };
+    let name = &shared.spec.name;
+    let outbound = PostOutbound {
+        client: shared.client.clone(),
+        endpoint,
+        auth: shared.spec.auth.clone(),
+        timeout: shared.spec.timeout,
+        backend: name.clone(),
+    };
+    let mux = Arc::new(Mux::new(name.clone(), Arc::new(outbound), shared.spec.events.clone()));
+    let mut reader = tokio::spawn(read_events(events, (*mux).clone(), name.clone()));
+    let outcome = tokio::select! {
+        _ = shared.stop.cancelled() => None,
+        reason = serve(shared, &mux) => Some(reason),
+        reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("stream reader failed: {e}"))),
+    };
+    // Stop routing first so new requests fail fast, then fail the pending ones.
+    shared.conn.store(None);
+    mux.close(outcome.as_deref().unwrap_or("backend shut down"));
+    // Dropping the reader's stream closes the GET, which ends the legacy session.
+    reader.abort();
+    outcome
+}
+
+/// Opens the event stream and waits for the `endpoint` event.
+async fn connect(shared: &Shared) -> Result<(Events, Url), String> {
+    let raw_url = shared.spec.config.url.as_deref().ok_or("no url configured")?;
+    let url = Url::parse(raw_url).map_err(|e| format!("invalid url: {e}"))?;
+    let get = shared.client.get(url.clone()).header(ACCEPT, "text/event-stream");
+    let get = shared.spec.auth.apply(&Caller::System, get).await.map_err(|e| e.to_string())?;
+    let response = get.send().await.map_err(|e| format!("GET: {}", e.without_url()))?;
+    if !response.status().is_success() {
+        return Err(format!("GET returned {}", response.status()));
+    }
+    let mut events: Events = Box::pin(SseByteStream::new(response.bytes_stream()));
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| format!("event stream: {e}"))?;
+        if event.event.as_deref() != Some("endpoint") {
+            continue;
+        }
+        let data = event.data.unwrap_or_default();
+        let endpoint = url.join(data.trim()).map_err(|e| format!("invalid endpoint: {e}"))?;
+        // Caller credentials go on every POST; a stream must not redirect them elsewhere.
+        if endpoint.origin() != url.origin() {
+            return Err(format!(
+                "endpoint on another origin: {}",
+                endpoint.origin().ascii_serialization()
+            ));
+        }
+        return Ok((events, endpoint));
+    }
+    Err("stream ended before the endpoint event".into())
+}
+
+/// Handshake, then mark Ready and serve until the connection ends elsewhere (this never returns
+/// after a successful handshake). Returns why the handshake failed.
+async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
+    match mux.initialize(shared.spec.timeout).await {
+        Err(reason) => return reason,
+        Ok(info) => {
+            tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "sse backend ready");
+            shared.status.ready(info);
+            shared.conn.store(Some(mux.clone()));
+        }
+    }
+    std::future::pending().await
+}
+
+/// Feeds `message` events into the mux; returns why the stream ended.
+async fn read_events(mut events: Events, mux: Mux, backend: Arc<str>) -> String {
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => return format!("event stream: {e}"),
+        };
+        match event.event.as_deref() {
+            None | Some("message") => {}
+            Some(other) => {
+                tracing::debug!(backend = %backend, event = other, "ignoring sse event");
+                continue;
+            }
+        }
+        let Some(data) = event.data else { continue };
+        if data.trim().is_empty() {
+            continue;
+        }
+        match Message::parse(data.as_bytes()) {
+            Ok(message) => mux.handle_incoming(message),
+            Err(e) => {
+                tracing::warn!(backend = %backend, error = %e, "invalid message event; skipped")
+            }
+        }
+    }
+    "event stream ended".into()
+}
+
+/// Sends messages by POSTing them to the announced endpoint, with credentials for the caller of
+/// each message.
+struct PostOutbound {
+    client: reqwest::Client,
+    endpoint: Url,
+    auth: OutgoingAuth,
+    timeout: Duration,
+    backend: Arc<str>,
+}
+
+impl Outbound for PostOutbound {
+    fn send<'a>(
+        &'a self,
+        caller: &'a Caller,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let transport = |reason: String| BackendError::Transport {
+                backend: self.backend.to_string(),
+                reason,
+            };
+            let post = self
+                .client
+                .post(self.endpoint.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .timeout(self.timeout)
+                .body(message.to_bytes());
+            let post = self.auth.apply(caller, post).await?;
+            // `without_url`: the endpoint's query names the session; keep it out of errors.
+            let response =
+                post.send().await.map_err(|e| transport(format!("POST: {}", e.without_url())))?;
+            let status = response.status();
+            // Read the (small) body so the connection goes back to the pool.
+            let _ = response.bytes().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(transport(format!("POST returned {status}")))
+            }
+        })
     }
 }

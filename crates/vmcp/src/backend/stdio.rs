@@ -1,69 +1,130 @@
-//! Placeholder: being written.
+//! The stdio transport: one child process per backend, speaking newline-delimited JSON-RPC on
+//! stdin/stdout, shared by every client session through a [`Mux`].
+//!
+//! A supervisor task owns the child. Each run: spawn (own process group), `initialize` +
+//! `notifications/initialized`, then serve until the process exits, a pipe breaks or the backend
+//! is shut down. Then the run's mux is closed (pending requests fail at once), the whole process
+//! group is terminated and the child reaped, and the supervisor restarts with backoff.
+//!
+//! Invariants:
+//! - Requests are accepted only while a run is Ready; otherwise they fail at once with
+//!   [`BackendError::Unavailable`] (no queueing).
+//! - Before a restart or after shutdown, no process of the old group survives and the child is
+//!   reaped: TERM to the group, up to 2s grace, KILL to the group, wait.
+//! - stderr is always drained (logged at debug level), so the child never blocks on a full pipe.
+//! - Stdio backends get no per-request credentials, only their static `env`; the caller is passed
+//!   through to the mux for cancellation only.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::mux::{Backoff, Mux, Outbound};
 use super::{BackendError, BackendSpec, CallContext, Reply, ServerInfo, State, Status};
 use crate::auth::Caller;
 use crate::protocol::Message;
 
+/// Longest stdout line accepted (a message); longer ones are skipped, so a misbehaving child
+/// cannot make the gateway buffer without bound.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest stderr line logged whole.
+const MAX_STDERR_LINE: usize = 64 * 1024;
+/// Grace period between TERM and KILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
 /// A backend reached over stdio.
 pub struct StdioBackend {
+    shared: Arc<Shared>,
+    /// The supervisor; taken by the first `shutdown`, which waits for it to finish.
+    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
     spec: BackendSpec,
     status: Status,
+    /// The current run's mux while it is Ready.
+    conn: ArcSwapOption<Mux>,
+    /// The current child's pid (0 when none).
+    pid: AtomicU32,
+    stop: CancellationToken,
 }
 
 impl StdioBackend {
-    /// Starts connecting in the background.
+    /// Starts the supervisor, which spawns the process and keeps it running. Must be called
+    /// inside a Tokio runtime.
     pub fn start(spec: BackendSpec) -> Self {
-        let status = Status::default();
-        status.down("not implemented");
-        Self { spec, status }
+        let shared = Arc::new(Shared {
+            spec,
+            status: Status::default(),
+            conn: ArcSwapOption::empty(),
+            pid: AtomicU32::new(0),
+            stop: CancellationToken::new(),
+        });
+        let supervisor = tokio::spawn(supervise(shared.clone()));
+        Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
     }
 
-    fn unavailable(&self) -> BackendError {
-        BackendError::Unavailable {
-            backend: self.spec.name.to_string(),
-            reason: "not implemented".into(),
-        }
+    /// The mux of the current run, or why there is none.
+    fn ready_mux(&self) -> Result<Arc<Mux>, BackendError> {
+        self.shared.conn.load_full().ok_or_else(|| {
+            let snapshot = self.shared.status.get();
+            let reason = match (snapshot.state, snapshot.last_error) {
+                (State::Stopped, _) => "shut down".to_owned(),
+                (_, Some(e)) => e,
+                (state, None) => format!("{state:?}").to_lowercase(),
+            };
+            BackendError::Unavailable { backend: self.shared.spec.name.to_string(), reason }
+        })
     }
 
     /// See [`super::Backend::request`].
     pub async fn request(
         &self,
-        _caller: &Caller,
-        _method: &str,
-        _params: Option<Box<RawValue>>,
-        _ctx: CallContext,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: CallContext,
     ) -> Result<Reply, BackendError> {
-        Err(self.unavailable())
+        self.ready_mux()?.request(caller, method, params, ctx).await
     }
 
     /// See [`super::Backend::notify`].
     pub async fn notify(
         &self,
-        _caller: &Caller,
-        _method: &str,
-        _params: Option<Box<RawValue>>,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
     ) -> Result<(), BackendError> {
-        Err(self.unavailable())
+        self.ready_mux()?.notify(caller, method, params).await
     }
 
     /// See [`super::Backend::respond`].
-    pub async fn respond(&self, _caller: &Caller, _response: Message) -> Result<(), BackendError> {
-        Err(self.unavailable())
+    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
+        self.ready_mux()?.respond(caller, response).await
     }
 
     /// See [`super::Backend::info`].
     pub fn info(&self) -> Option<ServerInfo> {
-        self.status.get().info
+        self.shared.status.get().info
     }
     /// See [`super::Backend::state`].
     pub fn state(&self) -> State {
-        self.status.get().state
+        self.shared.status.get().state
     }
     /// See [`super::Backend::last_error`].
     pub fn last_error(&self) -> Option<String> {
-        self.status.get().last_error
+        self.shared.status.get().last_error
     }
     /// See [`super::Backend::watch`].
     pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
@@ -72,10 +133,336 @@ impl StdioBackend {
 
     /// See [`super::Backend::first_attempt`].
     pub async fn first_attempt(&self) {
-        self.status.first_attempt().await
+        self.shared.status.first_attempt().await
     }
-    /// See [`super::Backend::shutdown`].
+
+    /// Waits for the next status change; for callers that want to watch restarts.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+        self.shared.status.subscribe()
+    }
+
+    /// The pid of the running child (also its process group id), for diagnostics.
+    pub fn pid(&self) -> Option<u32> {
+        match self.shared.pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// See [`super::Backend::shutdown`]. Stops the supervisor, terminates the process group and
+    /// reaps the child before returning. Idempotent; concurrent calls all wait for the first.
     pub async fn shutdown(&self) {
-        self.status.stopped()
+        self.shared.stop.cancel();
+        let mut supervisor = self.supervisor.lock().await;
+        if let Some(handle) = supervisor.take()
+            && let Err(e) = handle.await
+        {
+            tracing::warn!(backend = %self.shared.spec.name, error = %e, "stdio supervisor failed");
+        }
+        self.shared.status.stopped();
+    }
+}
+
+impl Drop for StdioBackend {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the supervisor still cleans up the process group.
+        self.shared.stop.cancel();
+    }
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        run_once(&shared).await;
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let delay = backoff.delay(started.elapsed());
+        tracing::info!(backend = %shared.spec.name, ?delay, "stdio backend down; restarting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        shared.status.connecting();
+    }
+}
+
+/// One run of the child: spawn, handshake, serve. Returns once the run is over and the process
+/// group is gone; status is Down (with the reason) unless the backend is stopping.
+async fn run_once(shared: &Shared) {
+    let name = &shared.spec.name;
+    let mut child = match spawn(shared) {
+        Ok(child) => child,
+        Err(reason) => {
+            tracing::warn!(backend = %name, %reason, "stdio backend failed to start");
+            shared.status.down(reason);
+            return;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    shared.pid.store(pid, Ordering::Relaxed);
+    // `process_group(0)` makes the child the leader of a group whose id is its pid.
+    let pgid = Pid::from_raw(pid as i32);
+
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
+        // Cannot happen with all three piped; clean up rather than panic.
+        shared.status.down("child pipes unavailable");
+        terminate_group(&mut child, pgid).await;
+        shared.pid.store(0, Ordering::Relaxed);
+        return;
+    };
+    // Detached on purpose: it ends at EOF, once every process of the group has closed stderr.
+    tokio::spawn(log_stderr(stderr, name.clone()));
+    let (tx, rx) = mpsc::channel(256);
+    let mut writer = tokio::spawn(write_stdin(stdin, rx));
+    let mux = Arc::new(Mux::new(
+        name.clone(),
+        Arc::new(StdinOutbound { tx, backend: name.clone() }),
+        shared.spec.events.clone(),
+    ));
+    let mut reader = tokio::spawn(read_stdout(stdout, (*mux).clone(), name.clone()));
+
+    let outcome = tokio::select! {
+        _ = shared.stop.cancelled() => None,
+        reason = serve(shared, &mux) => Some(reason),
+        status = child.wait() => Some(match status {
+            Ok(status) => format!("process exited: {status}"),
+            Err(e) => format!("waiting for process: {e}"),
+        }),
+        reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("stdout reader failed: {e}"))),
+        reason = &mut writer => Some(reason.unwrap_or_else(|e| format!("stdin writer failed: {e}"))),
+    };
+
+    // Stop routing to this run first, so new requests fail fast while the group is torn down.
+    shared.conn.store(None);
+    let reason = match &outcome {
+        Some(reason) => {
+            tracing::warn!(backend = %name, %reason, "stdio backend down");
+            shared.status.down(reason.clone());
+            reason.as_str()
+        }
+        None => "backend shut down",
+    };
+    mux.close(reason);
+    reader.abort();
+    writer.abort();
+    terminate_group(&mut child, pgid).await;
+    shared.pid.store(0, Ordering::Relaxed);
+}
+
+fn spawn(shared: &Shared) -> Result<Child, String> {
+    let config = &shared.spec.config;
+    let program = config.command.as_deref().ok_or("no command configured")?;
+    let mut cmd = Command::new(program);
+    cmd.args(&config.args)
+        .envs(&config.env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own group, so the whole tree can be signalled; killed if the gateway drops it.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &config.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.spawn().map_err(|e| format!("spawning {program}: {e}"))
+}
+
+/// Handshake, then mark Ready and serve until the run ends elsewhere (this never returns after a
+/// successful handshake). Returns why the handshake failed.
+async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
+    match mux.initialize(shared.spec.timeout).await {
+        Err(reason) => return reason,
+        Ok(info) => {
+            tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "stdio backend ready");
+            shared.status.ready(info);
+            shared.conn.store(Some(mux.clone()));
+        }
+    }
+    std::future::pending().await
+}
+
+/// TERM the group, give it [`TERM_GRACE`] to exit, KILL whatever is left, reap the child.
+async fn terminate_group(child: &mut Child, pgid: Pid) {
+    if pgid.as_raw() <= 0 {
+        // Never signal group 0 (our own) or -1 (everything).
+        let _ = child.kill().await;
+        return;
+    }
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + TERM_GRACE;
+    // Reap the leader first: an unreaped zombie would keep the group looking alive.
+    let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+    while tokio::time::Instant::now() < deadline && killpg(pgid, None).is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ESRCH when the group is already empty; nothing else can fail here.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    if let Err(e) = child.wait().await {
+        tracing::warn!(pid = pgid.as_raw(), error = %e, "reaping stdio backend failed");
+    }
+}
+
+/// Writes queued messages to the child's stdin; returns why it stopped.
+async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Vec<u8>>) -> String {
+    while let Some(line) = rx.recv().await {
+        if let Err(e) = stdin.write_all(&line).await {
+            return format!("writing to stdin: {e}");
+        }
+        if let Err(e) = stdin.flush().await {
+            return format!("writing to stdin: {e}");
+        }
+    }
+    "stdin closed".into()
+}
+
+/// Reads stdout line by line into the mux; returns why it stopped.
+async fn read_stdout(stdout: impl AsyncRead + Unpin, mux: Mux, backend: Arc<str>) -> String {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        match read_line(&mut reader, &mut line, MAX_MESSAGE_BYTES).await {
+            Err(e) => return format!("reading stdout: {e}"),
+            Ok(Line::Eof) => return "stdout closed".into(),
+            Ok(Line::TooLong) => {
+                tracing::warn!(backend = %backend, limit = MAX_MESSAGE_BYTES, "stdout line too long; skipped");
+            }
+            Ok(Line::Complete) => {
+                let text = line.trim_ascii();
+                if text.is_empty() {
+                    continue;
+                }
+                match Message::parse(text) {
+                    Ok(message) => mux.handle_incoming(message),
+                    Err(e) => tracing::warn!(
+                        backend = %backend,
+                        error = %e,
+                        line = %String::from_utf8_lossy(&text[..text.len().min(200)]),
+                        "non-JSON-RPC line on stdout; skipped"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+async fn log_stderr(stderr: impl AsyncRead + Unpin, backend: Arc<str>) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        match read_line(&mut reader, &mut line, MAX_STDERR_LINE).await {
+            Err(_) | Ok(Line::Eof) => return,
+            Ok(Line::TooLong) => tracing::debug!(backend = %backend, "stderr: (long line skipped)"),
+            Ok(Line::Complete) => {
+                tracing::debug!(backend = %backend, "stderr: {}", String::from_utf8_lossy(line.trim_ascii_end()));
+            }
+        }
+    }
+}
+
+/// How [`read_line`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (possibly the unterminated last one) is in the buffer, without its newline.
+    Complete,
+    /// The line exceeded the limit and was discarded.
+    TooLong,
+    /// End of stream, nothing read.
+    Eof,
+}
+
+/// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `max` bytes.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::Eof,
+                (false, false) => Line::Complete,
+            });
+        }
+        let (chunk, consumed, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        reader.consume(consumed);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+        }
+    }
+}
+
+/// Sends messages by queueing lines for the stdin writer.
+struct StdinOutbound {
+    tx: mpsc::Sender<Vec<u8>>,
+    backend: Arc<str>,
+}
+
+impl Outbound for StdinOutbound {
+    fn send<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut line = message.to_bytes();
+            // Raw bodies keep the sender's formatting. In valid JSON a newline byte can only be
+            // insignificant whitespace (inside strings it is escaped), so a space is equivalent
+            // and keeps the message on one line.
+            for b in line.iter_mut().filter(|b| **b == b'\n') {
+                *b = b' ';
+            }
+            line.push(b'\n');
+            self.tx.send(line).await.map_err(|_| BackendError::Transport {
+                backend: self.backend.to_string(),
+                reason: "stdin closed".into(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_lines_with_a_limit() {
+        let input: &[u8] = b"one\n\nthis-is-long\ntwo\nlast";
+        let mut r = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let l = read_line(&mut r, &mut buf, 8).await.unwrap();
+            if l == Line::Eof {
+                break;
+            }
+            got.push((format!("{l:?}"), String::from_utf8(buf.clone()).unwrap()));
+        }
+        let expect = [
+            ("Complete", "one"),
+            ("Complete", ""),
+            ("TooLong", ""),
+            ("Complete", "two"),
+            ("Complete", "last"),
+        ];
+        let expect: Vec<_> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(got, expect);
     }
 }
