@@ -81,7 +81,7 @@ fn spec(url: String) -> BackendSpec {
 }
 
 async fn wait_state(b: &SseBackend, want: State) {
-    let mut rx = b.subscribe();
+    let mut rx = b.watch();
     tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.state == want))
         .await
         .unwrap_or_else(|_| panic!("no {want:?} in time; last error {:?}", b.last_error()))

@@ -42,7 +42,7 @@ fn spec() -> Option<BackendSpec> {
 }
 
 async fn wait_state(b: &StdioBackend, want: State) {
-    let mut rx = b.subscribe();
+    let mut rx = b.watch();
     tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.state == want))
         .await
         .unwrap_or_else(|_| panic!("no {want:?} in time; last error {:?}", b.last_error()))
@@ -163,7 +163,7 @@ async fn killed_child_fails_pending_and_restarts() {
     });
     // Let the request reach the child before killing it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut watch = b.subscribe();
+    let mut watch = b.watch();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
     assert!(matches!(err, Err(BackendError::Transport { .. })), "{err:?}");
@@ -290,7 +290,7 @@ async fn whole_group_is_killed_including_children_that_ignore_term() {
     assert!(group_members(first).len() >= 2, "{:?}", group_members(first));
 
     // A crash of the leader: the restart must not leave the grandchild behind.
-    let mut watch = b.subscribe();
+    let mut watch = b.watch();
     kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
     tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.state == State::Down))
         .await

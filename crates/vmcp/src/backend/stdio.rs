@@ -126,18 +126,14 @@ impl StdioBackend {
     pub fn last_error(&self) -> Option<String> {
         self.shared.status.get().last_error
     }
-    /// See [`super::Backend::watch`].
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
-        self.status.subscribe()
-    }
 
     /// See [`super::Backend::first_attempt`].
     pub async fn first_attempt(&self) {
         self.shared.status.first_attempt().await
     }
 
-    /// Waits for the next status change; for callers that want to watch restarts.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+    /// See [`super::Backend::watch`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
         self.shared.status.subscribe()
     }
 
