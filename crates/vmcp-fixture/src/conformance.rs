@@ -619,7 +619,7 @@ fn mrtr_tool(
     match name {
         "test_input_required_result_elicitation" | "test_streaming_elicitation" => {
             if name == "test_streaming_elicitation"
-                && !cx.client_capabilities().is_some_and(|c| c.elicitation.is_some())
+                && cx.client_capabilities().is_none_or(|c| c.elicitation.is_none())
             {
                 let required: ClientCapabilities = from_json(json!({ "elicitation": {} }))?;
                 return Err(ErrorData::missing_required_client_capability(required));
@@ -916,7 +916,9 @@ pub fn get_prompt(
             ));
         }
     };
-    let result = json!({ "description": request.name, "messages": messages });
+    // `resultType` is required on 2026-07-28; rmcp strips it for older peers.
+    let result =
+        json!({ "resultType": "complete", "description": request.name, "messages": messages });
     Ok(from_json::<GetPromptResult>(result)?.into())
 }
 
@@ -933,7 +935,8 @@ pub fn complete(request: &CompleteRequestParams) -> Result<CompleteResult, Error
         .filter(|c| c.starts_with(prefix))
         .map(|c| (*c).to_owned())
         .collect();
-    from_json(
-        json!({ "completion": { "values": values, "total": values.len(), "hasMore": false } }),
-    )
+    from_json(json!({
+        "resultType": "complete",
+        "completion": { "values": values, "total": values.len(), "hasMore": false }
+    }))
 }
