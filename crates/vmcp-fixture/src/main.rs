@@ -147,3 +147,98 @@ pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
     );
     axum::Router::new().nest_service("/mcp", service)
 }
+
+#[cfg(test)]
+mod tests {
+    //! End-to-end checks over real HTTP: the fixture on a free port, driven
+    //! with stateless 2026-07-28 requests (one POST each, no session).
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    async fn start() -> String {
+        let shared = Arc::new(Shared::new(Settings {
+            name: "test-fixture".into(),
+            era: Era::Both,
+            synthetic_tools: 2,
+        }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, http_router(shared, false)).into_future());
+        format!("http://{addr}/mcp")
+    }
+
+    /// Calls a tool and returns the JSON-RPC response, from JSON or SSE.
+    async fn call(url: &str, tool: &str, args: Value, headers: &[(&str, &str)]) -> Value {
+        let body = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {
+                "name": tool, "arguments": args,
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": { "name": "t", "version": "1" }
+                }
+            }
+        });
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let text = request
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .map(|l| l.strip_prefix("data:").unwrap_or(l).trim())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v.get("id") == Some(&json!(1)))
+            .unwrap_or_else(|| panic!("no response in {text}"))
+    }
+
+    fn first_text(response: &Value) -> &str {
+        response["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn echo_whoami_counter_over_http() {
+        let url = start().await;
+
+        let echo = call(&url, "echo", json!({ "message": "hi" }), &[]).await;
+        assert_eq!(first_text(&echo), "Echo: hi");
+
+        let who = call(
+            &url,
+            "whoami",
+            json!({}),
+            &[("authorization", "Bearer t0k"), ("x-tenant", "a")],
+        )
+        .await;
+        let who: Value = serde_json::from_str(first_text(&who)).expect("whoami JSON");
+        assert_eq!(who["authorization"], "Bearer t0k");
+        assert_eq!(who["x-tenant"], "a");
+
+        let one = call(&url, "counter", json!({}), &[]).await;
+        let two = call(&url, "counter", json!({}), &[]).await;
+        assert_eq!((first_text(&one), first_text(&two)), ("1", "2"));
+
+        let fail = call(&url, "fail", json!({ "code": -32001 }), &[]).await;
+        assert_eq!(fail["error"]["code"], -32001);
+
+        let synthetic = call(&url, "synthetic_1", json!({ "value": "v" }), &[]).await;
+        assert_eq!(first_text(&synthetic), r#"{"value":"v"}"#);
+    }
+}
