@@ -11,7 +11,10 @@
 use std::{
     borrow::Cow,
     collections::BTreeSet,
-    sync::{Arc, Mutex, MutexGuard, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use rmcp::{
@@ -121,6 +124,7 @@ impl Shared {
             peers.retain(|p| !p.is_transport_closed());
             peers.clone()
         };
+        tracing::debug!(peers = peers.len(), ?change, "announcing a list change");
         for peer in peers {
             let sent = match change {
                 ListChange::Tools => peer.notify_tool_list_changed().await,
@@ -141,6 +145,8 @@ pub struct Fixture {
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// URIs subscribed with `resources/subscribe` in this legacy session.
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    /// Whether this session's peer is in [`Shared`]'s list-changed audience.
+    registered: Arc<AtomicBool>,
 }
 
 impl Fixture {
@@ -149,6 +155,15 @@ impl Fixture {
             shared,
             log_level: Arc::default(),
             subscriptions: Arc::default(),
+            registered: Arc::default(),
+        }
+    }
+
+    /// Adds this legacy session's peer to the list-changed audience, once.
+    fn register_peer(&self, peer: &Peer<RoleServer>) {
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            tracing::debug!("registering a legacy session for list_changed notifications");
+            lock(&self.shared.peers).push(peer.clone());
         }
     }
 
@@ -235,7 +250,7 @@ impl ServerHandler for Fixture {
     }
 
     async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
-        lock(&self.shared.peers).push(cx.peer);
+        self.register_peer(&cx.peer);
     }
 
     async fn set_level(
@@ -264,6 +279,11 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if !is_modern(&cx) {
+            // rmcp handles `notifications/initialized` concurrently with the
+            // requests after it, so a call can beat `on_initialized`.
+            self.register_peer(&cx.peer);
+        }
         if let Some(response) = conformance::call_tool(self, &request, &cx).await {
             return response;
         }
