@@ -1,1 +1,245 @@
-fn main() {}
+//! `vmcp-fixture`: the MCP server vmcp's tests, conformance runs and demos use
+//! as a backend.
+//!
+//! This module only parses the command line and wires the handler
+//! ([`server::Fixture`]) to a transport: stdio, or streamable HTTP at `/mcp`.
+//! Everything the server *does* lives in `server.rs` (protocol surface),
+//! `conformance.rs` (what the official conformance suite calls) and
+//! `extra.rs` (tools for vmcp's own tests and benchmarks).
+
+mod conformance;
+mod extra;
+mod server;
+
+use std::{io::Write, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use rmcp::{
+    ServiceExt,
+    transport::{
+        StreamableHttpServerConfig, StreamableHttpService,
+        streamable_http_server::session::local::LocalSessionManager,
+    },
+};
+
+use crate::server::{Fixture, Settings, Shared};
+
+#[derive(Parser, Debug)]
+#[command(name = "vmcp-fixture", version, about = "MCP server fixture for vmcp")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Server name reported in serverInfo.
+    #[arg(long, global = true, default_value = "vmcp-fixture")]
+    name: String,
+    /// Which protocol era(s) to serve.
+    #[arg(long, global = true, value_enum, default_value_t = Era::Both)]
+    era: Era,
+    /// Number of synthetic echo tools (`synthetic_0..N-1`) to add, for benchmarks.
+    #[arg(long, global = true, default_value_t = 0)]
+    tools: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve MCP over stdin/stdout.
+    Stdio,
+    /// Serve MCP over streamable HTTP at `/mcp`.
+    Http {
+        /// Port to listen on; 0 picks a free one.
+        #[arg(long)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Answer POSTs with plain JSON instead of an SSE stream when possible.
+        #[arg(long)]
+        json_response: bool,
+    },
+}
+
+/// Protocol eras the fixture can serve.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Era {
+    /// Only `initialize`-based sessions (protocol versions up to 2025-11-25).
+    Legacy,
+    /// Only stateless 2026-07-28 requests.
+    Modern,
+    /// Both, as rmcp allows on one endpoint.
+    Both,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Logs go to stderr: stdout is the protocol channel for stdio and the
+    // "listening on" line for HTTP, and tests parse both.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    let shared = Arc::new(Shared::new(Settings {
+        name: cli.name,
+        era: cli.era,
+        synthetic_tools: cli.tools,
+    }));
+
+    match cli.command {
+        Command::Stdio => {
+            let service = Fixture::new(shared)
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("starting the stdio server")?;
+            service.waiting().await.context("serving stdio")?;
+        }
+        Command::Http {
+            port,
+            host,
+            json_response,
+        } => {
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .with_context(|| format!("binding {host}:{port}"))?;
+            let addr = listener.local_addr().context("reading the bound address")?;
+            let router = http_router(shared, json_response);
+            // Tests wait for exactly this line before connecting.
+            let host_part = if addr.is_ipv6() {
+                format!("[{}]", addr.ip())
+            } else {
+                addr.ip().to_string()
+            };
+            let mut stdout = std::io::stdout();
+            writeln!(
+                stdout,
+                "listening on http://{host_part}:{}/mcp",
+                addr.port()
+            )?;
+            stdout.flush()?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("serving HTTP")?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the axum router serving the fixture at `/mcp`.
+pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
+    let era = shared.settings.era;
+    let config = StreamableHttpServerConfig::default()
+        // The modern era has no sessions at all: every request is stateless.
+        .with_legacy_session_mode(era != Era::Modern)
+        .with_json_response(json_response)
+        // Short keep-alives keep idle streams visible in tests without noise.
+        .with_sse_keep_alive(Some(std::time::Duration::from_secs(15)));
+    let service = StreamableHttpService::new(
+        move || Ok(Fixture::new(shared.clone())),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+#[cfg(test)]
+mod tests {
+    //! End-to-end checks over real HTTP: the fixture on a free port, driven
+    //! with stateless 2026-07-28 requests (one POST each, no session).
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    async fn start() -> String {
+        let shared = Arc::new(Shared::new(Settings {
+            name: "test-fixture".into(),
+            era: Era::Both,
+            synthetic_tools: 2,
+        }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, http_router(shared, false)).into_future());
+        format!("http://{addr}/mcp")
+    }
+
+    /// Calls a tool and returns the JSON-RPC response, from JSON or SSE.
+    async fn call(url: &str, tool: &str, args: Value, headers: &[(&str, &str)]) -> Value {
+        let body = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {
+                "name": tool, "arguments": args,
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": { "name": "t", "version": "1" }
+                }
+            }
+        });
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let text = request
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .map(|l| l.strip_prefix("data:").unwrap_or(l).trim())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v.get("id") == Some(&json!(1)))
+            .unwrap_or_else(|| panic!("no response in {text}"))
+    }
+
+    fn first_text(response: &Value) -> &str {
+        response["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn echo_whoami_counter_over_http() {
+        let url = start().await;
+
+        let echo = call(&url, "echo", json!({ "message": "hi" }), &[]).await;
+        assert_eq!(first_text(&echo), "Echo: hi");
+
+        let who = call(
+            &url,
+            "whoami",
+            json!({}),
+            &[("authorization", "Bearer t0k"), ("x-tenant", "a")],
+        )
+        .await;
+        let who: Value = serde_json::from_str(first_text(&who)).expect("whoami JSON");
+        assert_eq!(who["authorization"], "Bearer t0k");
+        assert_eq!(who["x-tenant"], "a");
+
+        let one = call(&url, "counter", json!({}), &[]).await;
+        let two = call(&url, "counter", json!({}), &[]).await;
+        assert_eq!((first_text(&one), first_text(&two)), ("1", "2"));
+
+        let fail = call(&url, "fail", json!({ "code": -32001 }), &[]).await;
+        assert_eq!(fail["error"]["code"], -32001);
+
+        let synthetic = call(&url, "synthetic_1", json!({ "value": "v" }), &[]).await;
+        assert_eq!(first_text(&synthetic), r#"{"value":"v"}"#);
+    }
+}

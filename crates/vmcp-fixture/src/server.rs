@@ -1,0 +1,409 @@
+//! The fixture's MCP handler: process-wide state, the capability set, and the
+//! routing of each MCP method to the conformance or extra implementations.
+//!
+//! One [`Fixture`] value exists per legacy session (rmcp's HTTP service calls
+//! the factory per session, and per request for stateless 2026-07-28 traffic);
+//! everything that must outlive a session (the call counter, tools added at
+//! runtime, open `subscriptions/listen` streams) lives in [`Shared`].
+
+#![allow(deprecated)] // Logging and resources/subscribe are deprecated in 2026-07-28 but still served.
+
+use std::{
+    borrow::Cow,
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::*,
+    service::{NotificationContext, Peer, RequestContext, SubscriptionContext},
+};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::{Era, conformance, extra};
+
+/// Command-line settings the handler needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub era: Era,
+    pub synthetic_tools: usize,
+}
+
+/// A change to one of the server's lists, fanned out to listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListChange {
+    Tools,
+    Prompts,
+}
+
+/// State shared by every session and request of this process.
+pub struct Shared {
+    pub settings: Settings,
+    /// Incremented by the `counter` tool; a reset tells tests the process restarted.
+    pub counter: AtomicU64,
+    /// Tools that never change, built once because `--tools N` can make the list long.
+    static_tools: Vec<Tool>,
+    /// Names of tools added at runtime (`dynamic_tool`, `test_triggered_tool`).
+    added_tools: Mutex<BTreeSet<String>>,
+    /// Names of prompts added at runtime (`test_triggered_prompt`).
+    added_prompts: Mutex<BTreeSet<String>>,
+    /// Feeds open 2026-07-28 `subscriptions/listen` streams.
+    changes: broadcast::Sender<ListChange>,
+    /// Peers of legacy sessions, for `notifications/*/list_changed`.
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Seals `requestState` so tampering is detected (SEP-2322).
+    pub codec: RequestStateCodec,
+}
+
+/// Locks a mutex, recovering from poisoning: the guarded data are plain sets
+/// that stay consistent even if a holder panicked.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(settings: Settings) -> Self {
+        let mut static_tools = conformance::tools();
+        static_tools.extend(extra::tools());
+        static_tools.extend((0..settings.synthetic_tools).map(extra::synthetic_tool));
+        let (changes, _) = broadcast::channel(64);
+        // A per-process random key: state sealed by one fixture process is
+        // meaningless to another, which is what a restart should look like.
+        let key: [u8; 32] = rand::random();
+        Self {
+            settings,
+            counter: AtomicU64::new(0),
+            static_tools,
+            added_tools: Mutex::default(),
+            added_prompts: Mutex::default(),
+            changes,
+            peers: Mutex::default(),
+            codec: RequestStateCodec::new(key.to_vec()),
+        }
+    }
+
+    /// Every tool currently offered, in a stable order.
+    pub fn tools(&self) -> Vec<Tool> {
+        let mut tools = self.static_tools.clone();
+        tools.extend(lock(&self.added_tools).iter().map(|n| extra::added_tool(n)));
+        tools
+    }
+
+    pub fn has_added_tool(&self, name: &str) -> bool {
+        lock(&self.added_tools).contains(name)
+    }
+
+    pub fn has_added_prompt(&self, name: &str) -> bool {
+        lock(&self.added_prompts).contains(name)
+    }
+
+    /// Adds a tool (idempotently) and tells every listener the list changed.
+    pub async fn add_tool(&self, name: &str) {
+        lock(&self.added_tools).insert(name.to_owned());
+        self.announce(ListChange::Tools).await;
+    }
+
+    /// Adds a prompt (idempotently) and tells every listener the list changed.
+    pub async fn add_prompt(&self, name: &str) {
+        lock(&self.added_prompts).insert(name.to_owned());
+        self.announce(ListChange::Prompts).await;
+    }
+
+    /// Sends a list-changed notification to legacy sessions and listen streams.
+    async fn announce(&self, change: ListChange) {
+        // No receivers is fine: nobody is listening.
+        let _ = self.changes.send(change);
+        let peers: Vec<_> = {
+            let mut peers = lock(&self.peers);
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        tracing::debug!(peers = peers.len(), ?change, "announcing a list change");
+        for peer in peers {
+            let sent = match change {
+                ListChange::Tools => peer.notify_tool_list_changed().await,
+                ListChange::Prompts => peer.notify_prompt_list_changed().await,
+            };
+            if let Err(e) = sent {
+                tracing::debug!("list_changed to a legacy peer failed: {e}");
+            }
+        }
+    }
+}
+
+/// The MCP handler. Cheap to clone; per-session state sits behind `Arc`s.
+#[derive(Clone)]
+pub struct Fixture {
+    pub shared: Arc<Shared>,
+    /// Level set by `logging/setLevel` in this legacy session; `None` logs everything.
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// URIs subscribed with `resources/subscribe` in this legacy session.
+    subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    /// Whether this session's peer is in [`Shared`]'s list-changed audience.
+    registered: Arc<AtomicBool>,
+}
+
+impl Fixture {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            log_level: Arc::default(),
+            subscriptions: Arc::default(),
+            registered: Arc::default(),
+        }
+    }
+
+    /// Adds this legacy session's peer to the list-changed audience, once.
+    fn register_peer(&self, peer: &Peer<RoleServer>) {
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            tracing::debug!("registering a legacy session for list_changed notifications");
+            lock(&self.shared.peers).push(peer.clone());
+        }
+    }
+
+    /// Sends a log message if the request's rules allow it.
+    ///
+    /// 2026-07-28 requests only get logs when they ask for them with
+    /// `_meta.io.modelcontextprotocol/logLevel` (SEP-2575); legacy sessions
+    /// use the level from `logging/setLevel`, defaulting to everything.
+    pub async fn log(&self, cx: &RequestContext<RoleServer>, level: LoggingLevel, message: &str) {
+        let minimum = if is_modern(cx) {
+            match cx.meta.log_level() {
+                Some(level) => Some(level),
+                None => return,
+            }
+        } else {
+            *lock(&self.log_level)
+        };
+        if minimum.is_some_and(|min| severity(level) < severity(min)) {
+            return;
+        }
+        let param = LoggingMessageNotificationParam::new(level, json!(message))
+            .with_logger(self.shared.settings.name.clone());
+        if let Err(e) = cx.peer.notify_logging_message(param).await {
+            tracing::debug!("log notification failed: {e}");
+        }
+    }
+}
+
+/// Whether this request is served under the 2026-07-28 (stateless) rules.
+pub fn is_modern(cx: &RequestContext<RoleServer>) -> bool {
+    cx.protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// Deserializes a value built with `json!`; the fixture writes most results
+/// as JSON so they read like the scenario texts they must match.
+pub fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
+    serde_json::from_value(value).map_err(|e| {
+        ErrorData::internal_error(format!("fixture built an invalid value: {e}"), None)
+    })
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerInfo {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        ServerInfo::new(capabilities)
+            .with_server_info(Implementation::new(
+                self.shared.settings.name.clone(),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions("vmcp test fixture: conformance tools plus echo, whoami, sleep, fail, crash, counter, notify_list_changed.")
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        match self.shared.settings.era {
+            Era::Legacy => {
+                Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+            }
+            Era::Modern => Cow::Owned(vec![ProtocolVersion::V_2026_07_28]),
+            Era::Both => Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+        }
+    }
+
+    async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
+        self.register_peer(&cx.peer);
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *lock(&self.log_level) = Some(request.level);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.shared.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.shared.tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !is_modern(&cx) {
+            // rmcp handles `notifications/initialized` concurrently with the
+            // requests after it, so a call can beat `on_initialized`.
+            self.register_peer(&cx.peer);
+        }
+        if let Some(response) = conformance::call_tool(self, &request, &cx).await {
+            return response;
+        }
+        if let Some(response) = extra::call_tool(self, &request, &cx).await {
+            return response.map(CallToolResponse::from);
+        }
+        Err(ErrorData::invalid_params(
+            format!("Unknown tool: {}", request.name),
+            Some(json!({ "name": request.name })),
+        ))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let mut prompts = conformance::prompts()?;
+        for name in lock(&self.shared.added_prompts).iter() {
+            prompts.push(Prompt::new(
+                name.clone(),
+                Some("Prompt added at runtime by test_trigger_prompt_change"),
+                None,
+            ));
+        }
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        conformance::get_prompt(self, request, &cx)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(
+            conformance::resources()?
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            conformance::resource_templates()?,
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        conformance::read_resource(&request.uri).map(ReadResourceResponse::from)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        lock(&self.subscriptions).insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        lock(&self.subscriptions).remove(&request.uri);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        conformance::complete(&request)
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Accept whatever was asked; rmcp narrows it to the advertised capabilities.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.shared.changes.subscribe();
+        let accepted = subscription.accepted().clone();
+        loop {
+            let change = tokio::select! {
+                _ = subscription.cancelled() => return Ok(()),
+                change = changes.recv() => change,
+            };
+            let sent = match change {
+                Ok(ListChange::Tools) if accepted.tools_list_changed == Some(true) => {
+                    subscription.sink().notify_tool_list_changed().await
+                }
+                Ok(ListChange::Prompts) if accepted.prompts_list_changed == Some(true) => {
+                    subscription.sink().notify_prompt_list_changed().await
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            };
+            if let Err(e) = sent {
+                tracing::debug!("listen stream closed: {e}");
+                return Ok(());
+            }
+        }
+    }
+}
