@@ -65,31 +65,11 @@ pub fn tools() -> Vec<Tool> {
         ("test_simple_text", "Returns simple text content", no_args()),
         ("test_image_content", "Returns image content", no_args()),
         ("test_audio_content", "Returns audio content", no_args()),
-        (
-            "test_embedded_resource",
-            "Returns embedded resource content",
-            no_args(),
-        ),
-        (
-            "test_multiple_content_types",
-            "Returns text, image and resource content",
-            no_args(),
-        ),
-        (
-            "test_tool_with_logging",
-            "Sends three log notifications while running",
-            no_args(),
-        ),
-        (
-            "test_error_handling",
-            "Always returns a tool error",
-            no_args(),
-        ),
-        (
-            "test_tool_with_progress",
-            "Reports progress notifications",
-            no_args(),
-        ),
+        ("test_embedded_resource", "Returns embedded resource content", no_args()),
+        ("test_multiple_content_types", "Returns text, image and resource content", no_args()),
+        ("test_tool_with_logging", "Sends three log notifications while running", no_args()),
+        ("test_error_handling", "Always returns a tool error", no_args()),
+        ("test_tool_with_progress", "Reports progress notifications", no_args()),
         (
             "test_sampling",
             "Requests LLM sampling from the client",
@@ -113,21 +93,13 @@ pub fn tools() -> Vec<Tool> {
             "Elicitation with default values (SEP-1034)",
             no_args(),
         ),
-        (
-            "test_elicitation_sep1330_enums",
-            "Elicitation with enum schemas (SEP-1330)",
-            no_args(),
-        ),
+        ("test_elicitation_sep1330_enums", "Elicitation with enum schemas (SEP-1330)", no_args()),
         (
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
             json_schema_2020_12(),
         ),
-        (
-            "test_reconnection",
-            "Takes a moment, for SSE reconnection tests",
-            no_args(),
-        ),
+        ("test_reconnection", "Takes a moment, for SSE reconnection tests", no_args()),
         (
             "test_custom_headers",
             "Echoes an argument that is mirrored into the Mcp-Param-Region header (SEP-2243)",
@@ -139,11 +111,7 @@ pub fn tools() -> Vec<Tool> {
                 "required": ["region"]
             }),
         ),
-        (
-            "test_input_required_result_elicitation",
-            "Asks for a name via input_required",
-            no_args(),
-        ),
+        ("test_input_required_result_elicitation", "Asks for a name via input_required", no_args()),
         (
             "test_input_required_result_sampling",
             "Asks for a sampling answer via input_required",
@@ -169,36 +137,20 @@ pub fn tools() -> Vec<Tool> {
             "Two input_required rounds before completing",
             no_args(),
         ),
-        (
-            "test_input_required_result_tampered_state",
-            "Rejects a tampered requestState",
-            no_args(),
-        ),
+        ("test_input_required_result_tampered_state", "Rejects a tampered requestState", no_args()),
         (
             "test_input_required_result_capabilities",
             "Only asks for input the client declared",
             no_args(),
         ),
-        (
-            "test_missing_capability",
-            "Needs the sampling client capability",
-            no_args(),
-        ),
+        ("test_missing_capability", "Needs the sampling client capability", no_args()),
         (
             "test_streaming_elicitation",
             "Asks for input via input_required, never a server request",
             no_args(),
         ),
-        (
-            "test_logging_tool",
-            "Logs only when the request asks for a logLevel",
-            no_args(),
-        ),
-        (
-            "test_trigger_tool_change",
-            "Adds a tool and announces tools/list_changed",
-            no_args(),
-        ),
+        ("test_logging_tool", "Logs only when the request asks for a logLevel", no_args()),
+        ("test_trigger_tool_change", "Adds a tool and announces tools/list_changed", no_args()),
         (
             "test_trigger_prompt_change",
             "Adds a prompt and announces prompts/list_changed",
@@ -248,13 +200,10 @@ pub async fn call_tool(
             )),
         ]),
         "test_tool_with_logging" => {
-            for (i, message) in [
-                "Tool execution started",
-                "Tool processing data",
-                "Tool execution completed",
-            ]
-            .into_iter()
-            .enumerate()
+            for (i, message) in
+                ["Tool execution started", "Tool processing data", "Tool execution completed"]
+                    .into_iter()
+                    .enumerate()
             {
                 if i > 0 {
                     // The scenario checks that notifications arrive spread over the call.
@@ -265,9 +214,7 @@ pub async fn call_tool(
             ok(vec![text("Logging test completed")])
         }
         "test_logging_tool" => {
-            fixture
-                .log(cx, LoggingLevel::Info, "test_logging_tool ran")
-                .await;
+            fixture.log(cx, LoggingLevel::Info, "test_logging_tool ran").await;
             ok(vec![text("Logging tool completed")])
         }
         "test_error_handling" => Some(Ok(CallToolResult::error(vec![text(
@@ -277,9 +224,7 @@ pub async fn call_tool(
         "test_tool_with_progress" => {
             let token = cx.meta.get_progress_token();
             for (i, (progress, message)) in
-                [(0.0, "Starting"), (50.0, "Halfway"), (100.0, "Complete")]
-                    .into_iter()
-                    .enumerate()
+                [(0.0, "Starting"), (50.0, "Halfway"), (100.0, "Complete")].into_iter().enumerate()
             {
                 if i > 0 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -295,12 +240,9 @@ pub async fn call_tool(
             }
             ok(vec![text("Progress test completed")])
         }
-        "test_sampling" => Some(Ok(sampling(
-            cx,
-            &arg("prompt").unwrap_or_else(|| "Hello".into()),
-        )
-        .await
-        .into())),
+        "test_sampling" => {
+            Some(Ok(sampling(cx, &arg("prompt").unwrap_or_else(|| "Hello".into())).await.into()))
+        }
         "test_elicitation" => {
             let message =
                 arg("message").unwrap_or_else(|| "Please provide your information".into());
@@ -312,11 +254,7 @@ pub async fn call_tool(
                 },
                 "required": ["username", "email"]
             });
-            Some(
-                elicit(cx, &message, schema, "User response")
-                    .await
-                    .map(Into::into),
-            )
+            Some(elicit(cx, &message, schema, "User response").await.map(Into::into))
         }
         "test_elicitation_sep1034_defaults" => {
             let schema = json!({
@@ -380,28 +318,21 @@ pub async fn call_tool(
                 }
             });
             Some(
-                elicit(
-                    cx,
-                    "Test enum schema improvements",
-                    schema,
-                    "Elicitation completed",
-                )
-                .await
-                .map(Into::into),
+                elicit(cx, "Test enum schema improvements", schema, "Elicitation completed")
+                    .await
+                    .map(Into::into),
             )
         }
-        "json_schema_2020_12_tool" => ok(vec![text(format!(
-            "Hello, {}!",
-            arg("name").unwrap_or_else(|| "world".into())
-        ))]),
+        "json_schema_2020_12_tool" => {
+            ok(vec![text(format!("Hello, {}!", arg("name").unwrap_or_else(|| "world".into())))])
+        }
         "test_reconnection" => {
             tokio::time::sleep(Duration::from_millis(100)).await;
             ok(vec![text("Reconnection test completed")])
         }
-        "test_custom_headers" => ok(vec![text(format!(
-            "region={}",
-            arg("region").unwrap_or_default()
-        ))]),
+        "test_custom_headers" => {
+            ok(vec![text(format!("region={}", arg("region").unwrap_or_default()))])
+        }
         "test_trigger_tool_change" => {
             fixture.shared.add_tool("test_triggered_tool").await;
             ok(vec![text("Tool list changed")])
@@ -411,9 +342,7 @@ pub async fn call_tool(
             ok(vec![text("Prompt list changed")])
         }
         "test_missing_capability" => {
-            let has_sampling = cx
-                .client_capabilities()
-                .is_some_and(|c| c.sampling.is_some());
+            let has_sampling = cx.client_capabilities().is_some_and(|c| c.sampling.is_some());
             if !has_sampling {
                 let required: ClientCapabilities = match from_json(json!({ "sampling": {} })) {
                     Ok(c) => c,
@@ -547,10 +476,7 @@ fn accepted<'a>(
 }
 
 fn accepted_str(responses: Option<&InputResponses>, key: &str, field: &str) -> Option<String> {
-    accepted(responses, key)?
-        .get(field)?
-        .as_str()
-        .map(str::to_owned)
+    accepted(responses, key)?.get(field)?.as_str().map(str::to_owned)
 }
 
 /// The answer text of a sampling response under `key`.
@@ -575,16 +501,9 @@ fn done(message: String) -> Result<CallToolResponse, ErrorData> {
 /// Opens a sealed `requestState`, bound to the tool name so state from one
 /// tool cannot be replayed against another.
 fn open_state(fixture: &Fixture, tool: &str, state: &str) -> Result<Value, ErrorData> {
-    fixture
-        .shared
-        .codec
-        .open_json_with::<Value>(state, tool.as_bytes())
-        .map_err(|e| {
-            ErrorData::invalid_params(
-                format!("requestState failed its integrity check: {e}"),
-                None,
-            )
-        })
+    fixture.shared.codec.open_json_with::<Value>(state, tool.as_bytes()).map_err(|e| {
+        ErrorData::invalid_params(format!("requestState failed its integrity check: {e}"), None)
+    })
 }
 
 fn seal_state(fixture: &Fixture, tool: &str, state: Value) -> Result<String, ErrorData> {
@@ -784,11 +703,9 @@ pub fn resource_templates() -> Result<Vec<ResourceTemplate>, ErrorData> {
 
 pub fn read_resource(uri: &str) -> Result<ReadResourceResult, ErrorData> {
     let contents = match uri {
-        "test://static-text" => text_contents(
-            uri,
-            "text/plain",
-            "This is the content of the static text resource.",
-        ),
+        "test://static-text" => {
+            text_contents(uri, "text/plain", "This is the content of the static text resource.")
+        }
         "test://watched-resource" => text_contents(uri, "text/plain", "Watched resource content."),
         "test://static-binary" => ResourceContents::BlobResourceContents {
             uri: uri.into(),
@@ -796,10 +713,7 @@ pub fn read_resource(uri: &str) -> Result<ReadResourceResult, ErrorData> {
             blob: TEST_IMAGE.into(),
             meta: None,
         },
-        _ => match uri
-            .strip_prefix("test://template/")
-            .and_then(|s| s.strip_suffix("/data"))
-        {
+        _ => match uri.strip_prefix("test://template/").and_then(|s| s.strip_suffix("/data")) {
             Some(id) if !id.is_empty() && !id.contains('/') => {
                 let body =
                     json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") });
@@ -846,12 +760,7 @@ pub fn get_prompt(
     cx: &RequestContext<RoleServer>,
 ) -> Result<GetPromptResponse, ErrorData> {
     let args = request.arguments.clone().unwrap_or_default();
-    let arg = |name: &str| {
-        args.get(name)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
+    let arg = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
     let messages = match request.name.as_str() {
         "test_simple_prompt" => json!([
             { "role": "user", "content": { "type": "text", "text": "This is a simple prompt for testing." } }
@@ -930,11 +839,8 @@ pub fn complete(request: &CompleteRequestParams) -> Result<CompleteResult, Error
         _ => &[],
     };
     let prefix = request.argument.value.as_str();
-    let values: Vec<String> = candidates
-        .iter()
-        .filter(|c| c.starts_with(prefix))
-        .map(|c| (*c).to_owned())
-        .collect();
+    let values: Vec<String> =
+        candidates.iter().filter(|c| c.starts_with(prefix)).map(|c| (*c).to_owned()).collect();
     from_json(json!({
         "resultType": "complete",
         "completion": { "values": values, "total": values.len(), "hasMore": false }

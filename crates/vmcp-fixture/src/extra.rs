@@ -59,16 +59,8 @@ pub fn tools() -> Vec<Tool> {
                 }
             }),
         ),
-        tool(
-            "crash",
-            "Exits the fixture process with status 1",
-            no_args(),
-        ),
-        tool(
-            "counter",
-            "Returns a per-process counter incremented by each call",
-            no_args(),
-        ),
+        tool("crash", "Exits the fixture process with status 1", no_args()),
+        tool("counter", "Returns a per-process counter incremented by each call", no_args()),
         tool(
             "notify_list_changed",
             "Adds the tool `dynamic_tool` and sends notifications/tools/list_changed",
@@ -109,10 +101,7 @@ pub async fn call_tool(
     Some(match name {
         "echo" => match args.get("message").and_then(Value::as_str) {
             Some(message) => text(format!("Echo: {message}")),
-            None => Err(ErrorData::invalid_params(
-                "echo needs a string `message`",
-                None,
-            )),
+            None => Err(ErrorData::invalid_params("echo needs a string `message`", None)),
         },
         "whoami" => text(whoami(cx).to_string()),
         "sleep" => {

@@ -98,28 +98,17 @@ async fn main() -> anyhow::Result<()> {
                 .context("starting the stdio server")?;
             service.waiting().await.context("serving stdio")?;
         }
-        Command::Http {
-            port,
-            host,
-            json_response,
-        } => {
+        Command::Http { port, host, json_response } => {
             let listener = tokio::net::TcpListener::bind((host.as_str(), port))
                 .await
                 .with_context(|| format!("binding {host}:{port}"))?;
             let addr = listener.local_addr().context("reading the bound address")?;
             let router = http_router(shared, json_response);
             // Tests wait for exactly this line before connecting.
-            let host_part = if addr.is_ipv6() {
-                format!("[{}]", addr.ip())
-            } else {
-                addr.ip().to_string()
-            };
+            let host_part =
+                if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
             let mut stdout = std::io::stdout();
-            writeln!(
-                stdout,
-                "listening on http://{host_part}:{}/mcp",
-                addr.port()
-            )?;
+            writeln!(stdout, "listening on http://{host_part}:{}/mcp", addr.port())?;
             stdout.flush()?;
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {
@@ -163,9 +152,7 @@ mod tests {
             era: Era::Both,
             synthetic_tools: 2,
         }));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(axum::serve(listener, http_router(shared, false)).into_future());
         format!("http://{addr}/mcp")
@@ -194,13 +181,7 @@ mod tests {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let text = request
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("body");
+        let text = request.send().await.expect("send").text().await.expect("body");
         text.lines()
             .map(|l| l.strip_prefix("data:").unwrap_or(l).trim())
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -209,9 +190,7 @@ mod tests {
     }
 
     fn first_text(response: &Value) -> &str {
-        response["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_default()
+        response["result"]["content"][0]["text"].as_str().unwrap_or_default()
     }
 
     #[tokio::test]
@@ -221,13 +200,9 @@ mod tests {
         let echo = call(&url, "echo", json!({ "message": "hi" }), &[]).await;
         assert_eq!(first_text(&echo), "Echo: hi");
 
-        let who = call(
-            &url,
-            "whoami",
-            json!({}),
-            &[("authorization", "Bearer t0k"), ("x-tenant", "a")],
-        )
-        .await;
+        let who =
+            call(&url, "whoami", json!({}), &[("authorization", "Bearer t0k"), ("x-tenant", "a")])
+                .await;
         let who: Value = serde_json::from_str(first_text(&who)).expect("whoami JSON");
         assert_eq!(who["authorization"], "Bearer t0k");
         assert_eq!(who["x-tenant"], "a");

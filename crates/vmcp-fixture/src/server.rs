@@ -194,8 +194,7 @@ impl Fixture {
 
 /// Whether this request is served under the 2026-07-28 (stateless) rules.
 pub fn is_modern(cx: &RequestContext<RoleServer>) -> bool {
-    cx.protocol_version()
-        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+    cx.protocol_version().is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
 fn severity(level: LoggingLevel) -> u8 {
@@ -325,9 +324,7 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(
-            conformance::resources()?
-        ))
+        Ok(ListResourcesResult::with_all_items(conformance::resources()?))
     }
 
     async fn list_resource_templates(
@@ -335,9 +332,7 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            conformance::resource_templates()?,
-        ))
+        Ok(ListResourceTemplatesResult::with_all_items(conformance::resource_templates()?))
     }
 
     async fn read_resource(

@@ -6,4 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod catalog;
 pub mod config;
+pub mod dispatch;
+pub mod gateway;
 pub mod protocol;
+pub mod session;

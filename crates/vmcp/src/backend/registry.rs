@@ -13,6 +13,7 @@ use crate::config::{Config, TransportKind};
 /// All backends, in config order.
 pub struct Backends {
     list: Vec<(Arc<str>, Arc<Backend>)>,
+    timeouts: Vec<std::time::Duration>,
     index: HashMap<Arc<str>, usize>,
 }
 
@@ -21,12 +22,14 @@ impl Backends {
     pub fn start(config: &Config, events: &EventSender) -> Self {
         let mut list = Vec::with_capacity(config.backends.len());
         let mut index = HashMap::new();
+        let mut timeouts = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
             let name: Arc<str> = Arc::from(b.name.as_str());
+            let spec_timeout = config.backend_timeout(b);
             let spec = BackendSpec {
                 name: name.clone(),
                 config: b.clone(),
-                timeout: config.backend_timeout(b),
+                timeout: spec_timeout,
                 auth: OutgoingAuth::Unauthenticated,
                 events: events.clone(),
             };
@@ -37,15 +40,24 @@ impl Backends {
                 TransportKind::Sse => Backend::Sse(super::sse::SseBackend::start(spec)),
                 TransportKind::Stdio => Backend::Stdio(super::stdio::StdioBackend::start(spec)),
             };
+            timeouts.push(spec_timeout);
             index.insert(name.clone(), list.len());
             list.push((name, Arc::new(backend)));
         }
-        Self { list, index }
+        Self { list, timeouts, index }
     }
 
     /// The backend with this name.
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.index.get(name).and_then(|&i| self.list.get(i)).map(|(_, b)| b)
+    }
+
+    /// The per-request timeout for the backend `name`.
+    pub fn timeout(&self, name: &str) -> std::time::Duration {
+        self.index
+            .get(name)
+            .and_then(|&i| self.timeouts.get(i).copied())
+            .unwrap_or(std::time::Duration::from_secs(30))
     }
 
     /// All backends in config order.

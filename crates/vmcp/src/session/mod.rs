@@ -54,7 +54,8 @@ pub struct Session {
 }
 
 /// Log levels in increasing severity (RFC 5424 names as MCP uses them).
-pub const LOG_LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+pub const LOG_LEVELS: &[&str] =
+    &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 impl Session {
     /// A sender for the session's GET stream.
@@ -90,7 +91,10 @@ impl Session {
 
     /// Whether a log message at `level` should reach this client.
     pub fn wants_log(&self, level: &str) -> bool {
-        LOG_LEVELS.iter().position(|l| *l == level).is_none_or(|i| i >= self.log_level.load(Ordering::Relaxed))
+        LOG_LEVELS
+            .iter()
+            .position(|l| *l == level)
+            .is_none_or(|i| i >= self.log_level.load(Ordering::Relaxed))
     }
 
     /// Registers a relayed server-to-client request and returns the id to show the client.
@@ -199,7 +203,13 @@ impl Sessions {
 
     /// The session `id`, if it exists and belongs to `binding`.
     pub fn get(&self, id: &str, binding: &Binding) -> Result<Arc<Session>, Lookup> {
-        let session = self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or(Lookup::NotFound)?;
+        let session = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or(Lookup::NotFound)?;
         if session.binding != *binding {
             return Err(Lookup::Forbidden);
         }

@@ -1,0 +1,197 @@
+//! Dispatch: one handler per MCP method, on top of the catalog and the backends.
+//!
+//! The client edge (`http`) has already decided the era, checked the session or the per-request
+//! `_meta`, and built the [`Cx`]. Here a request becomes either an answer from the catalog (lists,
+//! discovery) or a call routed to one backend under the item's original name (`forward`).
+//!
+//! Invariant: handlers take the caller from `Cx` and pass it down; they never look identity up
+//! anywhere else.
+
+mod forward;
+mod lists;
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::gateway::Gateway;
+use crate::protocol::jsonrpc::{code, raw};
+use crate::protocol::meta::RequestMeta;
+use crate::protocol::{ErrorObject, Message, params};
+use crate::session::Session;
+
+pub use forward::forward;
+
+/// Who is asking, in which era, and where interim messages for this request go.
+pub struct Cx {
+    /// The caller of this request.
+    pub caller: Caller,
+    /// The client's era and its per-era state.
+    pub client: Client,
+    /// Notifications and server-to-client requests for the client, sent before the response on
+    /// this request's stream.
+    pub out: mpsc::Sender<Message>,
+}
+
+/// The client side of a request.
+pub enum Client {
+    /// A Legacy client with its session.
+    Legacy(Arc<Session>),
+    /// A Modern (stateless) client with its per-request `_meta`.
+    Modern(RequestMeta),
+}
+
+impl Cx {
+    /// Whether the client is Modern.
+    pub fn is_modern(&self) -> bool {
+        matches!(self.client, Client::Modern(_))
+    }
+}
+
+/// The outcome of one request.
+pub type Outcome = Result<Box<RawValue>, ErrorObject>;
+
+fn invalid_params(msg: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code::INVALID_PARAMS, msg)
+}
+
+fn method_not_found(method: &str) -> ErrorObject {
+    ErrorObject::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+}
+
+/// Handles one client request.
+pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
+    match method {
+        "ping" if !cx.is_modern() => Ok(raw(&serde_json::json!({}))),
+        "tools/list" => lists::tools(gw, cx, params.as_deref()),
+        "prompts/list" => lists::prompts(gw, cx, params.as_deref()),
+        "resources/list" => lists::resources(gw, cx, params.as_deref()),
+        "resources/templates/list" => lists::templates(gw, cx, params.as_deref()),
+        "server/discover" => Ok(lists::discover(gw)),
+        "tools/call" => {
+            let name = params::get_str(params.as_deref(), "name")
+                .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
+            let route = gw
+                .catalog
+                .load()
+                .tool(&name)
+                .cloned()
+                .ok_or_else(|| invalid_params(format!("Unknown tool: {name}")))?;
+            let params =
+                params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
+            forward(gw, cx, &route.backend, method, Some(params)).await
+        }
+        "prompts/get" => {
+            let name = params::get_str(params.as_deref(), "name")
+                .ok_or_else(|| invalid_params("prompts/get needs a string `name`"))?;
+            let route = gw
+                .catalog
+                .load()
+                .prompt(&name)
+                .cloned()
+                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let params =
+                params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
+            forward(gw, cx, &route.backend, method, Some(params)).await
+        }
+        "resources/read" => {
+            let uri = params::get_str(params.as_deref(), "uri")
+                .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
+            let backend = gw
+                .catalog
+                .load()
+                .resource(&uri)
+                .cloned()
+                .ok_or_else(|| resource_not_found(&uri))?;
+            forward(gw, cx, &backend, method, params).await
+        }
+        "resources/subscribe" | "resources/unsubscribe" if !cx.is_modern() => {
+            subscribe(gw, cx, method, params).await
+        }
+        "completion/complete" => complete(gw, cx, params).await,
+        "logging/setLevel" if !cx.is_modern() => set_level(gw, cx, params).await,
+        _ => Err(method_not_found(method)),
+    }
+}
+
+fn resource_not_found(uri: &str) -> ErrorObject {
+    ErrorObject::with_data(
+        code::RESOURCE_NOT_FOUND,
+        format!("Resource not found: {uri}"),
+        &serde_json::json!({ "uri": uri }),
+    )
+}
+
+async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
+    let Client::Legacy(session) = &cx.client else { return Err(method_not_found(method)) };
+    let uri = params::get_str(params.as_deref(), "uri")
+        .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
+    let backend =
+        gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(&uri))?;
+    if method == "resources/subscribe" {
+        session.subscribe(&uri);
+    } else {
+        session.unsubscribe(&uri);
+    }
+    forward(gw, cx, &backend, method, params).await
+}
+
+async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outcome {
+    #[derive(serde::Deserialize)]
+    struct P {
+        #[serde(rename = "ref")]
+        reference: serde_json::Map<String, serde_json::Value>,
+    }
+    let p: P = params
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .ok_or_else(|| invalid_params("completion/complete needs a `ref` object"))?;
+    let catalog = gw.catalog.load();
+    let kind = p.reference.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+    match kind {
+        "ref/prompt" => {
+            let name = p.reference.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+            let route = catalog
+                .prompt(name)
+                .cloned()
+                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let mut reference = p.reference.clone();
+            reference.insert("name".into(), route.original.clone().into());
+            let params =
+                params::set(params.as_deref(), "ref", &reference).map_err(invalid_params)?;
+            forward(gw, cx, &route.backend, "completion/complete", Some(params)).await
+        }
+        "ref/resource" => {
+            let uri = p.reference.get("uri").and_then(|v| v.as_str()).unwrap_or_default();
+            let backend = catalog
+                .template(uri)
+                .or_else(|| catalog.resource(uri))
+                .cloned()
+                .ok_or_else(|| resource_not_found(uri))?;
+            forward(gw, cx, &backend, "completion/complete", params).await
+        }
+        other => Err(invalid_params(format!("unknown completion reference type {other:?}"))),
+    }
+}
+
+async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outcome {
+    let Client::Legacy(session) = &cx.client else {
+        return Err(method_not_found("logging/setLevel"));
+    };
+    let level = params::get_str(params.as_deref(), "level")
+        .ok_or_else(|| invalid_params("logging/setLevel needs a string `level`"))?;
+    if !session.set_log_level(&level) {
+        return Err(invalid_params(format!("unknown log level {level:?}")));
+    }
+    // Backends filter at the source too; the gateway filters per session because backend sessions
+    // are shared.
+    for (name, backend) in gw.backends.iter() {
+        let logs = backend.info().is_some_and(|i| i.capabilities.get("logging").is_some());
+        if logs && backend.state() == crate::backend::State::Ready {
+            let _ = forward(gw, cx, name, "logging/setLevel", params.clone()).await;
+        }
+    }
+    Ok(raw(&serde_json::json!({})))
+}

@@ -1,0 +1,82 @@
+//! The running gateway's shared state, assembled once at the composition root (`cli::serve`).
+//!
+//! Invariant: this is a bundle of independent parts (backends, catalog, sessions); each part owns
+//! its own state and none reaches into another's. Request handling borrows it immutably.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::registry::Backends;
+use crate::backend::{BackendEvent, EventSender};
+use crate::catalog::live::{LiveCatalog, run_discovery};
+use crate::config::Config;
+use crate::session::Sessions;
+
+/// Shared state of a running gateway.
+pub struct Gateway {
+    /// `serverInfo.name`.
+    pub name: String,
+    /// The backends, in config order.
+    pub backends: Arc<Backends>,
+    /// The published catalog.
+    pub catalog: Arc<LiveCatalog>,
+    /// Legacy client sessions.
+    pub sessions: Sessions,
+    /// Backend-level notifications (list_changed, resources/updated, logging).
+    pub events: EventSender,
+    /// Items per page in list results (0: no paging).
+    pub page_size: usize,
+    /// Stops background tasks.
+    pub stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Starts backends and discovery for `config`. Returns at once; backends connect in the
+    /// background (see [`crate::catalog::live::settle`]).
+    pub fn start(config: &Config) -> Arc<Gateway> {
+        let (events, _) = broadcast::channel::<BackendEvent>(1024);
+        let backends = Arc::new(Backends::start(config, &events));
+        let catalog = Arc::new(LiveCatalog::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(run_discovery(
+            backends.clone(),
+            config.aggregation.clone(),
+            catalog.clone(),
+            events.subscribe(),
+            stop.clone(),
+        ));
+        Arc::new(Gateway {
+            name: config.name.clone(),
+            backends,
+            catalog,
+            sessions: Sessions::default(),
+            events,
+            page_size: 0,
+            stop,
+        })
+    }
+
+    /// `serverInfo` as the gateway reports it.
+    pub fn server_info(&self) -> serde_json::Value {
+        serde_json::json!({ "name": self.name, "version": env!("CARGO_PKG_VERSION") })
+    }
+
+    /// The capabilities the gateway advertises to clients: everything it can relay.
+    pub fn capabilities(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tools": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "prompts": { "listChanged": true },
+            "completions": {},
+            "logging": {},
+        })
+    }
+
+    /// Stops background work and every backend (child processes are killed).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.backends.shutdown().await;
+    }
+}
