@@ -5,8 +5,10 @@
 pub mod auth;
 pub mod backend;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
+pub mod http;
 pub mod protocol;
 pub mod session;

@@ -211,6 +211,15 @@ impl Backend {
         }
     }
 
+    /// The transport's config name.
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Backend::Http(_) => "streamable-http",
+            Backend::Sse(_) => "sse",
+            Backend::Stdio(_) => "stdio",
+        }
+    }
+
     /// A feed of status changes.
     pub fn watch(&self) -> Option<tokio::sync::watch::Receiver<Snapshot>> {
         match self {

@@ -92,18 +92,28 @@ fn client_meta(cx: &Cx) -> Option<serde_json::Map<String, serde_json::Value>> {
     }
 }
 
-/// Results relayed to Modern clients carry `resultType` (a Legacy backend omits it).
+/// Results relayed to Modern clients carry `resultType` (a Legacy backend omits it); Legacy
+/// clients get results without the 2026-07-28 fields a Modern backend adds.
 fn fix_result(cx: &Cx, result: Box<RawValue>) -> Box<RawValue> {
-    if !cx.is_modern() || result.get().contains("\"resultType\"") {
+    let has_type = result.get().contains("\"resultType\"");
+    if cx.is_modern() == has_type {
         return result;
     }
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(result.get()) {
-        Ok(mut map) => {
-            map.insert("resultType".into(), "complete".into());
-            raw(&map)
-        }
-        Err(_) => result,
+    let Ok(mut map) =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(result.get())
+    else {
+        return result;
+    };
+    if cx.is_modern() {
+        map.insert("resultType".into(), "complete".into());
+    } else if map.get("resultType").and_then(|v| v.as_str()) == Some("complete") {
+        map.remove("resultType");
+        map.remove("ttlMs");
+        map.remove("cacheScope");
+    } else {
+        return result;
     }
+    raw(&map)
 }
 
 fn backend_error(e: &BackendError) -> ErrorObject {

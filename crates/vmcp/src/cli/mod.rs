@@ -1,0 +1,168 @@
+//! The command line: `vmcp serve`, `vmcp validate`, `vmcp version`.
+//!
+//! This is the composition root: the config is loaded and split here, and each part gets only its
+//! own piece.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::catalog::live::settle;
+use crate::config;
+use crate::gateway::Gateway;
+
+/// vmcp: many MCP servers behind one endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "vmcp", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, short, default_value_t = 4483)]
+        port: u16,
+    },
+    /// Check a configuration file and exit (status 0 when valid, 1 when not).
+    Validate {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Runs the command line; the exit code is the result.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Version => {
+            println!("vmcp {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Command::Validate { config } => Ok(validate(&config)),
+        Command::Serve { config, host, port } => serve(&config, &host, port).await,
+    }
+}
+
+fn validate(path: &std::path::Path) -> u8 {
+    match config::load(path) {
+        Ok(cfg) => {
+            for w in config::validate_warnings(&cfg) {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: valid ({} backends)", path.display(), cfg.backends.len());
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+async fn serve(path: &std::path::Path, host: &str, port: u16) -> anyhow::Result<u8> {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    for w in config::validate_warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
+    let addr: SocketAddr =
+        match format!("{host}:{port}").parse().or_else(|_| format!("[{host}]:{port}").parse()) {
+            Ok(a) => a,
+            Err(_) => {
+                eprintln!("--host {host:?} is not an IP address");
+                return Ok(2);
+            }
+        };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            return Ok(1);
+        }
+    };
+    let local = listener.local_addr()?;
+    let gw = Gateway::start(&cfg);
+    settle(&gw.backends, &gw.catalog, Duration::from_secs(10)).await;
+    print_summary(&gw, local);
+    let app = crate::http::router(gw.clone(), &cfg.server);
+    let stop = gw.stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    let result = server.await;
+    tracing::info!("shutting down");
+    gw.shutdown().await;
+    result?;
+    Ok(0)
+}
+
+fn print_summary(gw: &Gateway, addr: SocketAddr) {
+    let counts = gw.catalog.load().counts();
+    println!("vmcp {} listening on http://{addr}/mcp", env!("CARGO_PKG_VERSION"));
+    for (name, b) in gw.backends.iter() {
+        let state = serde_json::to_value(b.state())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let detail = match (b.info(), b.last_error()) {
+            (Some(i), _) => format!(
+                "{} ({})",
+                i.protocol_version,
+                serde_json::to_value(i.era)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            (None, Some(e)) => e,
+            (None, None) => String::new(),
+        };
+        println!("  backend {name:<20} {:<16} {state:<10} {detail}", b.transport_name());
+    }
+    println!(
+        "  catalog: {} tools, {} resources, {} resource templates, {} prompts",
+        counts.tools, counts.resources, counts.resource_templates, counts.prompts
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

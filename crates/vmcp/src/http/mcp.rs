@@ -1,0 +1,518 @@
+//! `/mcp`: the Streamable HTTP endpoint for both protocol eras.
+//!
+//! POST carries one JSON-RPC message. An `initialize`, or anything with `Mcp-Session-Id`, is
+//! Legacy; a request whose `MCP-Protocol-Version` header or `_meta` names 2026-07-28 (and every
+//! `server/discover`) is Modern and is validated as the spec requires before dispatch. GET opens a
+//! Legacy session's notification stream; DELETE ends the session.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{broadcast, mpsc};
+
+use super::AppState;
+use super::stream::{self, json, legacy_status, modern_status};
+use crate::auth::Caller;
+use crate::dispatch::{self, Client, Cx};
+use crate::gateway::Gateway;
+use crate::protocol::jsonrpc::{ParseError, code, raw};
+use crate::protocol::meta::{KEY_SUBSCRIPTION_ID, RequestMeta};
+use crate::protocol::{
+    self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
+    headers, params,
+};
+use crate::session::{Lookup, Session};
+
+fn error(status: StatusCode, id: Option<Id>, code: i64, message: impl Into<String>) -> Response {
+    json(status, &Message::Error(ErrorResponse::new(id, ErrorObject::new(code, message))))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The caller of this HTTP request. Authentication fills this in; until then every caller is
+/// anonymous.
+fn caller(_headers: &HeaderMap) -> Caller {
+    Caller::Anonymous
+}
+
+/// POST /mcp.
+pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if body.len() > app.max_body {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            code::INVALID_REQUEST,
+            format!(
+                "request body of {} bytes exceeds the limit of {} bytes",
+                body.len(),
+                app.max_body
+            ),
+        );
+    }
+    if let Some(ct) = header_str(&headers, header::CONTENT_TYPE.as_str())
+        && !ct.to_ascii_lowercase().starts_with("application/json")
+    {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            code::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    let msg = match Message::parse(&body) {
+        Ok(m) => m,
+        Err(ParseError::Json(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::PARSE_ERROR,
+                format!("Parse error: {e}"),
+            );
+        }
+        Err(ParseError::Invalid { id, message }) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                id,
+                code::INVALID_REQUEST,
+                format!("Invalid request: {message}"),
+            );
+        }
+    };
+    let caller = caller(&headers);
+    let gw = app.gw.clone();
+    let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
+    if let Message::Request(req) = &msg
+        && req.method == "initialize"
+        && params::get_str(req.params.as_deref(), "protocolVersion").is_some()
+    {
+        return initialize(&gw, &caller, req);
+    }
+    if let Some(sid) = session_id {
+        let session = match gw.sessions.get(&sid, &caller.binding()) {
+            Ok(s) => s,
+            Err(Lookup::NotFound) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    msg.id().cloned(),
+                    code::INVALID_REQUEST,
+                    "Session not found",
+                );
+            }
+            Err(Lookup::Forbidden) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    msg.id().cloned(),
+                    code::INVALID_REQUEST,
+                    "Session belongs to another principal",
+                );
+            }
+        };
+        return legacy(gw, caller, session, msg).await;
+    }
+    match msg {
+        Message::Request(req) if is_modern(&headers, &req) => {
+            modern(gw, caller, &headers, req).await
+        }
+        Message::Request(req) => error(
+            StatusCode::BAD_REQUEST,
+            Some(req.id),
+            code::INVALID_REQUEST,
+            "Bad Request: no Mcp-Session-Id; send initialize first, or use protocol 2026-07-28",
+        ),
+        // Stateless clients have no session to attach notifications or responses to.
+        _ if header_str(&headers, protocol::HEADER_PROTOCOL_VERSION)
+            .is_some_and(|v| Era::of(v) == Era::Modern) =>
+        {
+            StatusCode::ACCEPTED.into_response()
+        }
+        other => error(
+            StatusCode::BAD_REQUEST,
+            other.id().cloned(),
+            code::INVALID_REQUEST,
+            "Bad Request: no Mcp-Session-Id",
+        ),
+    }
+}
+
+fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
+    req.method == "server/discover"
+        || header_str(headers, protocol::HEADER_PROTOCOL_VERSION)
+            .is_some_and(|v| Era::of(v) == Era::Modern)
+        || RequestMeta::from_params(req.params.as_deref()).protocol_version.is_some()
+}
+
+fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Init {
+        protocol_version: String,
+        #[serde(default)]
+        capabilities: serde_json::Value,
+        #[serde(default)]
+        client_info: serde_json::Value,
+    }
+    let init: Init = match req.params.as_deref().map(|p| serde_json::from_str(p.get())) {
+        Some(Ok(i)) => i,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Some(req.id.clone()),
+                code::INVALID_PARAMS,
+                "initialize needs protocolVersion, capabilities and clientInfo",
+            );
+        }
+    };
+    let version = protocol::negotiate_legacy(&init.protocol_version);
+    let session = gw.sessions.create(
+        caller.binding(),
+        version.to_owned(),
+        init.capabilities,
+        init.client_info,
+    );
+    tracing::info!(session = %&session.id[..8], version, "session started");
+    let result = raw(&serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": gw.capabilities(),
+        "serverInfo": gw.server_info(),
+    }));
+    let mut resp =
+        json(StatusCode::OK, &Message::Response(protocol::Response::new(req.id.clone(), result)));
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+    }
+    resp
+}
+
+async fn legacy(gw: Arc<Gateway>, caller: Caller, session: Arc<Session>, msg: Message) -> Response {
+    match msg {
+        Message::Request(req) => {
+            let (out_tx, out_rx) = mpsc::channel(64);
+            let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx };
+            let id = req.id.clone();
+            let task = tokio::spawn({
+                let session = session.clone();
+                let id = id.clone();
+                async move {
+                    let outcome = dispatch::handle(&gw, &cx, &req.method, req.params).await;
+                    session.untrack(&id);
+                    outcome
+                }
+            });
+            session.track(id.clone(), task.abort_handle());
+            stream::respond(id, out_rx, task, legacy_status).await
+        }
+        Message::Notification(n) => {
+            if n.method == "notifications/cancelled"
+                && let Some(params) = n.params.as_deref()
+                && let Ok(p) = serde_json::from_str::<serde_json::Value>(params.get())
+                && let Some(id) =
+                    p.get("requestId").and_then(|v| serde_json::from_value::<Id>(v.clone()).ok())
+            {
+                session.cancel(&id);
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        Message::Response(r) => {
+            let id = r.id.clone();
+            answer_relay(&session, &caller, &id, Message::Response(r)).await
+        }
+        Message::Error(e) => match e.id.clone() {
+            Some(id) => answer_relay(&session, &caller, &id, Message::Error(e)).await,
+            None => StatusCode::ACCEPTED.into_response(),
+        },
+    }
+}
+
+/// A client's answer to a server-to-client request the gateway relayed: passed to the backend
+/// that asked, under the backend's id, with this request's caller.
+async fn answer_relay(session: &Session, caller: &Caller, id: &Id, mut msg: Message) -> Response {
+    let Some(relay) = session.take_relay(id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Some(id.clone()),
+            code::INVALID_REQUEST,
+            "no pending request with this id",
+        );
+    };
+    match &mut msg {
+        Message::Response(r) => r.id = relay.backend_id.clone(),
+        Message::Error(e) => e.id = Some(relay.backend_id.clone()),
+        _ => {}
+    }
+    if let Err(e) = relay.backend.respond(caller, msg).await {
+        tracing::warn!(error = %e, "could not pass the client's answer to the backend");
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// A 2026-07-28 request: protocol checks, then dispatch (or a listen stream).
+async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Request) -> Response {
+    let meta = RequestMeta::from_params(req.params.as_deref());
+    let header_version = header_str(headers, protocol::HEADER_PROTOCOL_VERSION);
+    let bad = |status: StatusCode, code: i64, message: String| {
+        error(status, Some(req.id.clone()), code, message)
+    };
+    if let Some(meta_version) = meta.protocol_version.as_deref() {
+        match header_version {
+            None => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    code::HEADER_MISMATCH,
+                    "request _meta protocolVersion requires the MCP-Protocol-Version header".into(),
+                );
+            }
+            Some(h) if h != meta_version => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    code::HEADER_MISMATCH,
+                    format!(
+                        "MCP-Protocol-Version header ({h}) does not match request _meta protocolVersion ({meta_version})"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        if Era::of(meta_version) != Era::Modern || !SUPPORTED_VERSIONS.contains(&meta_version) {
+            let supported: Vec<&str> =
+                SUPPORTED_VERSIONS.iter().copied().filter(|v| Era::of(v) == Era::Modern).collect();
+            let e = ErrorObject::with_data(
+                code::UNSUPPORTED_PROTOCOL_VERSION,
+                format!("Unsupported protocol version: {meta_version}"),
+                &serde_json::json!({ "supported": supported, "requested": meta_version }),
+            );
+            return json(
+                StatusCode::BAD_REQUEST,
+                &Message::Error(ErrorResponse::new(Some(req.id.clone()), e)),
+            );
+        }
+    }
+    let missing = meta.missing_required();
+    if !missing.is_empty() {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMS,
+            format!(
+                "Invalid params: request _meta is missing or has malformed required fields: {}",
+                missing.join(", ")
+            ),
+        );
+    }
+    if protocol::REMOVED_IN_MODERN.contains(&req.method.as_str()) {
+        return bad(
+            StatusCode::NOT_FOUND,
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {} (removed in 2026-07-28)", req.method),
+        );
+    }
+    let parsed: Option<serde_json::Value> =
+        req.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
+    let schema = tool_schema(&gw, &req.method, parsed.as_ref());
+    if let Err(reason) = headers::validate(headers, &req.method, parsed.as_ref(), schema.as_ref()) {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            code::HEADER_MISMATCH,
+            format!("Header mismatch: {reason}"),
+        );
+    }
+    if req.method == "subscriptions/listen" {
+        return listen(gw, req, meta);
+    }
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let cx = Cx { caller, client: Client::Modern(meta), out: out_tx };
+    let id = req.id.clone();
+    let task =
+        tokio::spawn(async move { dispatch::handle(&gw, &cx, &req.method, req.params).await });
+    stream::respond(id, out_rx, task, modern_status).await
+}
+
+/// The input schema of the tool a `tools/call` names, for `Mcp-Param-*` checks.
+fn tool_schema(
+    gw: &Gateway,
+    method: &str,
+    params: Option<&serde_json::Value>,
+) -> Option<serde_json::Value> {
+    if method != "tools/call" {
+        return None;
+    }
+    let name = params?.get("name")?.as_str()?;
+    let catalog = gw.catalog.load();
+    catalog
+        .tools()
+        .iter()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+        .and_then(|t| t.get("inputSchema").cloned())
+}
+
+/// `subscriptions/listen`: an SSE stream that starts with the acknowledgement and then carries the
+/// list_changed notifications the client asked for, each tagged with the subscription id.
+fn listen(gw: Arc<Gateway>, req: Request, _meta: RequestMeta) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Filter {
+        #[serde(default)]
+        tools_list_changed: Option<bool>,
+        #[serde(default)]
+        prompts_list_changed: Option<bool>,
+        #[serde(default)]
+        resources_list_changed: Option<bool>,
+    }
+    let filter: Filter = req
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+        .and_then(|v| v.get("notifications").cloned())
+        .and_then(|n| serde_json::from_value(n).ok())
+        .unwrap_or_default();
+    let (tools, prompts, resources) = (
+        filter.tools_list_changed == Some(true),
+        filter.prompts_list_changed == Some(true),
+        filter.resources_list_changed == Some(true),
+    );
+    let sub_id = serde_json::to_value(&req.id).unwrap_or_default();
+    let mut accepted = serde_json::Map::new();
+    for (k, on) in [
+        ("toolsListChanged", tools),
+        ("promptsListChanged", prompts),
+        ("resourcesListChanged", resources),
+    ] {
+        if on {
+            accepted.insert(k.into(), true.into());
+        }
+    }
+    let tag = move |method: &str, extra: serde_json::Value| {
+        let mut params = match extra {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        params.insert("_meta".into(), serde_json::json!({ KEY_SUBSCRIPTION_ID: sub_id.clone() }));
+        Message::Notification(Notification::new(method, Some(raw(&params))))
+    };
+    let ack = tag(
+        "notifications/subscriptions/acknowledged",
+        serde_json::json!({ "notifications": accepted }),
+    );
+    let changes = gw.catalog.subscribe();
+    let stop = gw.stop.clone();
+    let rest = futures::stream::unfold(
+        (changes, stop, Vec::<Message>::new()),
+        move |(mut changes, stop, mut queue)| {
+            let tag = tag.clone();
+            async move {
+                loop {
+                    if let Some(m) = queue.pop() {
+                        return Some((m, (changes, stop, queue)));
+                    }
+                    let changed = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        c = changes.recv() => match c {
+                            Ok(c) => c,
+                            Err(broadcast::error::RecvError::Lagged(_)) => crate::catalog::live::Changed { tools: true, resources: true, prompts: true },
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                    };
+                    if changed.tools && tools {
+                        queue.push(tag("notifications/tools/list_changed", serde_json::json!({})));
+                    }
+                    if changed.prompts && prompts {
+                        queue
+                            .push(tag("notifications/prompts/list_changed", serde_json::json!({})));
+                    }
+                    if changed.resources && resources {
+                        queue.push(tag(
+                            "notifications/resources/list_changed",
+                            serde_json::json!({}),
+                        ));
+                    }
+                }
+            }
+        },
+    );
+    stream::sse(futures::StreamExt::chain(futures::stream::iter([ack]), rest))
+}
+
+/// GET /mcp: a Legacy session's stream of server-initiated messages.
+pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) else {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            "GET needs an Mcp-Session-Id (2026-07-28 clients use subscriptions/listen)",
+        )
+            .into_response();
+    };
+    let caller = caller(&headers);
+    let gw = app.gw.clone();
+    let session = match gw.sessions.get(sid, &caller.binding()) {
+        Ok(s) => s,
+        Err(Lookup::NotFound) => {
+            return (StatusCode::NOT_FOUND, "Session not found").into_response();
+        }
+        Err(Lookup::Forbidden) => {
+            return (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response();
+        }
+    };
+    let state = (
+        session.outbox().subscribe(),
+        gw.catalog.subscribe(),
+        gw.events.subscribe(),
+        gw.stop.clone(),
+        session,
+        Vec::<Message>::new(),
+    );
+    let stream = futures::stream::unfold(
+        state,
+        |(mut outbox, mut changes, mut events, stop, session, mut queue)| async move {
+            loop {
+                if let Some(m) = queue.pop() {
+                    return Some((m, (outbox, changes, events, stop, session, queue)));
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    m = outbox.recv() => match m {
+                        Ok(m) => queue.push(m),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    c = changes.recv() => if let Ok(c) = c {
+                        for (on, method) in [(c.tools, "notifications/tools/list_changed"), (c.prompts, "notifications/prompts/list_changed"), (c.resources, "notifications/resources/list_changed")] {
+                            if on {
+                                queue.push(Message::Notification(Notification::new(method, None)));
+                            }
+                        }
+                    },
+                    e = events.recv() => if let Ok(e) = e {
+                        let n = e.notification;
+                        let deliver = match n.method.as_str() {
+                            "notifications/resources/updated" => params::get_str(n.params.as_deref(), "uri").is_some_and(|u| session.is_subscribed(&u)),
+                            "notifications/message" => session.wants_log(&params::get_str(n.params.as_deref(), "level").unwrap_or_default()),
+                            _ => false,
+                        };
+                        if deliver {
+                            queue.push(Message::Notification(n));
+                        }
+                    },
+                }
+            }
+        },
+    );
+    stream::sse(stream)
+}
+
+/// DELETE /mcp: ends a Legacy session.
+pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) else {
+        return (StatusCode::BAD_REQUEST, "DELETE needs an Mcp-Session-Id").into_response();
+    };
+    match app.gw.sessions.remove(sid, &caller(&headers).binding()) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(Lookup::NotFound) => (StatusCode::NOT_FOUND, "Session not found").into_response(),
+        Err(Lookup::Forbidden) => {
+            (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response()
+        }
+    }
+}

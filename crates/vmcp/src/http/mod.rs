@@ -1,0 +1,45 @@
+//! The front door: the axum router for `/mcp`, `/health` and `/status`, with the Host/Origin guard
+//! and the request body limit.
+//!
+//! Invariant: nothing here knows MCP methods; requests are classified (era, session) and handed to
+//! `dispatch`.
+
+mod guard;
+mod mcp;
+mod status;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
+
+pub use guard::HostGuard;
+
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The gateway.
+    pub gw: Arc<Gateway>,
+    /// Largest accepted body.
+    pub max_body: usize,
+}
+
+/// Builds the router.
+pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
+    let state =
+        AppState { gw, max_body: server.max_request_body_bytes.unwrap_or(DEFAULT_MAX_BODY) };
+    let guard = Arc::new(HostGuard::new(&server.allowed_hosts, &server.allowed_origins));
+    Router::new()
+        .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+        .route("/health", get(status::health))
+        .route("/status", get(status::status))
+        .with_state(state)
+}

@@ -1,0 +1,41 @@
+//! `/health` (liveness) and `/status` (what each backend is doing, and the catalog's size).
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+
+/// Liveness: the process serves HTTP.
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+/// Backends with transport, era, state and last error; catalog counts and problems.
+pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let gw = &app.gw;
+    let catalog = gw.catalog.load();
+    let backends: Vec<serde_json::Value> = gw
+        .backends
+        .iter()
+        .map(|(name, b)| {
+            let info = b.info();
+            serde_json::json!({
+                "name": &**name,
+                "transport": b.transport_name(),
+                "state": b.state(),
+                "era": info.as_ref().map(|i| i.era),
+                "protocolVersion": info.as_ref().map(|i| i.protocol_version.clone()),
+                "serverInfo": info.as_ref().map(|i| i.server_info.clone()),
+                "lastError": b.last_error(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "name": gw.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "sessions": gw.sessions.len(),
+        "backends": backends,
+        "catalog": catalog.counts(),
+        "problems": catalog.problems(),
+    }))
+}
