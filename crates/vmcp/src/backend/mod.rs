@@ -55,13 +55,21 @@ pub struct CallContext {
     /// The client's `_meta` protocol fields (protocol version, capabilities, client info, log
     /// level), merged into the request for Modern backends. `None` uses the gateway's defaults.
     pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// For `tools/call`: the called tool's input schema, whose `x-mcp-header` annotations name the
+    /// `Mcp-Param-*` headers a Modern backend expects.
+    pub tool_schema: Option<serde_json::Value>,
 }
 
 impl CallContext {
+    /// A context sending this request's messages to `events`.
+    pub fn new(events: mpsc::Sender<Message>) -> Self {
+        Self { events, client_meta: None, tool_schema: None }
+    }
+
     /// A context whose events are dropped (discovery, lists).
     pub fn detached() -> Self {
         let (events, _) = mpsc::channel(1);
-        Self { events, client_meta: None }
+        Self::new(events)
     }
 }
 

@@ -479,7 +479,7 @@ mod tests {
 
     fn ctx() -> (CallContext, mpsc::Receiver<Message>) {
         let (events, rx) = mpsc::channel(16);
-        (CallContext { events, client_meta: None }, rx)
+        (CallContext::new(events), rx)
     }
 
     async fn next_out(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {

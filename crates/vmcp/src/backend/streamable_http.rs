@@ -88,11 +88,14 @@ impl HttpBackend {
             CancelGuard { inner: inner.clone(), caller: caller.clone(), id, armed: true };
         let params = inner.outgoing_params(&info, params, ctx.client_meta.as_ref())?;
         let body = Message::Request(Request::new(Id::Number(id), method, params.clone()));
-        let mut result = inner.post(caller, &info, &body, Some(method), params.as_deref()).await;
+        let schema = ctx.tool_schema.as_ref();
+        let mut result =
+            inner.post(caller, &info, &body, Some(method), params.as_deref(), schema).await;
         if let Err(PostError::SessionExpired) = result {
             inner.reinitialize(caller).await?;
             let info = inner.ready_info()?;
-            result = inner.post(caller, &info, &body, Some(method), params.as_deref()).await;
+            result =
+                inner.post(caller, &info, &body, Some(method), params.as_deref(), schema).await;
         }
         let reply = match result {
             Ok(resp) => inner.read_reply(resp, id, &ctx).await,
@@ -100,11 +103,8 @@ impl HttpBackend {
             Err(PostError::Status(_, Some(Message::Error(e)))) => Ok(Reply::Error(e.error)),
             Err(e) => Err(e.into_backend(&inner.spec.name)),
         };
-        guard.armed = !matches!(reply, Ok(_));
-        if matches!(reply, Err(BackendError::Transport { .. })) {
-            // The request may still be running at the backend; cancel it.
-            guard.armed = true;
-        }
+        // A transport failure may leave the request running at the backend: cancel it there.
+        guard.armed = matches!(reply, Err(BackendError::Transport { .. }));
         reply
     }
 
@@ -119,7 +119,7 @@ impl HttpBackend {
         let info = inner.ready_info()?;
         let body = Message::Notification(Notification::new(method, params));
         inner
-            .post(caller, &info, &body, None, None)
+            .post(caller, &info, &body, None, None, None)
             .await
             .map(drop)
             .map_err(|e| e.into_backend(&inner.spec.name))
@@ -130,7 +130,7 @@ impl HttpBackend {
         let inner = &self.inner;
         let info = inner.ready_info()?;
         inner
-            .post(caller, &info, &response, None, None)
+            .post(caller, &info, &response, None, None, None)
             .await
             .map(drop)
             .map_err(|e| e.into_backend(&inner.spec.name))
@@ -170,7 +170,7 @@ impl HttpBackend {
         {
             let req = inner
                 .client
-                .delete(&inner.url())
+                .delete(inner.url())
                 .header(protocol::HEADER_SESSION_ID, id)
                 .header(protocol::HEADER_PROTOCOL_VERSION, &session.version)
                 .timeout(Duration::from_secs(2));
@@ -208,7 +208,7 @@ impl Drop for CancelGuard {
                     "notifications/cancelled",
                     Some(params),
                 ));
-                let _ = inner.post(&caller, &info, &msg, None, None).await;
+                let _ = inner.post(&caller, &info, &msg, None, None, None).await;
             });
         }
     }
@@ -284,6 +284,7 @@ impl Inner {
         body: &Message,
         method: Option<&str>,
         params: Option<&RawValue>,
+        tool_schema: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, PostError> {
         let session = self.session.load_full();
         let mut req = self
@@ -304,7 +305,7 @@ impl Inner {
         {
             let parsed: Option<serde_json::Value> =
                 params.and_then(|p| serde_json::from_str(p.get()).ok());
-            for (k, v) in headers::outgoing(method, parsed.as_ref(), None) {
+            for (k, v) in headers::outgoing(method, parsed.as_ref(), tool_schema) {
                 req = req.header(k, v);
             }
         }
@@ -404,7 +405,7 @@ impl Inner {
             return None;
         }
         let (events, _rx) = tokio::sync::mpsc::channel(8);
-        let ctx = CallContext { events, client_meta: None };
+        let ctx = CallContext::new(events);
         let Reply::Result(result) = self.read_reply(resp, 0, &ctx).await.ok()? else { return None };
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -457,7 +458,7 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let (events, _rx) = tokio::sync::mpsc::channel(8);
-        let ctx = CallContext { events, client_meta: None };
+        let ctx = CallContext::new(events);
         let info = match self.read_reply(resp, 0, &ctx).await.map_err(|e| e.to_string())? {
             Reply::Result(r) => super::parse_initialize_result(&r)?,
             Reply::Error(e) => {
@@ -469,7 +470,7 @@ impl Inner {
             version: info.protocol_version.clone(),
         })));
         let note = Message::Notification(Notification::new("notifications/initialized", None));
-        self.post(caller, &info, &note, None, None)
+        self.post(caller, &info, &note, None, None, None)
             .await
             .map_err(|e| e.into_backend(&self.spec.name).to_string())?;
         Ok(info)
@@ -529,6 +530,57 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Holds a `subscriptions/listen` stream to a Modern backend open for the list_changed
+    /// notifications its capabilities promise, passing them on as backend events.
+    async fn listen_modern(&self, info: &ServerInfo) {
+        let caps = &info.capabilities;
+        let flag = |k: &str| {
+            caps.get(k).and_then(|c| c.get("listChanged")).and_then(|v| v.as_bool()) == Some(true)
+        };
+        let (tools, prompts, resources) = (flag("tools"), flag("prompts"), flag("resources"));
+        if !(tools || prompts || resources) {
+            // Nothing to listen for: idle until the backend's state changes.
+            std::future::pending::<()>().await;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let params = protocol::jsonrpc::raw(&serde_json::json!({
+            "notifications": { "toolsListChanged": tools, "promptsListChanged": prompts, "resourcesListChanged": resources },
+        }));
+        let Ok(params) = self.outgoing_params(info, Some(params), None) else { return };
+        let body =
+            Message::Request(Request::new(Id::Number(id), "subscriptions/listen", params.clone()));
+        let mut req = self
+            .client
+            .post(self.url())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header(protocol::HEADER_PROTOCOL_VERSION, &info.protocol_version)
+            .body(body.to_bytes());
+        for (k, v) in headers::outgoing("subscriptions/listen", None, None) {
+            req = req.header(k, v);
+        }
+        let Ok(req) = self.spec.auth.apply(&Caller::System, req).await else { return };
+        let Ok(resp) = req.send().await else { return };
+        if !resp.status().is_success() {
+            tracing::debug!(backend = %self.spec.name, status = %resp.status(), "backend refused subscriptions/listen");
+            std::future::pending::<()>().await;
+        }
+        let mut events = SseByteStream::new(resp.bytes_stream());
+        while let Some(Ok(event)) = events.next().await {
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+            if let Ok(Message::Notification(n)) = Message::parse(data.as_bytes())
+                && n.method != "notifications/subscriptions/acknowledged"
+            {
+                let _ = self
+                    .spec
+                    .events
+                    .send(BackendEvent { backend: self.spec.name.clone(), notification: n });
+            }
+        }
+    }
+}
+
 /// Connects with backoff; once connected, keeps the Legacy GET stream open for notifications.
 async fn supervise(inner: Arc<Inner>) {
     let mut backoff = BACKOFF_START;
@@ -561,11 +613,20 @@ async fn supervise(inner: Arc<Inner>) {
                         }
                     }
                 } else {
-                    // Modern backends need no standing connection; wait until something fails.
+                    // Modern backends are called statelessly; a `subscriptions/listen` stream
+                    // carries their notifications. Reopen it while the backend stays ready.
                     let mut rx = inner.status.subscribe();
-                    tokio::select! {
-                        _ = inner.stop.cancelled() => return,
-                        _ = rx.wait_for(|s| s.state != State::Ready) => {}
+                    loop {
+                        tokio::select! {
+                            _ = inner.stop.cancelled() => return,
+                            _ = rx.wait_for(|s| s.state != State::Ready) => break,
+                            _ = inner.listen_modern(&info) => {}
+                        }
+                        tokio::select! {
+                            _ = inner.stop.cancelled() => return,
+                            _ = rx.wait_for(|s| s.state != State::Ready) => break,
+                            _ = tokio::time::sleep(BACKOFF_START * 4) => {}
+                        }
                     }
                 }
             }

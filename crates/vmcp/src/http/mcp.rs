@@ -24,7 +24,7 @@ use crate::protocol::{
     self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
     headers, params,
 };
-use crate::session::{Lookup, Session};
+use crate::session::{Lookup, PendingRelay, Session};
 
 fn error(status: StatusCode, id: Option<Id>, code: i64, message: impl Into<String>) -> Response {
     json(status, &Message::Error(ErrorResponse::new(id, ErrorObject::new(code, message))))
@@ -239,13 +239,20 @@ async fn answer_relay(session: &Session, caller: &Caller, id: &Id, mut msg: Mess
             "no pending request with this id",
         );
     };
-    match &mut msg {
-        Message::Response(r) => r.id = relay.backend_id.clone(),
-        Message::Error(e) => e.id = Some(relay.backend_id.clone()),
-        _ => {}
-    }
-    if let Err(e) = relay.backend.respond(caller, msg).await {
-        tracing::warn!(error = %e, "could not pass the client's answer to the backend");
+    match relay {
+        PendingRelay::Backend { backend, backend_id } => {
+            match &mut msg {
+                Message::Response(r) => r.id = backend_id,
+                Message::Error(e) => e.id = Some(backend_id),
+                _ => {}
+            }
+            if let Err(e) = backend.respond(caller, msg).await {
+                tracing::warn!(error = %e, "could not pass the client's answer to the backend");
+            }
+        }
+        PendingRelay::Local(tx) => {
+            let _ = tx.send(msg);
+        }
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -339,13 +346,7 @@ fn tool_schema(
     if method != "tools/call" {
         return None;
     }
-    let name = params?.get("name")?.as_str()?;
-    let catalog = gw.catalog.load();
-    catalog
-        .tools()
-        .iter()
-        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
-        .and_then(|t| t.get("inputSchema").cloned())
+    gw.catalog.load().tool_schema(params?.get("name")?.as_str()?)
 }
 
 /// `subscriptions/listen`: an SSE stream that starts with the acknowledgement and then carries the

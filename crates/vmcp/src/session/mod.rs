@@ -19,11 +19,17 @@ use crate::backend::Backend;
 use crate::protocol::{Id, Message};
 
 /// A server-to-client request relayed to this session's client, awaiting its answer.
-pub struct PendingRelay {
-    /// The backend that asked.
-    pub backend: Arc<Backend>,
-    /// The backend's own id for the request.
-    pub backend_id: Id,
+pub enum PendingRelay {
+    /// A backend asked (Legacy backend): the answer goes back to it under its own id.
+    Backend {
+        /// The backend that asked.
+        backend: Arc<Backend>,
+        /// The backend's own id for the request.
+        backend_id: Id,
+    },
+    /// The gateway asked on a Modern backend's behalf (an `input_required` round): the answer
+    /// completes the round.
+    Local(tokio::sync::oneshot::Sender<Message>),
 }
 
 /// One Legacy client session.
@@ -87,6 +93,11 @@ impl Session {
             }
             None => false,
         }
+    }
+
+    /// The minimum log level this client asked for (`debug` until it sets one).
+    pub fn log_level(&self) -> &'static str {
+        LOG_LEVELS.get(self.log_level.load(Ordering::Relaxed)).copied().unwrap_or("debug")
     }
 
     /// Whether a log message at `level` should reach this client.
