@@ -292,10 +292,11 @@ impl Mux {
             }
         }
         // No receiver is fine: nobody is listening for backend events right now.
-        let _ = self
-            .inner
-            .events
-            .send(BackendEvent { backend: self.inner.backend.clone(), notification: n });
+        let _ = self.inner.events.send(BackendEvent {
+            backend: self.inner.backend.clone(),
+            session: None,
+            notification: n,
+        });
     }
 
     fn route_progress(&self, n: Notification) {

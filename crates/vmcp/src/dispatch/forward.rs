@@ -89,7 +89,12 @@ async fn call_once(
     tool_schema: Option<serde_json::Value>,
 ) -> Outcome {
     let (events, mut rx) = mpsc::channel::<Message>(64);
-    let ctx = CallContext { events, client_meta: client_meta(cx), tool_schema };
+    let ctx = CallContext {
+        events,
+        client_meta: client_meta(cx),
+        tool_schema,
+        session: cx.session_key(),
+    };
     let timeout = gw.backends.timeout(name);
     let call = async {
         match tokio::time::timeout(timeout, backend.request(&cx.caller, method, params, ctx)).await
@@ -323,5 +328,5 @@ async fn relay_request(cx: &Cx, backend: &Arc<Backend>, r: Request) {
         Some(r.id),
         ErrorObject::new(code::METHOD_NOT_FOUND, refusal),
     ));
-    let _ = backend.respond(&cx.caller, error).await;
+    let _ = backend.respond(&cx.caller, cx.session_key(), error).await;
 }

@@ -44,6 +44,14 @@ pub enum Client {
 }
 
 impl Cx {
+    /// The Legacy client session's key, whose backend sessions this request uses.
+    pub fn session_key(&self) -> Option<u64> {
+        match &self.client {
+            Client::Legacy(s) => Some(s.key),
+            Client::Modern(_) => None,
+        }
+    }
+
     /// Whether the client is Modern.
     pub fn is_modern(&self) -> bool {
         matches!(self.client, Client::Modern(_))

@@ -34,8 +34,10 @@ pub enum PendingRelay {
 
 /// One Legacy client session.
 pub struct Session {
-    /// The session id.
+    /// The session id (a bearer handle: never logged whole).
     pub id: String,
+    /// A number naming the session inside the gateway (logs, backend sessions).
+    pub key: u64,
     /// Who opened it.
     pub binding: Binding,
     /// Negotiated protocol version.
@@ -180,6 +182,7 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
+    next_key: AtomicU64,
 }
 
 impl Sessions {
@@ -196,6 +199,7 @@ impl Sessions {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let session = Arc::new(Session {
             id: id.clone(),
+            key: self.next_key.fetch_add(1, Ordering::Relaxed) + 1,
             binding,
             protocol_version,
             client_capabilities,
@@ -257,17 +261,12 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Ends sessions idle for longer than `max_idle`.
-    pub fn expire(&self, max_idle: std::time::Duration) -> usize {
+    /// Ends sessions idle for longer than `max_idle` and returns them (their backend sessions
+    /// still need ending).
+    pub fn expire(&self, max_idle: std::time::Duration) -> Vec<Arc<Session>> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let before = map.len();
-        map.retain(|_, s| {
-            let keep = s.idle() < max_idle;
-            if !keep {
-                s.close();
-            }
-            keep
-        });
-        before - map.len()
+        let idle: Vec<String> =
+            map.iter().filter(|(_, s)| s.idle() >= max_idle).map(|(k, _)| k.clone()).collect();
+        idle.iter().filter_map(|k| map.remove(k)).inspect(|s| s.close()).collect()
     }
 }
