@@ -154,6 +154,7 @@ async fn cancel(backend: &str) {
     assert!(started.elapsed() < Duration::from_secs(10));
     if let Some(m) = &r.message {
         assert!(m.get("error").is_some(), "an aborted request must not look successful: {m}");
+        eprintln!("cancelled request answered: {m}");
     }
     // The session still works, and so does the backend.
     let r = c.tool(false, &format!("{backend}_echo"), json!({ "message": "after" })).await;
