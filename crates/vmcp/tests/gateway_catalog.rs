@@ -179,7 +179,7 @@ async fn list_changed_from_legacy_http_backend() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the gateway never learns of a Modern (2026-07-28) HTTP backend's list changes (no subscriptions/listen to the backend)"]
+
 async fn list_changed_from_modern_http_backend() {
     let f = Fixture::http("modern", "h");
     list_changed_reaches_legacy_stream(

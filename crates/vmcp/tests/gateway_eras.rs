@@ -202,7 +202,7 @@ async fn logging_legacy_client_legacy_http_backend() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a Legacy client's logging/setLevel never reaches a Modern backend (no logLevel in the forwarded _meta), so it gets no logs"]
+
 async fn logging_legacy_client_modern_http_backend() {
     check_logging(false, "hm").await;
 }

@@ -295,7 +295,7 @@ async fn modern_input_required_passes_through() {
 /// A tool whose schema opts an argument into an `Mcp-Param-*` header, on a Modern backend, called
 /// with correct headers (Modern client) or through a session (Legacy client).
 #[tokio::test]
-#[ignore = "bug: requests to Modern backends never carry Mcp-Param-* headers (headers::outgoing gets no tool schema), so the backend rejects them with -32020"]
+
 async fn mcp_param_tool_reaches_modern_backend() {
     let (gw, _f) = gateway();
     assert_eq!(gw.backend_status("a").await["era"], "modern");
