@@ -48,6 +48,8 @@ pub struct Gateway {
     pub page_size: usize,
     /// Stops background tasks.
     pub stop: CancellationToken,
+    /// Backend calls waiting for a Modern client's input.
+    pub parked: crate::dispatch::park::Parked,
 }
 
 impl Gateway {
@@ -73,6 +75,7 @@ impl Gateway {
             events,
             page_size: 0,
             stop,
+            parked: Default::default(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
         gw

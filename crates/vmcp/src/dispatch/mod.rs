@@ -9,6 +9,7 @@
 
 mod forward;
 mod lists;
+pub mod park;
 
 use std::sync::Arc;
 
