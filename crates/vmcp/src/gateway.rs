@@ -73,7 +73,7 @@ impl Gateway {
             catalog,
             sessions: Sessions::default(),
             events,
-            page_size: 0,
+            page_size: config.server.page_size,
             stop,
             parked: Default::default(),
         });

@@ -223,6 +223,10 @@ pub struct ServerConfig {
     /// Largest accepted request body in bytes (default 4 MiB).
     #[serde(default)]
     pub max_request_body_bytes: Option<usize>,
+    /// Items per page in `tools/list` and the other list results; 0 (the default) sends every
+    /// item in one page.
+    #[serde(default)]
+    pub page_size: usize,
 }
 
 impl Config {
