@@ -50,6 +50,8 @@ pub struct Gateway {
     pub stop: CancellationToken,
     /// Backend calls waiting for a Modern client's input.
     pub parked: crate::dispatch::park::Parked,
+    /// Resource subscriptions shared across clients.
+    pub subscriptions: crate::dispatch::subscriptions::Subscriptions,
 }
 
 impl Gateway {
@@ -76,6 +78,7 @@ impl Gateway {
             page_size: config.server.page_size,
             stop,
             parked: Default::default(),
+            subscriptions: Default::default(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
         gw
@@ -101,6 +104,17 @@ impl Gateway {
     /// current credentials (`Caller::Teardown`), never ones captured earlier.
     pub async fn end_backend_sessions(&self, session: &crate::session::Session) {
         let caller = crate::auth::Caller::Teardown(session.binding.clone());
+        let catalog = self.catalog.load();
+        for uri in session.subscriptions() {
+            let Some(name) = catalog.resource(&uri) else { continue };
+            if let Some(backend) = self.backends.get(name) {
+                // A per-client backend session ends below, taking its subscriptions with it.
+                let _ = self
+                    .subscriptions
+                    .change(&caller, Some(session.key), name, backend, &uri, false)
+                    .await;
+            }
+        }
         futures::future::join_all(
             self.backends.iter().map(|(_, b)| b.end_session(&caller, session.key)),
         )

@@ -81,6 +81,11 @@ impl Session {
         lock(&self.subscriptions).remove(uri)
     }
 
+    /// Every URI this session subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.subscriptions).iter().cloned().collect()
+    }
+
     /// Whether the session subscribed to `uri`.
     pub fn is_subscribed(&self, uri: &str) -> bool {
         lock(&self.subscriptions).contains(uri)
