@@ -124,6 +124,13 @@ impl Gateway {
 
     /// Stops background work and every backend (child processes are killed).
     pub async fn shutdown(&self) {
+        // End client sessions first, so their backend sessions end with the principals'
+        // teardown credentials rather than the gateway's.
+        let ended = self.sessions.expire(std::time::Duration::ZERO);
+        futures::StreamExt::for_each_concurrent(futures::stream::iter(ended), 16, |s| async move {
+            self.end_backend_sessions(&s).await
+        })
+        .await;
         self.stop.cancel();
         self.backends.shutdown().await;
     }

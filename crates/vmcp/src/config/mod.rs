@@ -107,7 +107,8 @@ pub enum ConflictResolution {
     Prefix,
     /// The first backend in `priorityOrder` keeps a contested name; others lose it.
     Priority,
-    /// Every collision must be resolved by an override, or the config is rejected.
+    /// Every collision must be resolved by an override; an unresolved one is left out of the
+    /// catalog (for every claimant) and reported in `/status` problems.
     Manual,
 }
 
