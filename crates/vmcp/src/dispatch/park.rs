@@ -39,6 +39,14 @@ struct ParkedCall {
     deadline: Instant,
 }
 
+impl Drop for ParkedCall {
+    /// A call dropped before its end (the client went away, or nobody resumed it in time) is
+    /// abandoned, which cancels it at the backend.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Calls waiting for a Modern client's input.
 #[derive(Default)]
 pub struct Parked {
@@ -52,13 +60,7 @@ impl Parked {
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        calls.retain(|_, c| {
-            let keep = c.deadline > now && !c.task.is_finished();
-            if !keep {
-                c.task.abort();
-            }
-            keep
-        });
+        calls.retain(|_, c| c.deadline > now && !c.task.is_finished());
         calls.insert(token.clone(), call);
         token
     }
@@ -125,7 +127,6 @@ pub async fn call(
             super::Client::Legacy(_) => true,
         };
         if !declared {
-            call.task.abort();
             return Err(ErrorObject::with_data(
                 code::MISSING_REQUIRED_CLIENT_CAPABILITY,
                 format!(
@@ -147,7 +148,7 @@ pub async fn call(
             "requestState": format!("{STATE_PREFIX}{token}"),
         })));
     }
-    match call.task.await {
+    match (&mut call.task).await {
         Ok(Ok(Reply::Result(r))) => Ok(r),
         Ok(Ok(Reply::Error(e))) => Err(e),
         Ok(Err(e)) => Err(e),
@@ -221,7 +222,6 @@ async fn resume(
             )),
         };
         if let Err(e) = backend.respond(&cx.caller, None, answer).await {
-            call.task.abort();
             return Err(super::forward::backend_error(&e));
         }
     }

@@ -211,7 +211,7 @@ async fn legacy(gw: Arc<Gateway>, caller: Caller, session: Arc<Session>, msg: Me
                 }
             });
             session.track(id.clone(), task.abort_handle());
-            stream::respond(id, out_rx, task, legacy_status).await
+            stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status).await
         }
         Message::Notification(n) => {
             if n.method == "notifications/cancelled"
@@ -341,6 +341,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     let id = req.id.clone();
     let task =
         tokio::spawn(async move { dispatch::handle(&gw, &cx, &req.method, req.params).await });
+    let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
     stream::respond(id, out_rx, task, modern_status).await
 }
 

@@ -9,9 +9,33 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::protocol::{ErrorObject, ErrorResponse, Id, Message};
+
+type Outcome = Result<Box<serde_json::value::RawValue>, ErrorObject>;
+
+/// The task handling one request. Legacy requests outlive a dropped connection (the spec makes
+/// disconnection no cancellation); Modern requests are cancelled with it.
+pub enum Task {
+    /// Keeps running if the response is dropped.
+    Detached(tokio::task::JoinHandle<Outcome>),
+    /// Aborted if the response is dropped.
+    Owned(tokio_util::task::AbortOnDropHandle<Outcome>),
+}
+
+impl std::future::Future for Task {
+    type Output = Result<Outcome, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            Task::Detached(h) => std::pin::Pin::new(h).poll(cx),
+            Task::Owned(h) => std::pin::Pin::new(h).poll(cx),
+        }
+    }
+}
 
 /// The JSON-RPC message answering `id` with `outcome`.
 pub fn reply_message(
@@ -48,7 +72,7 @@ pub fn sse(stream: impl Stream<Item = Message> + Send + 'static) -> Response {
 pub async fn respond(
     id: Id,
     mut out: mpsc::Receiver<Message>,
-    mut task: JoinHandle<Result<Box<serde_json::value::RawValue>, ErrorObject>>,
+    mut task: Task,
     status_of: fn(&Result<Box<serde_json::value::RawValue>, ErrorObject>) -> StatusCode,
 ) -> Response {
     let first = tokio::select! {
@@ -77,14 +101,11 @@ fn aborted(e: &tokio::task::JoinError) -> ErrorObject {
 fn async_stream(
     first: Option<Message>,
     out: mpsc::Receiver<Message>,
-    task: JoinHandle<Result<Box<serde_json::value::RawValue>, ErrorObject>>,
+    task: Task,
     id: Id,
 ) -> impl Stream<Item = Message> + Send + 'static {
     enum St {
-        Interim(
-            mpsc::Receiver<Message>,
-            JoinHandle<Result<Box<serde_json::value::RawValue>, ErrorObject>>,
-        ),
+        Interim(mpsc::Receiver<Message>, Task),
         Done,
     }
     let head = futures::stream::iter(first);
