@@ -770,3 +770,35 @@ pub async fn post_on_backend_session(url: &str, session: &str, tool: &str, args:
         .json(&request(9000, "tools/call", json!({ "name": tool, "arguments": args })));
     c.open(b).await.reply(9000, STEP).await
 }
+
+// ---------------------------------------------------------------------------------------------
+// Other processes
+// ---------------------------------------------------------------------------------------------
+
+impl Proc {
+    /// Starts any program, collecting its output like the gateway's and the fixture's.
+    pub fn start(name: &str, cmd: Command) -> Proc {
+        Proc::spawn(name, cmd)
+    }
+
+    /// Waits (bounded) until stderr contains `needle`.
+    pub fn wait_stderr(&mut self, within: Duration, needle: &str) {
+        let deadline = Instant::now() + within;
+        while !self.stderr().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}\nstderr: {}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {needle:?} not printed within {within:?}\nstderr: {}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
