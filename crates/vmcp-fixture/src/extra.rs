@@ -36,7 +36,7 @@ pub fn tools() -> Vec<Tool> {
         ),
         tool(
             "whoami",
-            "Returns the HTTP request headers this call arrived with (authorization and x-*), as JSON; {} over stdio",
+            "Returns the HTTP request headers this call arrived with (authorization, mcp-session-id and x-*), as JSON; {} over stdio",
             no_args(),
         ),
         tool(
@@ -157,13 +157,14 @@ pub async fn call_tool(
 }
 
 /// The HTTP headers of the current request that tests care about:
-/// `authorization` and every `x-*` header. Empty over stdio.
+/// `authorization`, `mcp-session-id` (which backend session served the call) and every `x-*`
+/// header. Empty over stdio.
 fn whoami(cx: &RequestContext<RoleServer>) -> Value {
     let mut headers = Map::new();
     if let Some(parts) = cx.extensions.get::<http::request::Parts>() {
         for (name, value) in &parts.headers {
             let name = name.as_str();
-            if name == "authorization" || name.starts_with("x-") {
+            if name == "authorization" || name == "mcp-session-id" || name.starts_with("x-") {
                 let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                 // Repeated headers become arrays so none is lost.
                 match headers.get_mut(name) {

@@ -731,3 +731,74 @@ pub async fn client_for(gw: &Gateway, modern: bool) -> Client {
     }
     c
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backend sessions
+// ---------------------------------------------------------------------------------------------
+
+/// The JSON object a fixture `whoami` call answered with.
+pub fn whoami_of(r: &Reply) -> Value {
+    let text = r.text();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("whoami answered {text:?}: {e}"))
+}
+
+/// The backend `mcp-session-id` a fixture `whoami` call arrived with, if any.
+pub fn backend_session_of(r: &Reply) -> Option<String> {
+    whoami_of(r).get("mcp-session-id").and_then(Value::as_str).map(str::to_owned)
+}
+
+impl Client {
+    /// DELETE `/mcp` for this client's session; returns the HTTP status.
+    pub async fn delete_session(&self) -> u16 {
+        let mut b = self.http.delete(&self.url);
+        if let Some(s) = &self.session {
+            b = b.header("mcp-session-id", s);
+        }
+        let resp = tokio::time::timeout(STEP, b.send()).await.expect("in time").expect("DELETE");
+        resp.status().as_u16()
+    }
+}
+
+/// A Legacy `tools/call` POSTed straight to `url` (a backend, bypassing the gateway) on backend
+/// session `session`; returns the HTTP status and whatever messages came.
+pub async fn post_on_backend_session(url: &str, session: &str, tool: &str, args: Value) -> Reply {
+    let c = Client::new(url);
+    let b = c
+        .post()
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", LEGACY)
+        .json(&request(9000, "tools/call", json!({ "name": tool, "arguments": args })));
+    c.open(b).await.reply(9000, STEP).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other processes
+// ---------------------------------------------------------------------------------------------
+
+impl Proc {
+    /// Starts any program, collecting its output like the gateway's and the fixture's.
+    pub fn start(name: &str, cmd: Command) -> Proc {
+        Proc::spawn(name, cmd)
+    }
+
+    /// Waits (bounded) until stderr contains `needle`.
+    pub fn wait_stderr(&mut self, within: Duration, needle: &str) {
+        let deadline = Instant::now() + within;
+        while !self.stderr().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}\nstderr: {}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {needle:?} not printed within {within:?}\nstderr: {}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
