@@ -247,8 +247,9 @@ async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
         Err(reason) => return reason,
         Ok(info) => {
             tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "sse backend ready");
-            shared.status.ready(info);
+            // Connection first: readers react to Ready at once and must find it.
             shared.conn.store(Some(mux.clone()));
+            shared.status.ready(info);
         }
     }
     std::future::pending().await

@@ -119,7 +119,18 @@ pub async fn run_discovery(
         };
         let Some(backend) = backends.get(&name) else { continue };
         let fresh = if backend.state() == State::Ready {
-            Some(discover(&name, backend).await)
+            let (found, complete) = discover(&name, backend, lists.get(&name)).await;
+            if !complete {
+                // A list failed (kept from before, if there was one): ask again shortly.
+                let (tx, name, stop) = (tx.clone(), name.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(DISCOVERY_RETRY) => { let _ = tx.send(name).await; }
+                    }
+                });
+            }
+            Some(found)
         } else {
             None
         };
@@ -143,8 +154,16 @@ fn same(a: &BackendLists, b: &BackendLists) -> bool {
         && a.prompts == b.prompts
 }
 
-/// Fetches every list a backend advertises. A list that fails is empty (and logged).
-pub async fn discover(name: &Arc<str>, backend: &Backend) -> BackendLists {
+/// How soon a backend whose lists could not all be fetched is asked again.
+const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fetches every list a backend advertises. A list that fails keeps its previous value (or is
+/// empty) and makes the result incomplete.
+pub async fn discover(
+    name: &Arc<str>,
+    backend: &Backend,
+    previous: Option<&BackendLists>,
+) -> (BackendLists, bool) {
     let caps = backend.info().map(|i| i.capabilities).unwrap_or(Value::Null);
     let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
     let (tools, resources, templates, prompts) = futures::join!(
@@ -153,24 +172,37 @@ pub async fn discover(name: &Arc<str>, backend: &Backend) -> BackendLists {
         list_if(has("resources"), name, backend, "resources/templates/list", "resourceTemplates"),
         list_if(has("prompts"), name, backend, "prompts/list", "prompts"),
     );
-    BackendLists { backend: name.clone(), tools, resources, resource_templates: templates, prompts }
+    let complete =
+        tools.is_some() && resources.is_some() && templates.is_some() && prompts.is_some();
+    let keep = |fresh: Option<Vec<Value>>, old: fn(&BackendLists) -> &Vec<Value>| {
+        fresh.unwrap_or_else(|| previous.map(old).cloned().unwrap_or_default())
+    };
+    let lists = BackendLists {
+        backend: name.clone(),
+        tools: keep(tools, |l| &l.tools),
+        resources: keep(resources, |l| &l.resources),
+        resource_templates: keep(templates, |l| &l.resource_templates),
+        prompts: keep(prompts, |l| &l.prompts),
+    };
+    (lists, complete)
 }
 
+/// One list, or `None` when fetching it failed (logged).
 async fn list_if(
     enabled: bool,
     name: &str,
     backend: &Backend,
     method: &str,
     key: &str,
-) -> Vec<Value> {
+) -> Option<Vec<Value>> {
     if !enabled {
-        return Vec::new();
+        return Some(Vec::new());
     }
     match list_all(backend, method, key).await {
-        Ok(items) => items,
+        Ok(items) => Some(items),
         Err(e) => {
             tracing::warn!(backend = name, method, error = %e, "discovery failed");
-            Vec::new()
+            None
         }
     }
 }
