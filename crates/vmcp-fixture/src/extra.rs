@@ -66,6 +66,11 @@ pub fn tools() -> Vec<Tool> {
             "Adds the tool `dynamic_tool` and sends notifications/tools/list_changed",
             no_args(),
         ),
+        tool(
+            "touch_resource",
+            "Sends notifications/resources/updated for `uri` to the sessions and listen streams subscribed to it",
+            json!({ "type": "object", "properties": { "uri": { "type": "string" } }, "required": ["uri"] }),
+        ),
     ]
 }
 
@@ -144,6 +149,15 @@ pub async fn call_tool(
             fixture.shared.add_tool("dynamic_tool").await;
             text("Added dynamic_tool; sent notifications/tools/list_changed")
         }
+        "touch_resource" => match args.get("uri").and_then(Value::as_str) {
+            Some(uri) => {
+                let sent = fixture.shared.touch(uri).await;
+                text(format!(
+                    "Sent notifications/resources/updated for {uri} to {sent} subscribers"
+                ))
+            }
+            None => Err(ErrorData::invalid_params("touch_resource needs a string `uri`", None)),
+        },
         _ if name.starts_with("synthetic_")
             && name["synthetic_".len()..]
                 .parse::<usize>()

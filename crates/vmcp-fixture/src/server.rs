@@ -35,12 +35,17 @@ pub struct Settings {
     pub synthetic_tools: usize,
 }
 
-/// A change to one of the server's lists, fanned out to listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A change to one of the server's lists or resources, fanned out to listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListChange {
     Tools,
     Prompts,
+    /// The resource with this URI was updated.
+    Resource(String),
 }
+
+/// The resource URIs one legacy session subscribed to.
+type Subscriptions = Arc<Mutex<BTreeSet<String>>>;
 
 /// State shared by every session and request of this process.
 pub struct Shared {
@@ -55,8 +60,8 @@ pub struct Shared {
     added_prompts: Mutex<BTreeSet<String>>,
     /// Feeds open 2026-07-28 `subscriptions/listen` streams.
     changes: broadcast::Sender<ListChange>,
-    /// Peers of legacy sessions, for `notifications/*/list_changed`.
-    peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Peers of legacy sessions with their resource subscriptions, for notifications.
+    peers: Mutex<Vec<(Peer<RoleServer>, Subscriptions)>>,
     /// Seals `requestState` so tampering is detected (SEP-2322).
     pub codec: RequestStateCodec,
 }
@@ -115,25 +120,40 @@ impl Shared {
         self.announce(ListChange::Prompts).await;
     }
 
-    /// Sends a list-changed notification to legacy sessions and listen streams.
-    async fn announce(&self, change: ListChange) {
+    /// Tells the sessions and listen streams subscribed to `uri` that it changed; returns how
+    /// many legacy sessions were told.
+    pub async fn touch(&self, uri: &str) -> usize {
+        self.announce(ListChange::Resource(uri.to_owned())).await
+    }
+
+    /// Sends a list-changed or resource-updated notification to legacy sessions and listen
+    /// streams; returns how many legacy sessions got it.
+    async fn announce(&self, change: ListChange) -> usize {
         // No receivers is fine: nobody is listening.
-        let _ = self.changes.send(change);
+        let _ = self.changes.send(change.clone());
         let peers: Vec<_> = {
             let mut peers = lock(&self.peers);
-            peers.retain(|p| !p.is_transport_closed());
+            peers.retain(|(p, _)| !p.is_transport_closed());
             peers.clone()
         };
-        tracing::debug!(peers = peers.len(), ?change, "announcing a list change");
-        for peer in peers {
-            let sent = match change {
+        tracing::debug!(peers = peers.len(), ?change, "announcing a change");
+        let mut told = 0;
+        for (peer, subscriptions) in peers {
+            let sent = match &change {
                 ListChange::Tools => peer.notify_tool_list_changed().await,
                 ListChange::Prompts => peer.notify_prompt_list_changed().await,
+                ListChange::Resource(uri) if lock(&subscriptions).contains(uri) => {
+                    peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
+                        .await
+                }
+                ListChange::Resource(_) => continue,
             };
+            told += 1;
             if let Err(e) = sent {
-                tracing::debug!("list_changed to a legacy peer failed: {e}");
+                tracing::debug!("notification to a legacy peer failed: {e}");
             }
         }
+        told
     }
 }
 
@@ -144,7 +164,7 @@ pub struct Fixture {
     /// Level set by `logging/setLevel` in this legacy session; `None` logs everything.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// URIs subscribed with `resources/subscribe` in this legacy session.
-    subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    subscriptions: Subscriptions,
     /// Whether this session's peer is in [`Shared`]'s list-changed audience.
     registered: Arc<AtomicBool>,
 }
@@ -163,7 +183,7 @@ impl Fixture {
     fn register_peer(&self, peer: &Peer<RoleServer>) {
         if !self.registered.swap(true, Ordering::SeqCst) {
             tracing::debug!("registering a legacy session for list_changed notifications");
-            lock(&self.shared.peers).push(peer.clone());
+            lock(&self.shared.peers).push((peer.clone(), self.subscriptions.clone()));
         }
     }
 
@@ -346,8 +366,9 @@ impl ServerHandler for Fixture {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.register_peer(&cx.peer);
         lock(&self.subscriptions).insert(request.uri);
         Ok(())
     }
@@ -391,6 +412,14 @@ impl ServerHandler for Fixture {
                 }
                 Ok(ListChange::Prompts) if accepted.prompts_list_changed == Some(true) => {
                     subscription.sink().notify_prompt_list_changed().await
+                }
+                Ok(ListChange::Resource(uri))
+                    if accepted
+                        .resource_subscriptions
+                        .as_ref()
+                        .is_some_and(|s| s.contains(&uri)) =>
+                {
+                    subscription.sink().notify_resource_updated(uri).await
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),

@@ -1,0 +1,113 @@
+//! Resource subscriptions through the gateway: per-client backend sessions (Legacy HTTP), shared
+//! backend sessions (stdio, reference counted), and Modern backends (the subscription rides on the
+//! gateway's listen stream), for Legacy clients (GET stream) and Modern clients (listen stream).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const URI: &str = "test://static-text";
+
+/// Reads `stream` until a `notifications/resources/updated` for `URI` arrives (or time runs out).
+async fn updated_within(stream: &mut Events, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
+        let msg = stream.next_within(left).await?;
+        if msg["method"] == "notifications/resources/updated" && msg["params"]["uri"] == URI {
+            return Some(msg);
+        }
+    }
+}
+
+/// A Legacy client subscribed through vmcp hears about updates; one that is not, does not; after
+/// unsubscribing, neither does the first.
+async fn legacy_clients(yaml: &str, backend: &str) {
+    let gw = Gateway::start(yaml);
+    let mut a = gw.client();
+    a.legacy_init().await;
+    let mut b = gw.client();
+    b.legacy_init().await;
+    let r = a.call("resources/subscribe", json!({ "uri": URI })).await;
+    assert!(r.msg().get("error").is_none(), "{backend}: {:?}", r.message);
+    let mut a_stream = a.get_stream().await;
+    let mut b_stream = b.get_stream().await;
+    let touch = format!("{backend}_touch_resource");
+    // The backend may take a moment to carry the subscription (a listen stream reopens).
+    let mut got = None;
+    for _ in 0..20 {
+        b.tool(false, &touch, json!({ "uri": URI })).await;
+        got = updated_within(&mut a_stream, Duration::from_millis(500)).await;
+        if got.is_some() {
+            break;
+        }
+    }
+    assert!(got.is_some(), "{backend}: the subscribed client never heard of the update");
+    assert!(
+        updated_within(&mut b_stream, Duration::from_millis(500)).await.is_none(),
+        "{backend}: a client that did not subscribe got the update"
+    );
+    let r = a.call("resources/unsubscribe", json!({ "uri": URI })).await;
+    assert!(r.msg().get("error").is_none(), "{backend}: {:?}", r.message);
+    // Drain what may still be in flight, then check silence.
+    while updated_within(&mut a_stream, Duration::from_millis(300)).await.is_some() {}
+    b.tool(false, &touch, json!({ "uri": URI })).await;
+    assert!(
+        updated_within(&mut a_stream, Duration::from_millis(700)).await.is_none(),
+        "{backend}: an unsubscribed client still got updates"
+    );
+}
+
+#[tokio::test]
+async fn legacy_http_backend_per_client_session() {
+    let f = Fixture::http("legacy", "h");
+    legacy_clients(&format!("name: s\nbackends:\n{}", http_backend("h", &f.url)), "h").await;
+}
+
+#[tokio::test]
+async fn stdio_backend_shared_session() {
+    legacy_clients(&format!("name: s\nbackends:\n{}", stdio_backend("s")), "s").await;
+}
+
+#[tokio::test]
+async fn modern_http_backend_via_listen_stream() {
+    let f = Fixture::http("modern", "m");
+    legacy_clients(&format!("name: s\nbackends:\n{}", http_backend("m", &f.url)), "m").await;
+}
+
+/// A Modern client's `subscriptions/listen` with `resourceSubscriptions` gets the update, tagged
+/// with its subscription id, whatever the backend's era.
+#[tokio::test]
+async fn modern_client_listen_stream_carries_resource_updates() {
+    for era in ["legacy", "modern"] {
+        let f = Fixture::http(era, "x");
+        let gw = Gateway::start(&format!("name: s\nbackends:\n{}", http_backend("x", &f.url)));
+        let c = gw.client();
+        let (id, mut stream) = c
+            .modern_start(
+                "subscriptions/listen",
+                json!({ "notifications": { "resourceSubscriptions": [URI] } }),
+            )
+            .await;
+        let ack = stream.next().await;
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{era}: {ack}");
+        assert_eq!(ack["params"]["notifications"]["resourceSubscriptions"], json!([URI]), "{era}");
+        let mut got = None;
+        for _ in 0..20 {
+            c.tool(true, "x_touch_resource", json!({ "uri": URI })).await;
+            got = updated_within(&mut stream, Duration::from_millis(500)).await;
+            if got.is_some() {
+                break;
+            }
+        }
+        let got = got.unwrap_or_else(|| panic!("{era}: no update on the listen stream"));
+        assert_eq!(
+            got["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            json!(id),
+            "{era}"
+        );
+    }
+}
