@@ -26,7 +26,8 @@ impl fmt::Debug for Identity {
 }
 
 /// A secret string that redacts itself in `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -36,6 +36,15 @@ pub struct Config {
     /// The client-facing HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Who may call the gateway.
+    #[serde(default)]
+    pub incoming_auth: IncomingAuthConfig,
+    /// What the gateway presents to each backend.
+    #[serde(default)]
+    pub outgoing_auth: OutgoingAuthConfig,
+    /// Client headers forwarded to backends (an allow-list).
+    #[serde(default)]
+    pub passthrough_headers: Vec<String>,
 }
 
 /// One backend MCP server.
@@ -240,7 +249,13 @@ impl Config {
     }
 }
 
+pub mod auth;
 pub mod duration;
+
+pub use auth::{
+    BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
+    IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
+};
 mod load;
 mod locate;
 mod validate;

@@ -1,0 +1,163 @@
+//! Authentication configuration: `incomingAuth` (who may call the gateway) and `outgoingAuth`
+//! (what the gateway presents to each backend), in ToolHive vMCP's key names, plus
+//! `passthroughHeaders`.
+//!
+//! Secrets are given by environment variable name (`*Env` keys) or inline; inline ones are
+//! wrapped in [`Secret`] so they never reach Debug output or logs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::identity::Secret;
+
+/// `incomingAuth`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingAuthConfig {
+    /// `anonymous` (the default) or `oidc`.
+    #[serde(default, rename = "type")]
+    pub kind: IncomingAuthKind,
+    /// Required for `oidc`.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Serve anonymous clients on a non-loopback address. Off by default: an anonymous gateway
+    /// listening beyond this machine is refused at startup unless this is set.
+    #[serde(default)]
+    pub allow_anonymous_non_loopback: bool,
+}
+
+/// `incomingAuth.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncomingAuthKind {
+    /// No authentication.
+    #[default]
+    Anonymous,
+    /// Bearer tokens: JWTs validated against the issuer's keys, or opaque tokens introspected.
+    Oidc,
+}
+
+/// `incomingAuth.oidc`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Token issuer (`iss`); its `/.well-known/openid-configuration` is used unless `jwksUrl` is
+    /// given.
+    pub issuer: String,
+    /// Accepted audience (`aud`).
+    pub audience: String,
+    /// This gateway's resource URI (RFC 8707 / RFC 9728); defaults to `audience`.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// JWKS endpoint, instead of discovery.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// RFC 7662 introspection endpoint, for opaque (non-JWT) tokens.
+    #[serde(default)]
+    pub introspection_url: Option<String>,
+    /// Client id for introspection.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Environment variable holding the introspection client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes every request must carry (403 `insufficient_scope` otherwise); also advertised in
+    /// the protected resource metadata.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Accepted JWS algorithms (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384,
+    /// EdDSA). `none` and HMAC algorithms are never accepted.
+    #[serde(default)]
+    pub allowed_algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp`/`nbf` (default 60s, at most 5m).
+    #[serde(default, with = "super::duration::option")]
+    pub clock_skew: Option<Duration>,
+}
+
+/// `outgoingAuth`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutgoingAuthConfig {
+    /// ToolHive's `inline` | `discovered`; only `inline` applies to static backends.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Strategy for backends not listed in `backends`.
+    #[serde(default)]
+    pub default: Option<BackendAuthConfig>,
+    /// Per backend name.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendAuthConfig>,
+}
+
+/// One backend's outgoing authentication strategy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAuthConfig {
+    /// `unauthenticated`, `header_injection`, `token_exchange` or `passthrough`.
+    #[serde(rename = "type")]
+    pub kind: BackendAuthKind,
+    /// For `header_injection`.
+    #[serde(default)]
+    pub header_injection: Option<HeaderInjectionConfig>,
+    /// For `token_exchange`.
+    #[serde(default)]
+    pub token_exchange: Option<TokenExchangeConfig>,
+}
+
+/// `outgoingAuth.*.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendAuthKind {
+    /// No credentials.
+    Unauthenticated,
+    /// A fixed header (API key, static bearer).
+    HeaderInjection,
+    /// RFC 8693: the caller's token exchanged for one meant for this backend.
+    TokenExchange,
+    /// The caller's own bearer token, forwarded.
+    Passthrough,
+}
+
+/// `headerInjection`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderInjectionConfig {
+    /// Header name, e.g. `Authorization` or `X-API-Key`.
+    pub header_name: String,
+    /// The value, inline.
+    #[serde(default)]
+    pub header_value: Option<Secret>,
+    /// Environment variable holding the value.
+    #[serde(default)]
+    pub header_value_env: Option<String>,
+}
+
+/// `tokenExchange` (RFC 8693).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// Token endpoint.
+    pub token_url: String,
+    /// Client id the gateway authenticates with.
+    pub client_id: String,
+    /// Client secret, inline.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// `audience` of the requested token.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `scope` of the requested token.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    #[serde(default)]
+    pub subject_token_type: Option<String>,
+    /// RFC 8707 `resource` of the requested token.
+    #[serde(default)]
+    pub resource: Option<String>,
+}
