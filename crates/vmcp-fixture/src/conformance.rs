@@ -241,7 +241,7 @@ pub async fn call_tool(
             ok(vec![text("Progress test completed")])
         }
         "test_sampling" => {
-            Some(Ok(sampling(cx, &arg("prompt").unwrap_or_else(|| "Hello".into())).await.into()))
+            Some(sampling(cx, request, &arg("prompt").unwrap_or_else(|| "Hello".into())).await)
         }
         "test_elicitation" => {
             let message =
@@ -254,7 +254,7 @@ pub async fn call_tool(
                 },
                 "required": ["username", "email"]
             });
-            Some(elicit(cx, &message, schema, "User response").await.map(Into::into))
+            Some(elicit(cx, request, &message, schema, "User response").await)
         }
         "test_elicitation_sep1034_defaults" => {
             let schema = json!({
@@ -275,12 +275,12 @@ pub async fn call_tool(
             Some(
                 elicit(
                     cx,
+                    request,
                     "Please provide values (all have defaults)",
                     schema,
                     "Elicitation completed",
                 )
-                .await
-                .map(Into::into),
+                .await,
             )
         }
         "test_elicitation_sep1330_enums" => {
@@ -318,9 +318,14 @@ pub async fn call_tool(
                 }
             });
             Some(
-                elicit(cx, "Test enum schema improvements", schema, "Elicitation completed")
-                    .await
-                    .map(Into::into),
+                elicit(
+                    cx,
+                    request,
+                    "Test enum schema improvements",
+                    schema,
+                    "Elicitation completed",
+                )
+                .await,
             )
         }
         "json_schema_2020_12_tool" => {
@@ -370,25 +375,39 @@ fn text_contents(uri: &str, mime: &str, body: &str) -> ResourceContents {
     }
 }
 
-/// `test_sampling` on a legacy session: a real `sampling/createMessage` request.
-async fn sampling(cx: &RequestContext<RoleServer>, prompt: &str) -> CallToolResult {
-    let params: CreateMessageRequestParams = match from_json(json!({
+/// `test_sampling`: a real `sampling/createMessage` request on a legacy session; on 2026-07-28,
+/// which has no server-to-client requests, the same question as an `input_required` round.
+async fn sampling(
+    cx: &RequestContext<RoleServer>,
+    request: &CallToolRequestParams,
+    prompt: &str,
+) -> Result<CallToolResponse, ErrorData> {
+    let ask = json!({
         "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
         "maxTokens": 100
-    })) {
-        Ok(p) => p,
-        Err(e) => return CallToolResult::error(vec![text(e.message)]),
-    };
-    match cx.peer.create_message(params).await {
-        Ok(result) => {
-            let value = serde_json::to_value(&result).unwrap_or_default();
-            let answer = first_text(&value["content"])
-                .or_else(|| first_text(&value["message"]["content"]))
-                .unwrap_or_else(|| "No text response".into());
-            CallToolResult::success(vec![text(format!("LLM response: {answer}"))])
-        }
-        Err(e) => CallToolResult::error(vec![text(format!("Sampling error: {e}"))]),
+    });
+    if is_modern(cx) {
+        return match request.input_responses.as_ref().and_then(|r| r.get("sampling")) {
+            Some(answer) => Ok(sampled_text(answer).into()),
+            None => Ok(input_required(
+                json!({ "sampling": { "method": "sampling/createMessage", "params": ask } }),
+                None,
+            )?
+            .into()),
+        };
     }
+    let params: CreateMessageRequestParams = from_json(ask)?;
+    Ok(match cx.peer.create_message(params).await {
+        Ok(result) => sampled_text(&serde_json::to_value(&result).unwrap_or_default()).into(),
+        Err(e) => CallToolResult::error(vec![text(format!("Sampling error: {e}"))]).into(),
+    })
+}
+
+fn sampled_text(value: &Value) -> CallToolResult {
+    let answer = first_text(&value["content"])
+        .or_else(|| first_text(&value["message"]["content"]))
+        .unwrap_or_else(|| "No text response".into());
+    CallToolResult::success(vec![text(format!("LLM response: {answer}"))])
 }
 
 /// Finds the first text in a content block or list of blocks.
@@ -400,26 +419,39 @@ fn first_text(content: &Value) -> Option<String> {
     }
 }
 
-/// Elicitation on a legacy session: a real `elicitation/create` request.
+/// Elicitation: a real `elicitation/create` request on a legacy session; on 2026-07-28 the same
+/// question as an `input_required` round.
 async fn elicit(
     cx: &RequestContext<RoleServer>,
+    request: &CallToolRequestParams,
     message: &str,
     schema: Value,
     label: &str,
-) -> Result<CallToolResult, ErrorData> {
-    let params: ElicitRequestParams =
-        from_json(json!({ "message": message, "requestedSchema": schema }))?;
+) -> Result<CallToolResponse, ErrorData> {
+    let ask = json!({ "message": message, "requestedSchema": schema });
+    if is_modern(cx) {
+        return match request.input_responses.as_ref().and_then(|r| r.get("elicitation")) {
+            Some(answer) => Ok(elicited_text(answer, label).into()),
+            None => Ok(input_required(
+                json!({ "elicitation": { "method": "elicitation/create", "params": ask } }),
+                None,
+            )?
+            .into()),
+        };
+    }
+    let params: ElicitRequestParams = from_json(ask)?;
     Ok(match cx.peer.create_elicitation(params).await {
         Ok(result) => {
-            let value = serde_json::to_value(&result).unwrap_or_default();
-            let action = value["action"].as_str().unwrap_or("unknown").to_owned();
-            let content = value.get("content").cloned().unwrap_or(Value::Null);
-            CallToolResult::success(vec![text(format!(
-                "{label}: action={action}, content={content}"
-            ))])
+            elicited_text(&serde_json::to_value(&result).unwrap_or_default(), label).into()
         }
-        Err(e) => CallToolResult::error(vec![text(format!("Elicitation error: {e}"))]),
+        Err(e) => CallToolResult::error(vec![text(format!("Elicitation error: {e}"))]).into(),
     })
+}
+
+fn elicited_text(value: &Value, label: &str) -> CallToolResult {
+    let action = value["action"].as_str().unwrap_or("unknown").to_owned();
+    let content = value.get("content").cloned().unwrap_or(Value::Null);
+    CallToolResult::success(vec![text(format!("{label}: action={action}, content={content}"))])
 }
 
 // ---------------------------------------------------------------------------

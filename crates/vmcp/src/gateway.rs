@@ -14,6 +14,24 @@ use crate::catalog::live::{LiveCatalog, run_discovery};
 use crate::config::Config;
 use crate::session::Sessions;
 
+/// A Legacy session unused this long is ended (the client can start a new one).
+pub const SESSION_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Ends idle sessions once a minute, until the gateway stops.
+async fn expire_sessions(gw: std::sync::Weak<Gateway>, max_idle: std::time::Duration) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        if gw.stop.is_cancelled() {
+            return;
+        }
+        for s in gw.sessions.expire(max_idle) {
+            gw.end_backend_sessions(&s).await;
+        }
+    }
+}
+
 /// Shared state of a running gateway.
 pub struct Gateway {
     /// `serverInfo.name`.
@@ -47,7 +65,7 @@ impl Gateway {
             events.subscribe(),
             stop.clone(),
         ));
-        Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             name: config.name.clone(),
             backends,
             catalog,
@@ -55,7 +73,9 @@ impl Gateway {
             events,
             page_size: 0,
             stop,
-        })
+        });
+        tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
+        gw
     }
 
     /// `serverInfo` as the gateway reports it.
@@ -72,6 +92,17 @@ impl Gateway {
             "completions": {},
             "logging": {},
         })
+    }
+
+    /// Ends the backend sessions of a client session that has ended, with the principal's
+    /// current credentials (`Caller::Teardown`), never ones captured earlier.
+    pub async fn end_backend_sessions(&self, session: &crate::session::Session) {
+        let caller = crate::auth::Caller::Teardown(session.binding.clone());
+        futures::future::join_all(
+            self.backends.iter().map(|(_, b)| b.end_session(&caller, session.key)),
+        )
+        .await;
+        tracing::info!(session = session.key, "session ended");
     }
 
     /// Stops background work and every backend (child processes are killed).

@@ -114,7 +114,7 @@ async fn long_running(
         "arguments": {"duration": 1, "steps": 3},
         "_meta": {"progressToken": token},
     }));
-    let ctx = CallContext { events, client_meta: None };
+    let ctx = CallContext::new(events);
     b.request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
 }
 
@@ -157,7 +157,7 @@ async fn killed_child_fails_pending_and_restarts() {
                 "name": "trigger-long-running-operation",
                 "arguments": {"duration": 30, "steps": 1},
             }));
-            let ctx = CallContext { events: tx, client_meta: None };
+            let ctx = CallContext::new(tx);
             b.request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
         }
     });
@@ -226,12 +226,7 @@ async fn list_changed_is_broadcast_and_sampling_reaches_the_request() {
         "name": "trigger-sampling-request",
         "arguments": {"prompt": "p", "maxTokens": 5},
     }));
-    let call = b.request(
-        &Caller::Anonymous,
-        "tools/call",
-        Some(params),
-        CallContext { events: tx, client_meta: None },
-    );
+    let call = b.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::new(tx));
     let answer = async {
         loop {
             match rx.recv().await.expect("no sampling request") {

@@ -55,13 +55,24 @@ pub struct CallContext {
     /// The client's `_meta` protocol fields (protocol version, capabilities, client info, log
     /// level), merged into the request for Modern backends. `None` uses the gateway's defaults.
     pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// For `tools/call`: the called tool's input schema, whose `x-mcp-header` annotations name the
+    /// `Mcp-Param-*` headers a Modern backend expects.
+    pub tool_schema: Option<serde_json::Value>,
+    /// The Legacy client session behind this request (its number, not its id), so transports
+    /// that keep a backend session per client session use that client's.
+    pub session: Option<u64>,
 }
 
 impl CallContext {
+    /// A context sending this request's messages to `events`.
+    pub fn new(events: mpsc::Sender<Message>) -> Self {
+        Self { events, client_meta: None, tool_schema: None, session: None }
+    }
+
     /// A context whose events are dropped (discovery, lists).
     pub fn detached() -> Self {
         let (events, _) = mpsc::channel(1);
-        Self { events, client_meta: None }
+        Self::new(events)
     }
 }
 
@@ -121,6 +132,8 @@ pub type EventSender = tokio::sync::broadcast::Sender<BackendEvent>;
 pub struct BackendEvent {
     /// Backend name.
     pub backend: std::sync::Arc<str>,
+    /// The client session whose backend session it came on; `None` for shared sessions.
+    pub session: Option<u64>,
     /// The notification as the backend sent it.
     pub notification: Notification,
 }
@@ -152,24 +165,32 @@ impl Backend {
         }
     }
 
-    /// Sends a notification.
+    /// Sends a notification (on the backend session of client session `session`, where the
+    /// transport keeps one per client).
     pub async fn notify(
         &self,
         caller: &Caller,
+        session: Option<u64>,
         method: &str,
         params: Option<Box<RawValue>>,
     ) -> Result<(), BackendError> {
         match self {
-            Backend::Http(b) => b.notify(caller, method, params).await,
+            Backend::Http(b) => b.notify(caller, session, method, params).await,
             Backend::Sse(b) => b.notify(caller, method, params).await,
             Backend::Stdio(b) => b.notify(caller, method, params).await,
         }
     }
 
-    /// Answers a server-to-client request the backend sent (its id is the backend's own).
-    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
+    /// Answers a server-to-client request the backend sent (its id is the backend's own) on the
+    /// backend session it came from.
+    pub async fn respond(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+        response: Message,
+    ) -> Result<(), BackendError> {
         match self {
-            Backend::Http(b) => b.respond(caller, response).await,
+            Backend::Http(b) => b.respond(caller, session, response).await,
             Backend::Sse(b) => b.respond(caller, response).await,
             Backend::Stdio(b) => b.respond(caller, response).await,
         }
@@ -208,6 +229,14 @@ impl Backend {
             Backend::Http(b) => b.first_attempt().await,
             Backend::Sse(b) => b.first_attempt().await,
             Backend::Stdio(b) => b.first_attempt().await,
+        }
+    }
+
+    /// Ends the backend session serving client session `session`, if the transport keeps one.
+    /// `caller` is the principal's current caller (`Caller::Teardown`), never a stored one.
+    pub async fn end_session(&self, caller: &Caller, session: u64) {
+        if let Backend::Http(b) = self {
+            b.end_session(caller, session).await;
         }
     }
 

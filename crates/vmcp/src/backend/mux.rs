@@ -292,10 +292,11 @@ impl Mux {
             }
         }
         // No receiver is fine: nobody is listening for backend events right now.
-        let _ = self
-            .inner
-            .events
-            .send(BackendEvent { backend: self.inner.backend.clone(), notification: n });
+        let _ = self.inner.events.send(BackendEvent {
+            backend: self.inner.backend.clone(),
+            session: None,
+            notification: n,
+        });
     }
 
     fn route_progress(&self, n: Notification) {
@@ -479,7 +480,7 @@ mod tests {
 
     fn ctx() -> (CallContext, mpsc::Receiver<Message>) {
         let (events, rx) = mpsc::channel(16);
-        (CallContext { events, client_meta: None }, rx)
+        (CallContext::new(events), rx)
     }
 
     async fn next_out(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {

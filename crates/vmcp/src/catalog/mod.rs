@@ -124,6 +124,15 @@ impl Catalog {
         self.tool_routes.get(advertised)
     }
 
+    /// The input schema of an advertised tool (its `x-mcp-header` annotations drive the
+    /// `Mcp-Param-*` headers). The tool list is sorted by name, so this is a binary search.
+    pub fn tool_schema(&self, advertised: &str) -> Option<Value> {
+        let name_of =
+            |t: &Value| t.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let i = self.tools.binary_search_by(|t| name_of(t).as_str().cmp(advertised)).ok()?;
+        self.tools.get(i)?.get("inputSchema").cloned()
+    }
+
     /// The route for an advertised prompt name (`prompts/get`, prompt completion).
     pub fn prompt(&self, advertised: &str) -> Option<&Route> {
         self.prompt_routes.get(advertised)

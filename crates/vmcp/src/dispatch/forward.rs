@@ -28,7 +28,9 @@ const MODERN_META_KEYS: &[&str] = &[
 ];
 
 /// Sends `method` to the backend `name` on behalf of `cx.caller` and relays its messages to the
-/// client until the reply arrives.
+/// client until the reply arrives. A Modern backend's `input_required` result for a Legacy client
+/// is answered by asking the client (server-to-client requests on this request's stream) and
+/// retrying, up to [`MAX_INPUT_ROUNDS`] times.
 pub async fn forward(
     gw: &Gateway,
     cx: &Cx,
@@ -36,18 +38,63 @@ pub async fn forward(
     method: &str,
     params: Option<Box<RawValue>>,
 ) -> Outcome {
+    forward_with(gw, cx, name, method, params, None).await
+}
+
+/// Rounds of `input_required` the gateway answers for a Legacy client before giving up.
+pub const MAX_INPUT_ROUNDS: usize = 10;
+
+/// [`forward`], with the called tool's input schema (for `Mcp-Param-*` headers).
+pub async fn forward_with(
+    gw: &Gateway,
+    cx: &Cx,
+    name: &str,
+    method: &str,
+    mut params: Option<Box<RawValue>>,
+    tool_schema: Option<serde_json::Value>,
+) -> Outcome {
     let backend = gw.backends.get(name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
-    let backend_era = backend.info().map(|i| i.era);
-    let params = match (&cx.client, backend_era) {
-        (Client::Modern(_), Some(Era::Legacy)) => {
-            params::strip_meta_keys(params.as_deref(), MODERN_META_KEYS)
+    if let (Client::Modern(_), Some(Era::Legacy)) = (&cx.client, backend.info().map(|i| i.era)) {
+        params = params::strip_meta_keys(params.as_deref(), MODERN_META_KEYS);
+    }
+    for _ in 0..MAX_INPUT_ROUNDS {
+        let result =
+            call_once(gw, cx, backend, name, method, params.clone(), tool_schema.clone()).await?;
+        let Client::Legacy(session) = &cx.client else { return Ok(fix_result(cx, result)) };
+        let Some(round) = InputRequired::parse(&result) else { return Ok(fix_result(cx, result)) };
+        let responses = ask_client(gw, cx, session, name, round.input_requests).await?;
+        let mut next = params::set(params.as_deref(), "inputResponses", &responses)
+            .map_err(super::invalid_params)?;
+        if let Some(state) = round.request_state {
+            next =
+                params::set(Some(&next), "requestState", &state).map_err(super::invalid_params)?;
         }
-        _ => params,
-    };
+        params = Some(next);
+    }
+    Err(ErrorObject::new(
+        code::INTERNAL_ERROR,
+        format!("backend {name} still asked for input after {MAX_INPUT_ROUNDS} rounds"),
+    ))
+}
+
+async fn call_once(
+    gw: &Gateway,
+    cx: &Cx,
+    backend: &Arc<Backend>,
+    name: &str,
+    method: &str,
+    params: Option<Box<RawValue>>,
+    tool_schema: Option<serde_json::Value>,
+) -> Outcome {
     let (events, mut rx) = mpsc::channel::<Message>(64);
-    let ctx = CallContext { events, client_meta: client_meta(cx) };
+    let ctx = CallContext {
+        events,
+        client_meta: client_meta(cx),
+        tool_schema,
+        session: cx.session_key(),
+    };
     let timeout = gw.backends.timeout(name);
     let call = async {
         match tokio::time::timeout(timeout, backend.request(&cx.caller, method, params, ctx)).await
@@ -66,8 +113,101 @@ pub async fn forward(
     };
     let (reply, ()) = futures::join!(call, pump);
     match reply? {
-        Reply::Result(result) => Ok(fix_result(cx, result)),
+        Reply::Result(result) => Ok(result),
         Reply::Error(e) => Err(e),
+    }
+}
+
+/// An `input_required` result (SEP-2322).
+struct InputRequired {
+    input_requests: serde_json::Map<String, serde_json::Value>,
+    request_state: Option<serde_json::Value>,
+}
+
+impl InputRequired {
+    fn parse(result: &RawValue) -> Option<InputRequired> {
+        if !result.get().contains("input_required") {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct R {
+            result_type: String,
+            #[serde(default)]
+            input_requests: serde_json::Map<String, serde_json::Value>,
+            #[serde(default)]
+            request_state: Option<serde_json::Value>,
+        }
+        let r: R = serde_json::from_str(result.get()).ok()?;
+        (r.result_type == "input_required").then_some(InputRequired {
+            input_requests: r.input_requests,
+            request_state: r.request_state,
+        })
+    }
+}
+
+/// Asks a Legacy client each input request as a server-to-client request and collects the
+/// results by key.
+async fn ask_client(
+    gw: &Gateway,
+    cx: &Cx,
+    session: &crate::session::Session,
+    name: &str,
+    requests: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, ErrorObject> {
+    let mut responses = serde_json::Map::new();
+    for (key, request) in requests {
+        let method = request.get("method").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+        if let Some(cap) = capability_for(&method)
+            && session.client_capabilities.get(cap).is_none()
+        {
+            return Err(ErrorObject::with_data(
+                code::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                format!(
+                    "backend {name} needs the client's {cap} capability, which the client did not declare"
+                ),
+                &serde_json::json!({ "requiredCapabilities": { cap: {} } }),
+            ));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = session.add_relay(PendingRelay::Local(tx));
+        let params = request.get("params").map(raw);
+        if cx.out.send(Message::Request(Request::new(id, method.clone(), params))).await.is_err() {
+            return Err(ErrorObject::new(
+                code::INTERNAL_ERROR,
+                "the client is no longer listening",
+            ));
+        }
+        let answer = tokio::time::timeout(gw.backends.timeout(name), rx).await;
+        match answer {
+            Ok(Ok(Message::Response(r))) => {
+                let value = serde_json::from_str(r.result.get()).unwrap_or(serde_json::Value::Null);
+                responses.insert(key, value);
+            }
+            Ok(Ok(Message::Error(e))) => return Err(e.error),
+            Ok(_) => {
+                return Err(ErrorObject::new(
+                    code::INTERNAL_ERROR,
+                    format!("no answer from the client to {method}"),
+                ));
+            }
+            Err(_) => {
+                return Err(ErrorObject::new(
+                    code::BACKEND_TIMEOUT,
+                    format!("the client did not answer {method} in time"),
+                ));
+            }
+        }
+    }
+    Ok(responses)
+}
+
+fn capability_for(method: &str) -> Option<&'static str> {
+    match method {
+        "sampling/createMessage" => Some("sampling"),
+        "elicitation/create" => Some("elicitation"),
+        "roots/list" => Some("roots"),
+        _ => None,
     }
 }
 
@@ -87,6 +227,7 @@ fn client_meta(cx: &Cx) -> Option<serde_json::Map<String, serde_json::Value>> {
             let mut m = serde_json::Map::new();
             m.insert(meta::KEY_CLIENT_CAPABILITIES.into(), s.client_capabilities.clone());
             m.insert(meta::KEY_CLIENT_INFO.into(), s.client_info.clone());
+            m.insert(meta::KEY_LOG_LEVEL.into(), s.log_level().into());
             Some(m)
         }
     }
@@ -157,18 +298,15 @@ async fn relay(cx: &Cx, backend: &Arc<Backend>, msg: Message) {
 
 /// A server-to-client request: through the Legacy session to the client, or refused.
 async fn relay_request(cx: &Cx, backend: &Arc<Backend>, r: Request) {
-    let capability = match r.method.as_str() {
-        "sampling/createMessage" => Some("sampling"),
-        "elicitation/create" => Some("elicitation"),
-        "roots/list" => Some("roots"),
-        _ => None,
-    };
+    let capability = capability_for(&r.method);
     let refusal = match &cx.client {
         Client::Legacy(s) => {
             let declared = capability.is_none_or(|c| s.client_capabilities.get(c).is_some());
             if declared {
-                let id = s
-                    .add_relay(PendingRelay { backend: backend.clone(), backend_id: r.id.clone() });
+                let id = s.add_relay(PendingRelay::Backend {
+                    backend: backend.clone(),
+                    backend_id: r.id.clone(),
+                });
                 let forwarded = Message::Request(Request { id, ..r.clone() });
                 if cx.out.send(forwarded).await.is_ok() {
                     return;
@@ -190,5 +328,5 @@ async fn relay_request(cx: &Cx, backend: &Arc<Backend>, r: Request) {
         Some(r.id),
         ErrorObject::new(code::METHOD_NOT_FOUND, refusal),
     ));
-    let _ = backend.respond(&cx.caller, error).await;
+    let _ = backend.respond(&cx.caller, cx.session_key(), error).await;
 }

@@ -44,6 +44,14 @@ pub enum Client {
 }
 
 impl Cx {
+    /// The Legacy client session's key, whose backend sessions this request uses.
+    pub fn session_key(&self) -> Option<u64> {
+        match &self.client {
+            Client::Legacy(s) => Some(s.key),
+            Client::Modern(_) => None,
+        }
+    }
+
     /// Whether the client is Modern.
     pub fn is_modern(&self) -> bool {
         matches!(self.client, Client::Modern(_))
@@ -73,15 +81,15 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "tools/call" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
-            let route = gw
-                .catalog
-                .load()
+            let catalog = gw.catalog.load();
+            let route = catalog
                 .tool(&name)
                 .cloned()
                 .ok_or_else(|| invalid_params(format!("Unknown tool: {name}")))?;
+            let schema = catalog.tool_schema(&name);
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
-            forward(gw, cx, &route.backend, method, Some(params)).await
+            forward::forward_with(gw, cx, &route.backend, method, Some(params), schema).await
         }
         "prompts/get" => {
             let name = params::get_str(params.as_deref(), "name")
@@ -130,10 +138,24 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
     let backend =
         gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(&uri))?;
+    let modern_backend = gw
+        .backends
+        .get(&backend)
+        .and_then(|b| b.info())
+        .is_some_and(|i| i.era == crate::protocol::Era::Modern);
     if method == "resources/subscribe" {
         session.subscribe(&uri);
     } else {
         session.unsubscribe(&uri);
+        // Backend sessions are shared: keep the backend subscription while anyone still wants it.
+        if gw.sessions.all().iter().any(|s| s.is_subscribed(&uri)) {
+            return Ok(raw(&serde_json::json!({})));
+        }
+    }
+    if modern_backend {
+        // 2026-07-28 has no resources/subscribe; the gateway keeps the subscription itself.
+        // Debt: resource updates from Modern backends need the subscription on a listen stream.
+        return Ok(raw(&serde_json::json!({})));
     }
     forward(gw, cx, &backend, method, params).await
 }

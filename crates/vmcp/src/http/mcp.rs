@@ -24,7 +24,7 @@ use crate::protocol::{
     self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
     headers, params,
 };
-use crate::session::{Lookup, Session};
+use crate::session::{Lookup, PendingRelay, Session};
 
 fn error(status: StatusCode, id: Option<Id>, code: i64, message: impl Into<String>) -> Response {
     json(status, &Message::Error(ErrorResponse::new(id, ErrorObject::new(code, message))))
@@ -174,7 +174,7 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
         init.capabilities,
         init.client_info,
     );
-    tracing::info!(session = %&session.id[..8], version, "session started");
+    tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
         "protocolVersion": version,
         "capabilities": gw.capabilities(),
@@ -239,13 +239,20 @@ async fn answer_relay(session: &Session, caller: &Caller, id: &Id, mut msg: Mess
             "no pending request with this id",
         );
     };
-    match &mut msg {
-        Message::Response(r) => r.id = relay.backend_id.clone(),
-        Message::Error(e) => e.id = Some(relay.backend_id.clone()),
-        _ => {}
-    }
-    if let Err(e) = relay.backend.respond(caller, msg).await {
-        tracing::warn!(error = %e, "could not pass the client's answer to the backend");
+    match relay {
+        PendingRelay::Backend { backend, backend_id } => {
+            match &mut msg {
+                Message::Response(r) => r.id = backend_id,
+                Message::Error(e) => e.id = Some(backend_id),
+                _ => {}
+            }
+            if let Err(e) = backend.respond(caller, Some(session.key), msg).await {
+                tracing::warn!(error = %e, "could not pass the client's answer to the backend");
+            }
+        }
+        PendingRelay::Local(tx) => {
+            let _ = tx.send(msg);
+        }
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -339,13 +346,7 @@ fn tool_schema(
     if method != "tools/call" {
         return None;
     }
-    let name = params?.get("name")?.as_str()?;
-    let catalog = gw.catalog.load();
-    catalog
-        .tools()
-        .iter()
-        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
-        .and_then(|t| t.get("inputSchema").cloned())
+    gw.catalog.load().tool_schema(params?.get("name")?.as_str()?)
 }
 
 /// `subscriptions/listen`: an SSE stream that starts with the acknowledgement and then carries the
@@ -487,7 +488,9 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                     },
                     e = events.recv() => if let Ok(e) = e {
                         let n = e.notification;
-                        let deliver = match n.method.as_str() {
+                        // Another client's own backend session is none of this client's business.
+                        let ours = e.session.is_none_or(|k| k == session.key);
+                        let deliver = ours && match n.method.as_str() {
                             "notifications/resources/updated" => params::get_str(n.params.as_deref(), "uri").is_some_and(|u| session.is_subscribed(&u)),
                             "notifications/message" => session.wants_log(&params::get_str(n.params.as_deref(), "level").unwrap_or_default()),
                             _ => false,
@@ -509,7 +512,10 @@ pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response
         return (StatusCode::BAD_REQUEST, "DELETE needs an Mcp-Session-Id").into_response();
     };
     match app.gw.sessions.remove(sid, &caller(&headers).binding()) {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(session) => {
+            app.gw.end_backend_sessions(&session).await;
+            StatusCode::OK.into_response()
+        }
         Err(Lookup::NotFound) => (StatusCode::NOT_FOUND, "Session not found").into_response(),
         Err(Lookup::Forbidden) => {
             (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response()

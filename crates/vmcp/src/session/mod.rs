@@ -19,17 +19,25 @@ use crate::backend::Backend;
 use crate::protocol::{Id, Message};
 
 /// A server-to-client request relayed to this session's client, awaiting its answer.
-pub struct PendingRelay {
-    /// The backend that asked.
-    pub backend: Arc<Backend>,
-    /// The backend's own id for the request.
-    pub backend_id: Id,
+pub enum PendingRelay {
+    /// A backend asked (Legacy backend): the answer goes back to it under its own id.
+    Backend {
+        /// The backend that asked.
+        backend: Arc<Backend>,
+        /// The backend's own id for the request.
+        backend_id: Id,
+    },
+    /// The gateway asked on a Modern backend's behalf (an `input_required` round): the answer
+    /// completes the round.
+    Local(tokio::sync::oneshot::Sender<Message>),
 }
 
 /// One Legacy client session.
 pub struct Session {
-    /// The session id.
+    /// The session id (a bearer handle: never logged whole).
     pub id: String,
+    /// A number naming the session inside the gateway (logs, backend sessions).
+    pub key: u64,
     /// Who opened it.
     pub binding: Binding,
     /// Negotiated protocol version.
@@ -87,6 +95,11 @@ impl Session {
             }
             None => false,
         }
+    }
+
+    /// The minimum log level this client asked for (`debug` until it sets one).
+    pub fn log_level(&self) -> &'static str {
+        LOG_LEVELS.get(self.log_level.load(Ordering::Relaxed)).copied().unwrap_or("debug")
     }
 
     /// Whether a log message at `level` should reach this client.
@@ -169,6 +182,7 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
+    next_key: AtomicU64,
 }
 
 impl Sessions {
@@ -185,6 +199,7 @@ impl Sessions {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let session = Arc::new(Session {
             id: id.clone(),
+            key: self.next_key.fetch_add(1, Ordering::Relaxed) + 1,
             binding,
             protocol_version,
             client_capabilities,
@@ -246,17 +261,12 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Ends sessions idle for longer than `max_idle`.
-    pub fn expire(&self, max_idle: std::time::Duration) -> usize {
+    /// Ends sessions idle for longer than `max_idle` and returns them (their backend sessions
+    /// still need ending).
+    pub fn expire(&self, max_idle: std::time::Duration) -> Vec<Arc<Session>> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let before = map.len();
-        map.retain(|_, s| {
-            let keep = s.idle() < max_idle;
-            if !keep {
-                s.close();
-            }
-            keep
-        });
-        before - map.len()
+        let idle: Vec<String> =
+            map.iter().filter(|(_, s)| s.idle() >= max_idle).map(|(k, _)| k.clone()).collect();
+        idle.iter().filter_map(|k| map.remove(k)).inspect(|s| s.close()).collect()
     }
 }

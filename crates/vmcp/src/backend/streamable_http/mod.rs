@@ -1,0 +1,506 @@
+//! Streamable HTTP backends, in either protocol era.
+//!
+//! At connect the era is probed: `server/discover` (2026-07-28) first, then `initialize`.
+//! - A Modern backend is called statelessly: each request carries `_meta` and the standard headers,
+//!   and one `subscriptions/listen` stream carries its list_changed notifications.
+//! - A Legacy backend gets a shared session at connect (discovery, Modern clients, background
+//!   work) and one session per Legacy client session ([`session`]), opened on that client's first
+//!   request and ended with it. A session the backend forgets (404) is re-opened once.
+//!
+//! Each POST is answered as JSON or as an SSE stream carrying the request's notifications and
+//! server-to-client requests before its response ([`post`]).
+//!
+//! Invariant: the credentials on each POST come from that request's `Caller`; sessions hold only
+//! ids and versions.
+
+mod post;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use sse_stream::SseByteStream;
+use tokio_util::sync::CancellationToken;
+
+use self::post::{Post, PostError};
+use self::session::{ClientSessions, LegacySession};
+use super::{
+    BackendError, BackendEvent, BackendSpec, CallContext, Reply, ServerInfo, State, Status,
+};
+use crate::auth::Caller;
+use crate::protocol::{self, Era, Id, Message, Notification, Request, headers, meta, params};
+
+/// A backend reached over Streamable HTTP.
+pub struct HttpBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spec: BackendSpec,
+    client: reqwest::Client,
+    status: Status,
+    /// The shared Legacy session, when the backend is Legacy and connected.
+    shared: ArcSwapOption<LegacySession>,
+    /// Legacy sessions of individual client sessions.
+    clients: ClientSessions,
+    next_id: AtomicI64,
+    stop: CancellationToken,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl HttpBackend {
+    /// Starts connecting in the background.
+    pub fn start(spec: BackendSpec) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(spec.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_default();
+        let inner = Arc::new(Inner {
+            spec,
+            client,
+            status: Status::default(),
+            shared: ArcSwapOption::empty(),
+            clients: ClientSessions::default(),
+            next_id: AtomicI64::new(1),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(supervise(inner.clone()));
+        Self { inner }
+    }
+
+    /// See [`super::Backend::request`].
+    pub async fn request(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: CallContext,
+    ) -> Result<Reply, BackendError> {
+        let inner = &self.inner;
+        let info = inner.ready_info()?;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let params = inner.outgoing_params(&info, params, ctx.client_meta.as_ref())?;
+        let body = Message::Request(Request::new(Id::Number(id), method, params.clone()));
+        let mut session = inner.legacy_session(&info, caller, &ctx).await?;
+        let mut guard = CancelGuard {
+            inner: inner.clone(),
+            caller: caller.clone(),
+            id,
+            session: session.clone(),
+            armed: true,
+        };
+        let schema = ctx.tool_schema.as_ref();
+        let base = Post {
+            info: &info,
+            session: None,
+            body: &body,
+            method: Some(method),
+            params: params.as_deref(),
+            tool_schema: schema,
+        };
+        let mut result = inner.post(caller, Post { session: session.as_deref(), ..base }).await;
+        if let (Err(PostError::SessionExpired), Some(stale)) = (&result, &session) {
+            tracing::info!(backend = %inner.spec.name, "backend session expired; opening a new one");
+            inner.renew(caller, stale).await?;
+            session = inner.legacy_session(&info, caller, &ctx).await?;
+            guard.session = session.clone();
+            result = inner.post(caller, Post { session: session.as_deref(), ..base }).await;
+        }
+        let reply = match result {
+            Ok(resp) => inner.read_reply(resp, id, &ctx).await,
+            // Modern backends answer protocol errors (-32021, -32602, ...) with 4xx and a body.
+            Err(PostError::Status(_, Some(Message::Error(e)))) => Ok(Reply::Error(e.error)),
+            Err(e) => Err(inner.failed(e)),
+        };
+        // A transport failure may leave the request running at the backend: cancel it there.
+        guard.armed = matches!(reply, Err(BackendError::Transport { .. }));
+        reply
+    }
+
+    /// See [`super::Backend::notify`]. `session` names the client session whose backend session
+    /// the notification belongs to.
+    pub async fn notify(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), BackendError> {
+        self.send(caller, session, &Message::Notification(Notification::new(method, params))).await
+    }
+
+    /// See [`super::Backend::respond`].
+    pub async fn respond(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+        response: Message,
+    ) -> Result<(), BackendError> {
+        self.send(caller, session, &response).await
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+        msg: &Message,
+    ) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let info = inner.ready_info()?;
+        let session = match info.era {
+            Era::Legacy => Some(inner.session_for(caller, session, None).await?),
+            Era::Modern => None,
+        };
+        inner
+            .post(caller, Post::plain(&info, session.as_deref(), msg))
+            .await
+            .map(drop)
+            .map_err(|e| inner.failed(e))
+    }
+
+    /// Ends the backend session of a client session, with the credentials of `caller` (the
+    /// principal's current ones, resolved now).
+    pub async fn end_session(&self, caller: &Caller, session: u64) {
+        if let Some(s) = self.inner.take_client(session) {
+            self.inner.close_session(caller, &s).await;
+        }
+    }
+
+    /// See [`super::Backend::info`].
+    pub fn info(&self) -> Option<ServerInfo> {
+        self.inner.status.get().info
+    }
+
+    /// See [`super::Backend::state`].
+    pub fn state(&self) -> State {
+        self.inner.status.get().state
+    }
+
+    /// See [`super::Backend::last_error`].
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.status.get().last_error
+    }
+
+    /// See [`super::Backend::watch`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
+        self.inner.status.subscribe()
+    }
+
+    /// See [`super::Backend::first_attempt`].
+    pub async fn first_attempt(&self) {
+        self.inner.status.first_attempt().await
+    }
+
+    /// Ends every backend session (DELETE) and stops background work.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        let mut sessions = inner.take_all_clients();
+        sessions.extend(inner.shared.swap(None));
+        futures::future::join_all(sessions.iter().map(|s| inner.close_session(&Caller::System, s)))
+            .await;
+        inner.status.stopped();
+    }
+}
+
+/// Sends `notifications/cancelled` when a request is abandoned before its reply.
+struct CancelGuard {
+    inner: Arc<Inner>,
+    caller: Caller,
+    id: i64,
+    session: Option<Arc<LegacySession>>,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.armed || self.inner.stop.is_cancelled() {
+            return;
+        }
+        let (inner, caller, id, session) =
+            (self.inner.clone(), self.caller.clone(), self.id, self.session.take());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let Ok(info) = inner.ready_info() else { return };
+                let params = protocol::jsonrpc::raw(&serde_json::json!({
+                    "requestId": id, "reason": "cancelled by the client",
+                }));
+                let msg = Message::Notification(Notification::new(
+                    "notifications/cancelled",
+                    Some(params),
+                ));
+                let _ = inner.post(&caller, Post::plain(&info, session.as_deref(), &msg)).await;
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn url(&self) -> String {
+        self.spec.config.url.clone().unwrap_or_default()
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> BackendError {
+        BackendError::Unavailable { backend: self.spec.name.to_string(), reason: reason.into() }
+    }
+
+    fn ready_info(&self) -> Result<ServerInfo, BackendError> {
+        let snap = self.status.get();
+        match (snap.state, snap.info) {
+            (State::Ready, Some(info)) => Ok(info),
+            _ => Err(self.unavailable(snap.last_error.unwrap_or_else(|| "not connected".into()))),
+        }
+    }
+
+    /// Maps a failed POST; a refused connection means the backend is down, so the supervisor
+    /// reconnects with backoff and callers fail fast meanwhile.
+    fn failed(&self, e: PostError) -> BackendError {
+        if let PostError::Transport { connect: true, reason } = &e {
+            self.status.down(reason.clone());
+        }
+        e.into_backend(&self.spec.name)
+    }
+
+    /// The Legacy session for this request: `None` for Modern backends.
+    async fn legacy_session(
+        self: &Arc<Self>,
+        info: &ServerInfo,
+        caller: &Caller,
+        ctx: &CallContext,
+    ) -> Result<Option<Arc<LegacySession>>, BackendError> {
+        match info.era {
+            Era::Legacy => {
+                Ok(Some(self.session_for(caller, ctx.session, ctx.client_meta.as_ref()).await?))
+            }
+            Era::Modern => Ok(None),
+        }
+    }
+
+    /// Replaces a session the backend no longer knows: a client's is forgotten (re-opened on
+    /// next use); the shared one is re-opened now.
+    async fn renew(&self, caller: &Caller, stale: &Arc<LegacySession>) -> Result<(), BackendError> {
+        if stale.key.is_some() {
+            self.forget(stale);
+            return Ok(());
+        }
+        let (info, fresh) =
+            self.open_session(caller, None, None).await.map_err(|e| self.unavailable(e))?;
+        let previous = self.shared.compare_and_swap(stale, Some(fresh));
+        if !previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, stale)) {
+            // Someone else renewed it first; theirs stands.
+            return Ok(());
+        }
+        self.status.ready(info);
+        Ok(())
+    }
+
+    /// Params as the backend's era wants them: Modern backends get the protocol `_meta`.
+    fn outgoing_params(
+        &self,
+        info: &ServerInfo,
+        params: Option<Box<RawValue>>,
+        client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Option<Box<RawValue>>, BackendError> {
+        if info.era == Era::Legacy {
+            return Ok(params);
+        }
+        let mut always = serde_json::Map::new();
+        always.insert(meta::KEY_PROTOCOL_VERSION.into(), protocol::MODERN_VERSION.into());
+        let mut defaults = client_meta.cloned().unwrap_or_default();
+        defaults.remove(meta::KEY_PROTOCOL_VERSION);
+        defaults.entry(meta::KEY_CLIENT_CAPABILITIES).or_insert_with(|| serde_json::json!({}));
+        defaults.entry(meta::KEY_CLIENT_INFO).or_insert_with(
+            || serde_json::json!({"name": "vmcp", "version": env!("CARGO_PKG_VERSION")}),
+        );
+        params::merge_meta(params.as_deref(), &always, &defaults)
+            .map(Some)
+            .map_err(|e| BackendError::Transport { backend: self.spec.name.to_string(), reason: e })
+    }
+
+    /// Probes the era; a Legacy backend gets its shared session.
+    async fn connect(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, String> {
+        if let Some(info) = self.try_discover(caller).await {
+            self.shared.store(None);
+            return Ok(info);
+        }
+        let (info, session) = self.open_session(caller, None, None).await?;
+        self.shared.store(Some(session.clone()));
+        tokio::spawn(self.clone().listen(info.clone(), session));
+        Ok(info)
+    }
+
+    async fn try_discover(&self, caller: &Caller) -> Option<ServerInfo> {
+        let params = protocol::jsonrpc::raw(&serde_json::json!({"_meta": {
+            meta::KEY_PROTOCOL_VERSION: protocol::MODERN_VERSION,
+            meta::KEY_CLIENT_CAPABILITIES: {},
+            meta::KEY_CLIENT_INFO: {"name": "vmcp", "version": env!("CARGO_PKG_VERSION")},
+        }}));
+        let body = Message::Request(Request::new(Id::Number(0), "server/discover", Some(params)));
+        let modern = ServerInfo {
+            protocol_version: protocol::MODERN_VERSION.into(),
+            era: Era::Modern,
+            capabilities: serde_json::Value::Null,
+            server_info: serde_json::Value::Null,
+            instructions: None,
+        };
+        let p = Post { method: Some("server/discover"), ..Post::plain(&modern, None, &body) };
+        let resp = self.post(caller, p).await.ok()?;
+        let Reply::Result(result) =
+            self.read_reply(resp, 0, &CallContext::detached()).await.ok()?
+        else {
+            return None;
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Discover {
+            supported_versions: Vec<String>,
+            #[serde(default)]
+            capabilities: serde_json::Value,
+            #[serde(default)]
+            instructions: Option<String>,
+            #[serde(default, rename = "_meta")]
+            meta: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let d: Discover = serde_json::from_str(result.get()).ok()?;
+        if !d.supported_versions.iter().any(|v| v == protocol::MODERN_VERSION) {
+            return None;
+        }
+        Some(ServerInfo {
+            capabilities: d.capabilities,
+            server_info: d
+                .meta
+                .and_then(|m| m.get(meta::KEY_SERVER_INFO).cloned())
+                .unwrap_or_default(),
+            instructions: d.instructions,
+            ..modern
+        })
+    }
+
+    /// Holds a `subscriptions/listen` stream to a Modern backend open for the list_changed
+    /// notifications its capabilities promise, passing them on as backend events.
+    async fn listen_modern(&self, info: &ServerInfo) {
+        let caps = &info.capabilities;
+        let flag = |k: &str| {
+            caps.get(k).and_then(|c| c.get("listChanged")).and_then(|v| v.as_bool()) == Some(true)
+        };
+        let (tools, prompts, resources) = (flag("tools"), flag("prompts"), flag("resources"));
+        if !(tools || prompts || resources) {
+            // Nothing to listen for: idle until the backend's state changes.
+            std::future::pending::<()>().await;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let params = protocol::jsonrpc::raw(&serde_json::json!({
+            "notifications": { "toolsListChanged": tools, "promptsListChanged": prompts, "resourcesListChanged": resources },
+        }));
+        let Ok(params) = self.outgoing_params(info, Some(params), None) else { return };
+        let body =
+            Message::Request(Request::new(Id::Number(id), "subscriptions/listen", params.clone()));
+        let p = Post { method: Some("subscriptions/listen"), ..Post::plain(info, None, &body) };
+        // The listen stream is long-lived: no request timeout on it.
+        let resp = match self.post_unbounded(&Caller::System, p).await {
+            Some(r) => r,
+            None => return,
+        };
+        let mut events = SseByteStream::new(resp.bytes_stream());
+        while let Some(Ok(event)) = events.next().await {
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+            if let Ok(Message::Notification(n)) = Message::parse(data.as_bytes())
+                && n.method != "notifications/subscriptions/acknowledged"
+            {
+                let _ = self.spec.events.send(BackendEvent {
+                    backend: self.spec.name.clone(),
+                    session: None,
+                    notification: n,
+                });
+            }
+        }
+    }
+
+    /// A POST without the per-request timeout, for streams that stay open.
+    async fn post_unbounded(&self, caller: &Caller, p: Post<'_>) -> Option<reqwest::Response> {
+        let mut req = self
+            .client
+            .post(self.url())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header(protocol::HEADER_PROTOCOL_VERSION, &p.info.protocol_version)
+            .body(p.body.to_bytes());
+        if let Some(method) = p.method {
+            for (k, v) in headers::outgoing(method, None, None) {
+                req = req.header(k, v);
+            }
+        }
+        let req = self.spec.auth.apply(caller, req).await.ok()?;
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            tracing::debug!(backend = %self.spec.name, status = %resp.status(), "backend refused a stream");
+            std::future::pending::<()>().await;
+        }
+        Some(resp)
+    }
+}
+
+/// Connects with backoff; while connected, keeps the notification stream of a Modern backend
+/// open, and reconnects when a request finds the backend gone.
+async fn supervise(inner: Arc<Inner>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        match inner.connect(&Caller::System).await {
+            Ok(info) => {
+                tracing::info!(backend = %inner.spec.name, era = ?info.era, version = %info.protocol_version, "backend connected");
+                backoff = BACKOFF_START;
+                inner.status.ready(info.clone());
+                let mut rx = inner.status.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = inner.stop.cancelled() => return,
+                        _ = rx.wait_for(|s| s.state != State::Ready) => break,
+                        _ = async {
+                            if info.era == Era::Modern {
+                                inner.listen_modern(&info).await;
+                            } else {
+                                std::future::pending::<()>().await;
+                            }
+                        } => {}
+                    }
+                    tokio::select! {
+                        _ = inner.stop.cancelled() => return,
+                        _ = rx.wait_for(|s| s.state != State::Ready) => break,
+                        _ = tokio::time::sleep(BACKOFF_START * 4) => {}
+                    }
+                }
+                // The backend went away: its sessions are gone with it.
+                if let Some(shared) = inner.shared.swap(None) {
+                    shared.listener.cancel();
+                }
+                for s in inner.take_all_clients() {
+                    s.listener.cancel();
+                }
+                if inner.stop.is_cancelled() {
+                    return;
+                }
+                inner.status.connecting();
+            }
+            Err(e) => {
+                tracing::warn!(backend = %inner.spec.name, error = %e, retry_in = ?backoff, "backend unavailable");
+                inner.status.down(e);
+                tokio::select! {
+                    _ = inner.stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                inner.status.connecting();
+            }
+        }
+    }
+}

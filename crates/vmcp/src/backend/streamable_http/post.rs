@@ -1,0 +1,178 @@
+//! One HTTP exchange with a Streamable HTTP backend: the POST (headers, session, credentials) and
+//! the reading of its answer, JSON or an SSE stream of messages ending with the response.
+
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use sse_stream::SseByteStream;
+
+use super::Inner;
+use super::session::LegacySession;
+use crate::auth::Caller;
+use crate::backend::{BackendError, CallContext, Reply, ServerInfo};
+use crate::protocol::{self, Era, Id, Message, headers};
+
+/// Why a POST did not produce a usable response.
+pub(super) enum PostError {
+    /// The backend no longer knows the Legacy session (404).
+    SessionExpired,
+    /// A non-success status, with the JSON-RPC message in the body if there was one.
+    Status(reqwest::StatusCode, Option<Message>),
+    /// The connection failed or timed out.
+    Transport { reason: String, connect: bool },
+    /// Outgoing credentials could not be resolved.
+    Auth(crate::auth::outgoing::OutgoingAuthError),
+}
+
+impl PostError {
+    pub(super) fn into_backend(self, backend: &str) -> BackendError {
+        let backend = backend.to_owned();
+        match self {
+            PostError::SessionExpired => {
+                BackendError::Transport { backend, reason: "backend session expired".into() }
+            }
+            PostError::Status(s, _) => {
+                BackendError::Transport { backend, reason: format!("HTTP {s}") }
+            }
+            PostError::Transport { reason, .. } => BackendError::Transport { backend, reason },
+            PostError::Auth(e) => BackendError::Auth(e),
+        }
+    }
+}
+
+/// What to send.
+#[derive(Clone, Copy)]
+pub(super) struct Post<'a> {
+    pub info: &'a ServerInfo,
+    pub session: Option<&'a LegacySession>,
+    pub body: &'a Message,
+    /// For requests to Modern backends: method, params and tool schema for the standard headers.
+    pub method: Option<&'a str>,
+    pub params: Option<&'a RawValue>,
+    pub tool_schema: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Post<'a> {
+    /// A message with no standard headers (notifications, responses).
+    pub fn plain(
+        info: &'a ServerInfo,
+        session: Option<&'a LegacySession>,
+        body: &'a Message,
+    ) -> Self {
+        Self { info, session, body, method: None, params: None, tool_schema: None }
+    }
+}
+
+impl Inner {
+    pub(super) async fn post(
+        &self,
+        caller: &Caller,
+        p: Post<'_>,
+    ) -> Result<reqwest::Response, PostError> {
+        let mut req = self
+            .client
+            .post(self.url())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header(protocol::HEADER_PROTOCOL_VERSION, &p.info.protocol_version)
+            .timeout(self.spec.timeout)
+            .body(p.body.to_bytes());
+        let session_id =
+            p.session.and_then(|s| s.id.as_deref()).filter(|_| p.info.era == Era::Legacy);
+        if let Some(id) = session_id {
+            req = req.header(protocol::HEADER_SESSION_ID, id);
+        }
+        if p.info.era == Era::Modern
+            && let Some(method) = p.method
+        {
+            let parsed: Option<serde_json::Value> =
+                p.params.and_then(|v| serde_json::from_str(v.get()).ok());
+            for (k, v) in headers::outgoing(method, parsed.as_ref(), p.tool_schema) {
+                req = req.header(k, v);
+            }
+        }
+        let req = self.spec.auth.apply(caller, req).await.map_err(PostError::Auth)?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PostError::Transport { reason: describe(&e), connect: e.is_connect() })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == reqwest::StatusCode::NOT_FOUND && session_id.is_some() {
+            return Err(PostError::SessionExpired);
+        }
+        // Modern servers answer protocol errors with 4xx and a JSON-RPC error body.
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(PostError::Status(status, Message::parse(&bytes).ok()))
+    }
+
+    /// Reads the reply to request `id`, passing the messages that come before it to `ctx.events`.
+    pub(super) async fn read_reply(
+        &self,
+        resp: reqwest::Response,
+        id: i64,
+        ctx: &CallContext,
+    ) -> Result<Reply, BackendError> {
+        let transport = |reason: String| BackendError::Transport {
+            backend: self.spec.name.to_string(),
+            reason,
+        };
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            let bytes = resp.bytes().await.map_err(|e| transport(describe(&e)))?;
+            return match Message::parse(&bytes) {
+                Ok(Message::Response(r)) => Ok(Reply::Result(r.result)),
+                Ok(Message::Error(e)) => Ok(Reply::Error(e.error)),
+                Ok(_) => Err(transport("backend answered a request with a non-response".into())),
+                Err(e) => Err(transport(format!("unreadable response: {e}"))),
+            };
+        }
+        let mut events = SseByteStream::new(resp.bytes_stream());
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| transport(format!("event stream failed: {e}")))?;
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+            match Message::parse(data.as_bytes()) {
+                Ok(Message::Response(r)) if r.id == Id::Number(id) => {
+                    return Ok(Reply::Result(r.result));
+                }
+                Ok(Message::Error(e)) if e.id.as_ref().is_none_or(|i| *i == Id::Number(id)) => {
+                    return Ok(Reply::Error(e.error));
+                }
+                Ok(msg @ (Message::Notification(_) | Message::Request(_))) => {
+                    // The receiver may be gone (the client stopped listening); the reply still matters.
+                    let _ = ctx.events.send(msg).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(backend = %self.spec.name, error = %e, "skipping unreadable event")
+                }
+            }
+        }
+        Err(transport("event stream ended before the response".into()))
+    }
+}
+
+/// A reqwest error without its URL (whose query string may carry secrets).
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "response body failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+}
