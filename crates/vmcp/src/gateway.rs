@@ -48,6 +48,10 @@ pub struct Gateway {
     pub page_size: usize,
     /// Stops background tasks.
     pub stop: CancellationToken,
+    /// Backend calls waiting for a Modern client's input.
+    pub parked: crate::dispatch::park::Parked,
+    /// Resource subscriptions shared across clients.
+    pub subscriptions: crate::dispatch::subscriptions::Subscriptions,
 }
 
 impl Gateway {
@@ -71,8 +75,10 @@ impl Gateway {
             catalog,
             sessions: Sessions::default(),
             events,
-            page_size: 0,
+            page_size: config.server.page_size,
             stop,
+            parked: Default::default(),
+            subscriptions: Default::default(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
         gw
@@ -98,6 +104,17 @@ impl Gateway {
     /// current credentials (`Caller::Teardown`), never ones captured earlier.
     pub async fn end_backend_sessions(&self, session: &crate::session::Session) {
         let caller = crate::auth::Caller::Teardown(session.binding.clone());
+        let catalog = self.catalog.load();
+        for uri in session.subscriptions() {
+            let Some(name) = catalog.resource(&uri) else { continue };
+            if let Some(backend) = self.backends.get(name) {
+                // A per-client backend session ends below, taking its subscriptions with it.
+                let _ = self
+                    .subscriptions
+                    .change(&caller, Some(session.key), name, backend, &uri, false)
+                    .await;
+            }
+        }
         futures::future::join_all(
             self.backends.iter().map(|(_, b)| b.end_session(&caller, session.key)),
         )
@@ -107,6 +124,13 @@ impl Gateway {
 
     /// Stops background work and every backend (child processes are killed).
     pub async fn shutdown(&self) {
+        // End client sessions first, so their backend sessions end with the principals'
+        // teardown credentials rather than the gateway's.
+        let ended = self.sessions.expire(std::time::Duration::ZERO);
+        futures::StreamExt::for_each_concurrent(futures::stream::iter(ended), 16, |s| async move {
+            self.end_backend_sessions(&s).await
+        })
+        .await;
         self.stop.cancel();
         self.backends.shutdown().await;
     }

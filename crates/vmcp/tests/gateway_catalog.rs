@@ -214,3 +214,47 @@ async fn modern_fixture_announces_list_changed_on_listen() {
         }
     }
 }
+
+/// With `server.pageSize`, every list is paged; walking the cursors yields each tool once, in
+/// both eras, and a forged cursor is -32602.
+#[tokio::test]
+async fn pages_follow_server_page_size() {
+    let gw = Gateway::start(&format!(
+        "name: cat\nbackends:\n{}server:\n  pageSize: 7\n",
+        stdio_backend("s")
+    ));
+    let mut c = gw.client();
+    c.legacy_init().await;
+    for modern in [false, true] {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let params = match &cursor {
+                Some(cur) => json!({ "cursor": cur }),
+                None => json!({}),
+            };
+            let r = if modern {
+                c.modern_call("tools/list", params).await
+            } else {
+                c.call("tools/list", params).await
+            };
+            let page = r.tool_names();
+            assert!(page.len() <= 7, "{page:?}");
+            names.extend(page);
+            pages += 1;
+            match r.result().get("nextCursor").and_then(|v| v.as_str()) {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert!(pages > 1, "expected several pages");
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a tool came twice: {names:?}");
+        assert!(names.contains(&"s_echo".to_owned()));
+    }
+    let r = c.call("tools/list", json!({ "cursor": "not-a-cursor" })).await;
+    assert_eq!(r.error()["code"], -32602);
+}

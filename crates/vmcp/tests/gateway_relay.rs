@@ -201,3 +201,64 @@ async fn string_request_ids_survive_relay() {
     assert_eq!(fin["id"], "req-α", "{fin}");
     assert_eq!(fin["result"]["content"][0]["text"], "LLM response: s", "{fin}");
 }
+
+/// `_meta` of a Modern client that declares sampling.
+fn sampling_meta() -> serde_json::Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": { "sampling": {} },
+        "io.modelcontextprotocol/clientInfo": { "name": "vmcp-itest", "version": "1" },
+    })
+}
+
+/// A Legacy backend's sampling request reaches a Modern client as an `input_required` round; the
+/// retry with the answer resumes the parked backend call, and the state cannot be replayed.
+#[tokio::test]
+async fn legacy_backend_sampling_reaches_modern_client_as_input_required() {
+    let (gw, _f) = gateway();
+    let c = gw.client();
+    for backend in ["hl", "st"] {
+        let name = format!("{backend}_test_sampling");
+        let first = c
+            .modern_call(
+                "tools/call",
+                json!({ "name": name, "arguments": { "prompt": "capital?" }, "_meta": sampling_meta() }),
+            )
+            .await;
+        let result = first.result();
+        assert_eq!(result["resultType"], "input_required", "{result}");
+        let requests = result["inputRequests"].as_object().expect("inputRequests");
+        assert_eq!(requests.len(), 1);
+        let (key, request) = requests.iter().next().expect("one request");
+        assert_eq!(request["method"], "sampling/createMessage");
+        assert_eq!(request["params"]["messages"][0]["content"]["text"], "capital?");
+        let state = result["requestState"].as_str().expect("requestState").to_owned();
+
+        let answer = json!({ "role": "assistant", "content": { "type": "text", "text": "Paris" }, "model": "m" });
+        let retry = json!({
+            "name": name,
+            "arguments": { "prompt": "capital?" },
+            "requestState": state,
+            "inputResponses": { key.clone(): answer },
+            "_meta": sampling_meta(),
+        });
+        let done = c.modern_call("tools/call", retry.clone()).await;
+        assert_eq!(done.result()["content"][0]["text"], "LLM response: Paris", "{backend}");
+        assert_eq!(done.result()["resultType"], "complete");
+
+        let replay = c.modern_call("tools/call", retry).await;
+        assert_eq!(replay.error()["code"], -32602, "a used requestState must not resume again");
+    }
+}
+
+/// Without the sampling capability a Modern client gets -32021 naming it, at once.
+#[tokio::test]
+async fn legacy_backend_sampling_needs_the_modern_clients_capability() {
+    let (gw, _f) = gateway();
+    let c = gw.client();
+    let r =
+        c.modern_call("tools/call", json!({ "name": "st_test_sampling", "arguments": {} })).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["code"], -32021);
+    assert!(r.error()["data"]["requiredCapabilities"]["sampling"].is_object());
+}

@@ -232,6 +232,14 @@ impl Backend {
         }
     }
 
+    /// Adds (`on`) or removes a resource URI on the notification stream of a Modern backend
+    /// (2026-07-28 has no `resources/subscribe`). Other backends ignore it.
+    pub fn listen_resource(&self, uri: &str, on: bool) {
+        if let Backend::Http(b) = self {
+            b.listen_resource(uri, on);
+        }
+    }
+
     /// Ends the backend session serving client session `session`, if the transport keeps one.
     /// `caller` is the principal's current caller (`Caller::Teardown`), never a stored one.
     pub async fn end_session(&self, caller: &Caller, session: u64) {

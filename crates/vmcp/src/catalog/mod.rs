@@ -158,6 +158,19 @@ impl Catalog {
         &self.problems
     }
 
+    /// How many advertised items one backend serves.
+    pub fn counts_for(&self, backend: &str) -> Counts {
+        let routes =
+            |m: &HashMap<String, Route>| m.values().filter(|r| &*r.backend == backend).count();
+        let owned = |m: &HashMap<String, Arc<str>>| m.values().filter(|b| &***b == backend).count();
+        Counts {
+            tools: routes(&self.tool_routes),
+            resources: owned(&self.resource_owners),
+            resource_templates: owned(&self.template_owners),
+            prompts: routes(&self.prompt_routes),
+        }
+    }
+
     /// Sizes of the advertised lists.
     pub fn counts(&self) -> Counts {
         Counts {

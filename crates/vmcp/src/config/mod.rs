@@ -107,7 +107,8 @@ pub enum ConflictResolution {
     Prefix,
     /// The first backend in `priorityOrder` keeps a contested name; others lose it.
     Priority,
-    /// Every collision must be resolved by an override, or the config is rejected.
+    /// Every collision must be resolved by an override; an unresolved one is left out of the
+    /// catalog (for every claimant) and reported in `/status` problems.
     Manual,
 }
 
@@ -223,6 +224,10 @@ pub struct ServerConfig {
     /// Largest accepted request body in bytes (default 4 MiB).
     #[serde(default)]
     pub max_request_body_bytes: Option<usize>,
+    /// Items per page in `tools/list` and the other list results; 0 (the default) sends every
+    /// item in one page.
+    #[serde(default)]
+    pub page_size: usize,
 }
 
 impl Config {

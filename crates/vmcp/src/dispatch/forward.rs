@@ -57,7 +57,13 @@ pub async fn forward_with(
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
     if let (Client::Modern(_), Some(Era::Legacy)) = (&cx.client, backend.info().map(|i| i.era)) {
-        params = params::strip_meta_keys(params.as_deref(), MODERN_META_KEYS);
+        // The Legacy backend may ask the client things mid-call; a Modern client answers through
+        // input_required rounds with the call parked in between.
+        let params = params::strip_meta_keys(params.as_deref(), MODERN_META_KEYS);
+        let target =
+            super::park::Call { backend, name, method, client_meta: client_meta(cx), tool_schema };
+        let result = super::park::call(gw, cx, target, params).await?;
+        return Ok(fix_result(cx, result));
     }
     for _ in 0..MAX_INPUT_ROUNDS {
         let result =
@@ -202,7 +208,7 @@ async fn ask_client(
     Ok(responses)
 }
 
-fn capability_for(method: &str) -> Option<&'static str> {
+pub(super) fn capability_for(method: &str) -> Option<&'static str> {
     match method {
         "sampling/createMessage" => Some("sampling"),
         "elicitation/create" => Some("elicitation"),
@@ -257,7 +263,7 @@ fn fix_result(cx: &Cx, result: Box<RawValue>) -> Box<RawValue> {
     raw(&map)
 }
 
-fn backend_error(e: &BackendError) -> ErrorObject {
+pub(super) fn backend_error(e: &BackendError) -> ErrorObject {
     match e {
         BackendError::Unavailable { .. } => {
             ErrorObject::new(code::BACKEND_UNAVAILABLE, e.to_string())
@@ -272,7 +278,7 @@ fn level_index(level: &str) -> usize {
 }
 
 /// Relays one message the backend sent while serving this request.
-async fn relay(cx: &Cx, backend: &Arc<Backend>, msg: Message) {
+pub(super) async fn relay(cx: &Cx, backend: &Arc<Backend>, msg: Message) {
     match msg {
         Message::Notification(n) if n.method == "notifications/message" => {
             let level = params::get_str(n.params.as_deref(), "level").unwrap_or_default();

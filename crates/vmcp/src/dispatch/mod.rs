@@ -9,6 +9,8 @@
 
 mod forward;
 mod lists;
+pub mod park;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -136,28 +138,17 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let Client::Legacy(session) = &cx.client else { return Err(method_not_found(method)) };
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
-    let backend =
-        gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(&uri))?;
-    let modern_backend = gw
-        .backends
-        .get(&backend)
-        .and_then(|b| b.info())
-        .is_some_and(|i| i.era == crate::protocol::Era::Modern);
-    if method == "resources/subscribe" {
-        session.subscribe(&uri);
-    } else {
-        session.unsubscribe(&uri);
-        // Backend sessions are shared: keep the backend subscription while anyone still wants it.
-        if gw.sessions.all().iter().any(|s| s.is_subscribed(&uri)) {
-            return Ok(raw(&serde_json::json!({})));
-        }
+    let name = gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(&uri))?;
+    let backend = gw.backends.get(&name).ok_or_else(|| {
+        ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
+    })?;
+    let on = method == "resources/subscribe";
+    // Only a change in this session's set changes the backend's subscribers.
+    let changed = if on { session.subscribe(&uri) } else { session.unsubscribe(&uri) };
+    if changed {
+        gw.subscriptions.change(&cx.caller, Some(session.key), &name, backend, &uri, on).await?;
     }
-    if modern_backend {
-        // 2026-07-28 has no resources/subscribe; the gateway keeps the subscription itself.
-        // Debt: resource updates from Modern backends need the subscription on a listen stream.
-        return Ok(raw(&serde_json::json!({})));
-    }
-    forward(gw, cx, &backend, method, params).await
+    Ok(raw(&serde_json::json!({})))
 }
 
 async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outcome {

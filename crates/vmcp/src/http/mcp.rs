@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::AppState;
 use super::stream::{self, json, legacy_status, modern_status};
@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::dispatch::{self, Client, Cx};
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::{ParseError, code, raw};
-use crate::protocol::meta::{KEY_SUBSCRIPTION_ID, RequestMeta};
+use crate::protocol::meta::RequestMeta;
 use crate::protocol::{
     self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
     headers, params,
@@ -41,19 +41,26 @@ fn caller(_headers: &HeaderMap) -> Caller {
 }
 
 /// POST /mcp.
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if body.len() > app.max_body {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            None,
-            code::INVALID_REQUEST,
-            format!(
-                "request body of {} bytes exceeds the limit of {} bytes",
-                body.len(),
-                app.max_body
-            ),
-        );
-    }
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // Read up to the configured limit ourselves, so an oversize body gets a JSON-RPC error.
+    let body: Bytes = match axum::body::to_bytes(body, app.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                code::INVALID_REQUEST,
+                format!(
+                    "request body exceeds the limit of {} bytes (server.maxRequestBodyBytes)",
+                    app.max_body
+                ),
+            );
+        }
+    };
     if let Some(ct) = header_str(&headers, header::CONTENT_TYPE.as_str())
         && !ct.to_ascii_lowercase().starts_with("application/json")
     {
@@ -327,7 +334,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
         );
     }
     if req.method == "subscriptions/listen" {
-        return listen(gw, req, meta);
+        return super::listen::listen(gw, caller, req).await;
     }
     let (out_tx, out_rx) = mpsc::channel(64);
     let cx = Cx { caller, client: Client::Modern(meta), out: out_tx };
@@ -347,93 +354,6 @@ fn tool_schema(
         return None;
     }
     gw.catalog.load().tool_schema(params?.get("name")?.as_str()?)
-}
-
-/// `subscriptions/listen`: an SSE stream that starts with the acknowledgement and then carries the
-/// list_changed notifications the client asked for, each tagged with the subscription id.
-fn listen(gw: Arc<Gateway>, req: Request, _meta: RequestMeta) -> Response {
-    #[derive(serde::Deserialize, Default)]
-    #[serde(rename_all = "camelCase")]
-    struct Filter {
-        #[serde(default)]
-        tools_list_changed: Option<bool>,
-        #[serde(default)]
-        prompts_list_changed: Option<bool>,
-        #[serde(default)]
-        resources_list_changed: Option<bool>,
-    }
-    let filter: Filter = req
-        .params
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
-        .and_then(|v| v.get("notifications").cloned())
-        .and_then(|n| serde_json::from_value(n).ok())
-        .unwrap_or_default();
-    let (tools, prompts, resources) = (
-        filter.tools_list_changed == Some(true),
-        filter.prompts_list_changed == Some(true),
-        filter.resources_list_changed == Some(true),
-    );
-    let sub_id = serde_json::to_value(&req.id).unwrap_or_default();
-    let mut accepted = serde_json::Map::new();
-    for (k, on) in [
-        ("toolsListChanged", tools),
-        ("promptsListChanged", prompts),
-        ("resourcesListChanged", resources),
-    ] {
-        if on {
-            accepted.insert(k.into(), true.into());
-        }
-    }
-    let tag = move |method: &str, extra: serde_json::Value| {
-        let mut params = match extra {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
-        params.insert("_meta".into(), serde_json::json!({ KEY_SUBSCRIPTION_ID: sub_id.clone() }));
-        Message::Notification(Notification::new(method, Some(raw(&params))))
-    };
-    let ack = tag(
-        "notifications/subscriptions/acknowledged",
-        serde_json::json!({ "notifications": accepted }),
-    );
-    let changes = gw.catalog.subscribe();
-    let stop = gw.stop.clone();
-    let rest = futures::stream::unfold(
-        (changes, stop, Vec::<Message>::new()),
-        move |(mut changes, stop, mut queue)| {
-            let tag = tag.clone();
-            async move {
-                loop {
-                    if let Some(m) = queue.pop() {
-                        return Some((m, (changes, stop, queue)));
-                    }
-                    let changed = tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        c = changes.recv() => match c {
-                            Ok(c) => c,
-                            Err(broadcast::error::RecvError::Lagged(_)) => crate::catalog::live::Changed { tools: true, resources: true, prompts: true },
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                    };
-                    if changed.tools && tools {
-                        queue.push(tag("notifications/tools/list_changed", serde_json::json!({})));
-                    }
-                    if changed.prompts && prompts {
-                        queue
-                            .push(tag("notifications/prompts/list_changed", serde_json::json!({})));
-                    }
-                    if changed.resources && resources {
-                        queue.push(tag(
-                            "notifications/resources/list_changed",
-                            serde_json::json!({}),
-                        ));
-                    }
-                }
-            }
-        },
-    );
-    stream::sse(futures::StreamExt::chain(futures::stream::iter([ack]), rest))
 }
 
 /// GET /mcp: a Legacy session's stream of server-initiated messages.
@@ -458,31 +378,28 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         }
     };
     let state = (
-        session.outbox().subscribe(),
+        session.closed(),
         gw.catalog.subscribe(),
         gw.events.subscribe(),
         gw.stop.clone(),
         session,
-        Vec::<Message>::new(),
+        std::collections::VecDeque::<Message>::new(),
     );
     let stream = futures::stream::unfold(
         state,
-        |(mut outbox, mut changes, mut events, stop, session, mut queue)| async move {
+        |(closed, mut changes, mut events, stop, session, mut queue)| async move {
             loop {
-                if let Some(m) = queue.pop() {
-                    return Some((m, (outbox, changes, events, stop, session, queue)));
+                if let Some(m) = queue.pop_front() {
+                    return Some((m, (closed, changes, events, stop, session, queue)));
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return None,
-                    m = outbox.recv() => match m {
-                        Ok(m) => queue.push(m),
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
+                    // The session ended (DELETE or idle expiry): so does its stream.
+                    _ = closed.cancelled() => return None,
                     c = changes.recv() => if let Ok(c) = c {
                         for (on, method) in [(c.tools, "notifications/tools/list_changed"), (c.prompts, "notifications/prompts/list_changed"), (c.resources, "notifications/resources/list_changed")] {
                             if on {
-                                queue.push(Message::Notification(Notification::new(method, None)));
+                                queue.push_back(Message::Notification(Notification::new(method, None)));
                             }
                         }
                     },
@@ -496,7 +413,7 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                             _ => false,
                         };
                         if deliver {
-                            queue.push(Message::Notification(n));
+                            queue.push_back(Message::Notification(n));
                         }
                     },
                 }

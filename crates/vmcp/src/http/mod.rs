@@ -5,6 +5,7 @@
 //! `dispatch`.
 
 mod guard;
+mod listen;
 mod mcp;
 mod status;
 mod stream;
@@ -38,6 +39,8 @@ pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
     let guard = Arc::new(HostGuard::new(&server.allowed_hosts, &server.allowed_origins));
     Router::new()
         .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
+        // `post` enforces `server.maxRequestBodyBytes` itself.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .route("/health", get(status::health))
         .route("/status", get(status::status))

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use rand::RngCore;
-use tokio::sync::broadcast;
 
 use crate::auth::Binding;
 use crate::backend::Backend;
@@ -46,8 +45,8 @@ pub struct Session {
     pub client_capabilities: serde_json::Value,
     /// The client's `clientInfo`.
     pub client_info: serde_json::Value,
-    /// Messages for the session's GET stream (list_changed, resource updates, logging).
-    outbox: broadcast::Sender<Message>,
+    /// Cancelled when the session ends, which ends its GET streams.
+    closed: tokio_util::sync::CancellationToken,
     /// Resource URIs this session subscribed to.
     subscriptions: Mutex<HashSet<String>>,
     /// Minimum log level requested with `logging/setLevel` (index into [`LOG_LEVELS`]).
@@ -66,9 +65,9 @@ pub const LOG_LEVELS: &[&str] =
     &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 impl Session {
-    /// A sender for the session's GET stream.
-    pub fn outbox(&self) -> &broadcast::Sender<Message> {
-        &self.outbox
+    /// A token cancelled when the session ends.
+    pub fn closed(&self) -> tokio_util::sync::CancellationToken {
+        self.closed.clone()
     }
 
     /// Records a resource subscription; returns whether it is new.
@@ -79,6 +78,11 @@ impl Session {
     /// Removes a resource subscription; returns whether it existed.
     pub fn unsubscribe(&self, uri: &str) -> bool {
         lock(&self.subscriptions).remove(uri)
+    }
+
+    /// Every URI this session subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.subscriptions).iter().cloned().collect()
     }
 
     /// Whether the session subscribed to `uri`.
@@ -157,6 +161,7 @@ impl Session {
     }
 
     fn close(&self) {
+        self.closed.cancel();
         for (_, h) in lock(&self.in_flight).drain() {
             h.abort();
         }
@@ -204,7 +209,7 @@ impl Sessions {
             protocol_version,
             client_capabilities,
             client_info,
-            outbox: broadcast::channel(256).0,
+            closed: tokio_util::sync::CancellationToken::new(),
             subscriptions: Mutex::default(),
             log_level: Default::default(),
             relays: Mutex::default(),

@@ -49,6 +49,10 @@ struct Inner {
     clients: ClientSessions,
     next_id: AtomicI64,
     stop: CancellationToken,
+    /// Resource URIs carried on a Modern backend's listen stream.
+    listened: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Wakes the listen stream to reopen it with a changed set.
+    relisten: tokio::sync::Notify,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -70,6 +74,8 @@ impl HttpBackend {
             clients: ClientSessions::default(),
             next_id: AtomicI64::new(1),
             stop: CancellationToken::new(),
+            listened: Default::default(),
+            relisten: tokio::sync::Notify::new(),
         });
         tokio::spawn(supervise(inner.clone()));
         Self { inner }
@@ -170,6 +176,16 @@ impl HttpBackend {
     pub async fn end_session(&self, caller: &Caller, session: u64) {
         if let Some(s) = self.inner.take_client(session) {
             self.inner.close_session(caller, &s).await;
+        }
+    }
+
+    /// See [`super::Backend::listen_resource`].
+    pub fn listen_resource(&self, uri: &str, on: bool) {
+        let mut set = self.inner.listened.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if on { set.insert(uri.to_owned()) } else { set.remove(uri) };
+        drop(set);
+        if changed {
+            self.inner.relisten.notify_one();
         }
     }
 
@@ -384,32 +400,54 @@ impl Inner {
     }
 
     /// Holds a `subscriptions/listen` stream to a Modern backend open for the list_changed
-    /// notifications its capabilities promise, passing them on as backend events.
-    async fn listen_modern(&self, info: &ServerInfo) {
+    /// notifications its capabilities promise and the resources clients subscribed to, passing
+    /// them on as backend events. `true`: reopen at once (the subscription set changed).
+    async fn listen_modern(&self, info: &ServerInfo) -> bool {
         let caps = &info.capabilities;
         let flag = |k: &str| {
             caps.get(k).and_then(|c| c.get("listChanged")).and_then(|v| v.as_bool()) == Some(true)
         };
         let (tools, prompts, resources) = (flag("tools"), flag("prompts"), flag("resources"));
-        if !(tools || prompts || resources) {
-            // Nothing to listen for: idle until the backend's state changes.
-            std::future::pending::<()>().await;
+        let can_subscribe =
+            caps.get("resources").and_then(|c| c.get("subscribe")).and_then(|v| v.as_bool())
+                == Some(true);
+        let uris: Vec<String> = if can_subscribe {
+            self.listened.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if !(tools || prompts || resources || !uris.is_empty()) {
+            // Nothing to listen for: idle until there is.
+            self.relisten.notified().await;
+            return true;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let params = protocol::jsonrpc::raw(&serde_json::json!({
-            "notifications": { "toolsListChanged": tools, "promptsListChanged": prompts, "resourcesListChanged": resources },
-        }));
-        let Ok(params) = self.outgoing_params(info, Some(params), None) else { return };
+        let mut filter = serde_json::json!({
+            "toolsListChanged": tools, "promptsListChanged": prompts, "resourcesListChanged": resources,
+        });
+        if !uris.is_empty() {
+            filter["resourceSubscriptions"] = uris.into();
+        }
+        let params = protocol::jsonrpc::raw(&serde_json::json!({ "notifications": filter }));
+        let Ok(params) = self.outgoing_params(info, Some(params), None) else { return false };
         let body =
             Message::Request(Request::new(Id::Number(id), "subscriptions/listen", params.clone()));
         let p = Post { method: Some("subscriptions/listen"), ..Post::plain(info, None, &body) };
         // The listen stream is long-lived: no request timeout on it.
         let resp = match self.post_unbounded(&Caller::System, p).await {
             Some(r) => r,
-            None => return,
+            None => return false,
         };
         let mut events = SseByteStream::new(resp.bytes_stream());
-        while let Some(Ok(event)) = events.next().await {
+        loop {
+            let event = tokio::select! {
+                // The subscription set changed: reopen with the new one.
+                _ = self.relisten.notified() => return true,
+                e = events.next() => match e {
+                    Some(Ok(e)) => e,
+                    _ => return false,
+                },
+            };
             let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
             if let Ok(Message::Notification(n)) = Message::parse(data.as_bytes())
                 && n.method != "notifications/subscriptions/acknowledged"
@@ -465,13 +503,13 @@ async fn supervise(inner: Arc<Inner>) {
                     tokio::select! {
                         _ = inner.stop.cancelled() => return,
                         _ = rx.wait_for(|s| s.state != State::Ready) => break,
-                        _ = async {
+                        again = async {
                             if info.era == Era::Modern {
-                                inner.listen_modern(&info).await;
+                                inner.listen_modern(&info).await
                             } else {
-                                std::future::pending::<()>().await;
+                                std::future::pending::<bool>().await
                             }
-                        } => {}
+                        } => if again { continue },
                     }
                     tokio::select! {
                         _ = inner.stop.cancelled() => return,

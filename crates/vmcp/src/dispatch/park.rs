@@ -1,0 +1,229 @@
+//! Bridging a Legacy backend's server-to-client requests (sampling, elicitation, roots) to a
+//! Modern client, which cannot receive requests: the backend call is parked, the client gets an
+//! `input_required` result whose `requestState` names the parked call, and the client's retry
+//! (with `inputResponses`) answers the backend and resumes waiting.
+//!
+//! Invariants:
+//! - A parked call resumes only for the principal that started it, and only once per round.
+//! - Answers to the backend carry the caller of the request that brought them.
+//! - A parked call that nobody resumes is abandoned (and so cancelled at the backend) when its
+//!   backend timeout passes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rand::RngCore;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Cx, Outcome, invalid_params};
+use crate::auth::Binding;
+use crate::backend::{Backend, CallContext, Reply};
+use crate::gateway::Gateway;
+use crate::protocol::jsonrpc::{code, raw};
+use crate::protocol::{ErrorObject, ErrorResponse, Id, Message, Response, params};
+
+/// Prefix of the `requestState` values the gateway issues for parked calls.
+pub const STATE_PREFIX: &str = "vmcp-parked.";
+
+type CallResult = Result<Reply, ErrorObject>;
+
+struct ParkedCall {
+    binding: Binding,
+    /// Input request key → the backend's id for that request.
+    pending: Vec<(String, Id)>,
+    events: mpsc::Receiver<Message>,
+    task: JoinHandle<CallResult>,
+    deadline: Instant,
+}
+
+/// Calls waiting for a Modern client's input.
+#[derive(Default)]
+pub struct Parked {
+    calls: Mutex<HashMap<String, ParkedCall>>,
+}
+
+impl Parked {
+    fn insert(&self, call: ParkedCall) -> String {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        calls.retain(|_, c| {
+            let keep = c.deadline > now && !c.task.is_finished();
+            if !keep {
+                c.task.abort();
+            }
+            keep
+        });
+        calls.insert(token.clone(), call);
+        token
+    }
+
+    fn take(&self, token: &str, binding: &Binding) -> Result<ParkedCall, ErrorObject> {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        match calls.get(token) {
+            None => Err(invalid_params(
+                "requestState names no pending request (expired or already used)",
+            )),
+            Some(c) if c.binding != *binding => {
+                Err(invalid_params("requestState belongs to another principal"))
+            }
+            Some(_) => {
+                calls.remove(token).ok_or_else(|| invalid_params("requestState already used"))
+            }
+        }
+    }
+}
+
+/// One call to a Legacy backend on behalf of a Modern client.
+pub struct Call<'a> {
+    /// The backend.
+    pub backend: &'a Arc<Backend>,
+    /// Its name.
+    pub name: &'a str,
+    /// The method.
+    pub method: &'a str,
+    /// The client's protocol `_meta`.
+    pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The called tool's input schema.
+    pub tool_schema: Option<serde_json::Value>,
+}
+
+/// Runs, or resumes, a call by a Modern client to a Legacy backend.
+pub async fn call(
+    gw: &Gateway,
+    cx: &Cx,
+    target: Call<'_>,
+    params: Option<Box<RawValue>>,
+) -> Outcome {
+    let backend = target.backend;
+    let state = params::get_str(params.as_deref(), "requestState");
+    let mut call = match state.as_deref().and_then(|s| s.strip_prefix(STATE_PREFIX)) {
+        Some(token) => resume(gw, cx, backend, token, params.as_deref()).await?,
+        None => start(gw, cx, target.clone_parts(), params),
+    };
+    while let Some(msg) = call.events.recv().await {
+        let Message::Request(r) = msg else {
+            super::forward::relay(cx, backend, msg).await;
+            continue;
+        };
+        let Some(cap) = super::forward::capability_for(&r.method) else {
+            let refusal = ErrorObject::new(
+                code::METHOD_NOT_FOUND,
+                format!("{} is not relayed to 2026-07-28 clients", r.method),
+            );
+            let reply = Message::Error(ErrorResponse::new(Some(r.id), refusal));
+            let _ = backend.respond(&cx.caller, None, reply).await;
+            continue;
+        };
+        let declared = match &cx.client {
+            super::Client::Modern(m) => m.has_capability(cap),
+            super::Client::Legacy(_) => true,
+        };
+        if !declared {
+            call.task.abort();
+            return Err(ErrorObject::with_data(
+                code::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                format!(
+                    "backend {} needs the client's {cap} capability, which the request did not declare",
+                    target.name
+                ),
+                &serde_json::json!({ "requiredCapabilities": { cap: {} } }),
+            ));
+        }
+        let key = format!("{}-{}", r.method.replace('/', "-"), call.pending.len());
+        let request_params: Option<serde_json::Value> =
+            r.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
+        let request = serde_json::json!({ "method": r.method, "params": request_params });
+        call.pending.push((key.clone(), r.id));
+        let token = gw.parked.insert(call);
+        return Ok(raw(&serde_json::json!({
+            "resultType": "input_required",
+            "inputRequests": { key: request },
+            "requestState": format!("{STATE_PREFIX}{token}"),
+        })));
+    }
+    match call.task.await {
+        Ok(Ok(Reply::Result(r))) => Ok(r),
+        Ok(Ok(Reply::Error(e))) => Err(e),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ErrorObject::new(code::INTERNAL_ERROR, "the backend call was abandoned")),
+    }
+}
+
+struct Parts {
+    backend: Arc<Backend>,
+    name: String,
+    method: String,
+    client_meta: Option<serde_json::Map<String, serde_json::Value>>,
+    tool_schema: Option<serde_json::Value>,
+}
+
+impl Call<'_> {
+    fn clone_parts(&self) -> Parts {
+        Parts {
+            backend: self.backend.clone(),
+            name: self.name.to_owned(),
+            method: self.method.to_owned(),
+            client_meta: self.client_meta.clone(),
+            tool_schema: self.tool_schema.clone(),
+        }
+    }
+}
+
+/// Starts the backend call in its own task, so it can outlive this client request while parked.
+fn start(gw: &Gateway, cx: &Cx, parts: Parts, params: Option<Box<RawValue>>) -> ParkedCall {
+    let (events, rx) = mpsc::channel::<Message>(64);
+    let Parts { backend, name, method, client_meta, tool_schema } = parts;
+    let ctx = CallContext { events, client_meta, tool_schema, session: None };
+    let timeout = gw.backends.timeout(&name);
+    let caller = cx.caller.clone();
+    let task = tokio::spawn(async move {
+        match tokio::time::timeout(timeout, backend.request(&caller, &method, params, ctx)).await {
+            Ok(r) => r.map_err(|e| super::forward::backend_error(&e)),
+            Err(_) => Err(ErrorObject::new(
+                code::BACKEND_TIMEOUT,
+                format!("backend {name} did not answer {method} within {timeout:?}"),
+            )),
+        }
+    });
+    ParkedCall {
+        binding: cx.caller.binding(),
+        pending: Vec::new(),
+        events: rx,
+        task,
+        deadline: Instant::now() + timeout,
+    }
+}
+
+async fn resume(
+    gw: &Gateway,
+    cx: &Cx,
+    backend: &Arc<Backend>,
+    token: &str,
+    params: Option<&RawValue>,
+) -> Result<ParkedCall, ErrorObject> {
+    let mut call = gw.parked.take(token, &cx.caller.binding())?;
+    let responses: serde_json::Map<String, serde_json::Value> = params
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+        .and_then(|v| v.get("inputResponses").and_then(|r| r.as_object()).cloned())
+        .unwrap_or_default();
+    for (key, backend_id) in std::mem::take(&mut call.pending) {
+        let answer = match responses.get(&key) {
+            Some(v) => Message::Response(Response::new(backend_id, raw(v))),
+            None => Message::Error(ErrorResponse::new(
+                Some(backend_id),
+                ErrorObject::new(code::INVALID_PARAMS, "the client did not answer this request"),
+            )),
+        };
+        if let Err(e) = backend.respond(&cx.caller, None, answer).await {
+            call.task.abort();
+            return Err(super::forward::backend_error(&e));
+        }
+    }
+    Ok(call)
+}

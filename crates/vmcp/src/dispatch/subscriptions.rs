@@ -1,0 +1,108 @@
+//! Resource subscriptions, kept by the gateway across clients and backend kinds.
+//!
+//! How a subscription reaches the backend depends on the backend:
+//! - a Legacy HTTP backend serving a Legacy client gives that client its own backend session, so
+//!   the client's subscribe/unsubscribe go there as they are;
+//! - a backend session shared by many clients (stdio, SSE, or a Legacy HTTP backend serving Modern
+//!   clients) is subscribed when the first subscriber arrives and unsubscribed when the last one
+//!   leaves (reference counts per backend and URI);
+//! - a Modern backend has no `resources/subscribe`: its URIs ride on the gateway's
+//!   `subscriptions/listen` stream to it, also reference counted.
+//!
+//! Invariant: backend calls made here carry the caller of the request that caused them, or
+//! `Caller::Teardown(binding)` when a session ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::auth::Caller;
+use crate::backend::{Backend, CallContext, Reply};
+use crate::protocol::jsonrpc::raw;
+use crate::protocol::{Era, ErrorObject};
+
+/// Subscriber counts for shared backend subscriptions.
+#[derive(Default)]
+pub struct Subscriptions {
+    counts: Mutex<HashMap<(Arc<str>, String), usize>>,
+}
+
+enum Regime {
+    PerClient,
+    Shared,
+    Listen,
+}
+
+fn regime(backend: &Backend, session: Option<u64>) -> Regime {
+    match (backend.transport_name(), backend.info().map(|i| i.era)) {
+        ("streamable-http", Some(Era::Modern)) => Regime::Listen,
+        ("streamable-http", _) if session.is_some() => Regime::PerClient,
+        _ => Regime::Shared,
+    }
+}
+
+impl Subscriptions {
+    /// Changes the count; returns whether the backend must be told (first in, last out).
+    fn step(&self, name: &Arc<str>, uri: &str, on: bool) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name.clone(), uri.to_owned());
+        let n = counts.entry(key.clone()).or_default();
+        if on {
+            *n += 1;
+            *n == 1
+        } else {
+            *n = n.saturating_sub(1);
+            let last = *n == 0;
+            if last {
+                counts.remove(&key);
+            }
+            last
+        }
+    }
+
+    /// One subscriber more (`on`) or less for `uri` at backend `name`. `session` is the Legacy
+    /// client session asking, if any.
+    pub async fn change(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+        name: &Arc<str>,
+        backend: &Backend,
+        uri: &str,
+        on: bool,
+    ) -> Result<(), ErrorObject> {
+        match regime(backend, session) {
+            Regime::PerClient => send(caller, session, backend, uri, on).await,
+            Regime::Shared => {
+                if self.step(name, uri, on) {
+                    send(caller, None, backend, uri, on).await
+                } else {
+                    Ok(())
+                }
+            }
+            Regime::Listen => {
+                if self.step(name, uri, on) {
+                    backend.listen_resource(uri, on);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn send(
+    caller: &Caller,
+    session: Option<u64>,
+    backend: &Backend,
+    uri: &str,
+    on: bool,
+) -> Result<(), ErrorObject> {
+    let method = if on { "resources/subscribe" } else { "resources/unsubscribe" };
+    let mut ctx = CallContext::detached();
+    ctx.session = session;
+    let params = raw(&serde_json::json!({ "uri": uri }));
+    match backend.request(caller, method, Some(params), ctx).await {
+        Ok(Reply::Result(_)) => Ok(()),
+        Ok(Reply::Error(e)) => Err(e),
+        Err(e) => Err(super::forward::backend_error(&e)),
+    }
+}

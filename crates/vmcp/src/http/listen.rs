@@ -1,0 +1,168 @@
+//! `subscriptions/listen` (2026-07-28): an SSE stream that starts with the acknowledgement of what
+//! the gateway accepted, then carries the list_changed notifications and resource updates the
+//! client asked for, each tagged with the subscription id (the listen request's id).
+//!
+//! Invariant: the resource subscriptions a stream adds are removed when the stream ends, with the
+//! principal's teardown caller.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::response::Response;
+use tokio::sync::broadcast;
+
+use super::stream;
+use crate::auth::Caller;
+use crate::catalog::live::Changed;
+use crate::gateway::Gateway;
+use crate::protocol::jsonrpc::raw;
+use crate::protocol::meta::KEY_SUBSCRIPTION_ID;
+use crate::protocol::{Message, Notification, Request, params};
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(default)]
+    tools_list_changed: Option<bool>,
+    #[serde(default)]
+    prompts_list_changed: Option<bool>,
+    #[serde(default)]
+    resources_list_changed: Option<bool>,
+    #[serde(default)]
+    resource_subscriptions: Option<Vec<String>>,
+}
+
+/// Removes a stream's resource subscriptions when the stream is dropped.
+struct Unsubscribe {
+    gw: Arc<Gateway>,
+    caller: Caller,
+    uris: Vec<(Arc<str>, String)>,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let (gw, caller, uris) =
+            (self.gw.clone(), self.caller.clone(), std::mem::take(&mut self.uris));
+        if uris.is_empty() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for (name, uri) in uris {
+                    if let Some(backend) = gw.backends.get(&name) {
+                        let _ = gw
+                            .subscriptions
+                            .change(&caller, None, &name, backend, &uri, false)
+                            .await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Opens the listen stream for one Modern request.
+pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response {
+    let filter: Filter = req
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+        .and_then(|v| v.get("notifications").cloned())
+        .and_then(|n| serde_json::from_value(n).ok())
+        .unwrap_or_default();
+    let want = Changed {
+        tools: filter.tools_list_changed == Some(true),
+        prompts: filter.prompts_list_changed == Some(true),
+        resources: filter.resources_list_changed == Some(true),
+    };
+    // Subscribe what can be routed; what cannot is left out of the acknowledgement.
+    let catalog = gw.catalog.load();
+    let mut subscribed = Vec::new();
+    for uri in filter.resource_subscriptions.unwrap_or_default() {
+        let Some(name) = catalog.resource(&uri).cloned() else { continue };
+        let Some(backend) = gw.backends.get(&name) else { continue };
+        if gw.subscriptions.change(&caller, None, &name, backend, &uri, true).await.is_ok() {
+            subscribed.push((name, uri));
+        }
+    }
+    let mut accepted = serde_json::Map::new();
+    for (k, on) in [
+        ("toolsListChanged", want.tools),
+        ("promptsListChanged", want.prompts),
+        ("resourcesListChanged", want.resources),
+    ] {
+        if on {
+            accepted.insert(k.into(), true.into());
+        }
+    }
+    if !subscribed.is_empty() {
+        accepted.insert(
+            "resourceSubscriptions".into(),
+            subscribed.iter().map(|(_, u)| u.clone()).collect(),
+        );
+    }
+    let sub_id = serde_json::to_value(&req.id).unwrap_or_default();
+    let tag = move |method: &str, mut params: serde_json::Map<String, serde_json::Value>| {
+        params.insert("_meta".into(), serde_json::json!({ KEY_SUBSCRIPTION_ID: sub_id.clone() }));
+        Message::Notification(Notification::new(method, Some(raw(&params))))
+    };
+    let mut first = serde_json::Map::new();
+    first.insert("notifications".into(), accepted.into());
+    let ack = tag("notifications/subscriptions/acknowledged", first);
+    let uris: Vec<String> = subscribed.iter().map(|(_, u)| u.clone()).collect();
+    let guard = Unsubscribe {
+        gw: gw.clone(),
+        caller: Caller::Teardown(caller.binding()),
+        uris: subscribed,
+    };
+    let state = (
+        gw.catalog.subscribe(),
+        gw.events.subscribe(),
+        gw.stop.clone(),
+        VecDeque::<Message>::new(),
+        guard,
+    );
+    let rest = futures::stream::unfold(
+        state,
+        move |(mut changes, mut events, stop, mut queue, guard)| {
+            let (tag, uris) = (tag.clone(), uris.clone());
+            async move {
+                loop {
+                    if let Some(m) = queue.pop_front() {
+                        return Some((m, (changes, events, stop, queue, guard)));
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        c = changes.recv() => {
+                            let c = match c {
+                                Ok(c) => c,
+                                Err(broadcast::error::RecvError::Lagged(_)) => Changed { tools: true, resources: true, prompts: true },
+                                Err(broadcast::error::RecvError::Closed) => return None,
+                            };
+                            for (on, method) in [
+                                (c.tools && want.tools, "notifications/tools/list_changed"),
+                                (c.prompts && want.prompts, "notifications/prompts/list_changed"),
+                                (c.resources && want.resources, "notifications/resources/list_changed"),
+                            ] {
+                                if on {
+                                    queue.push_back(tag(method, serde_json::Map::new()));
+                                }
+                            }
+                        }
+                        e = events.recv() => if let Ok(e) = e
+                            && e.session.is_none()
+                            && e.notification.method == "notifications/resources/updated"
+                            && let Some(uri) = params::get_str(e.notification.params.as_deref(), "uri")
+                            && uris.contains(&uri)
+                        {
+                            let mut p = serde_json::Map::new();
+                            p.insert("uri".into(), uri.into());
+                            queue.push_back(tag("notifications/resources/updated", p));
+                        },
+                    }
+                }
+            }
+        },
+    );
+    stream::sse(futures::StreamExt::chain(futures::stream::iter([ack]), rest))
+}
