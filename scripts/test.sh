@@ -60,20 +60,8 @@ case "$VMCP_BIN_DIR" in /*) ;; *) VMCP_BIN_DIR="$ROOT/$VMCP_BIN_DIR" ;; esac
 run_tests() {
   [[ -n "${VMCP_NODE:-}" && -n "${VMCP_EVERYTHING:-}" ]] \
     || echo "warning: VMCP_NODE/VMCP_EVERYTHING unset; transport tests will skip"
-  # Known-flaky tests (gateway debt, see below): skipped in the gated run, then run once more
-  # on their own so the log still shows them; that second run is not gated.
-  local skip=() t
-  for t in "${KNOWN_FLAKY[@]}"; do skip+=(--skip "$t"); done
-  cargo test --workspace -- "${skip[@]}"
-  for t in "${KNOWN_FLAKY[@]}"; do
-    echo "--- known flaky, not gated: $t"
-    cargo test --workspace -q -- --exact "$t" 2>&1 | grep -E '^test |panicked|^test result' || true
-  done
+  cargo test --workspace
 }
-# transport_stdio: after StdioBackend::shutdown() returns, the killed process group can still
-# have a (dying, not yet reaped) member for a few ms, so the "survivors" assert races (fails
-# ~2 of 3 runs on 2 cores, message "survivors: []"). shutdown() does not wait for the group.
-KNOWN_FLAKY=(whole_group_is_killed_including_children_that_ignore_term)
 stage test run_tests
 stage conformance scripts/e2e-conformance.sh
 stage python-sdk scripts/e2e-python.sh

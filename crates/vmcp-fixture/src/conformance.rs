@@ -11,7 +11,7 @@
 
 #![allow(deprecated)] // Logging is deprecated in 2026-07-28 but still served.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use rmcp::{ErrorData, RoleServer, model::*, service::RequestContext};
 use serde_json::{Map, Value, json};
@@ -338,12 +338,16 @@ pub async fn call_tool(
         "test_custom_headers" => {
             ok(vec![text(format!("region={}", arg("region").unwrap_or_default()))])
         }
+        // Each trigger adds a new item, so the list really changes every time (an aggregator
+        // that compares lists, like vmcp, only announces real changes).
         "test_trigger_tool_change" => {
-            fixture.shared.add_tool("test_triggered_tool").await;
+            let n = fixture.shared.triggers.fetch_add(1, Ordering::SeqCst);
+            fixture.shared.add_tool(&format!("test_triggered_tool_{n}")).await;
             ok(vec![text("Tool list changed")])
         }
         "test_trigger_prompt_change" => {
-            fixture.shared.add_prompt("test_triggered_prompt").await;
+            let n = fixture.shared.triggers.fetch_add(1, Ordering::SeqCst);
+            fixture.shared.add_prompt(&format!("test_triggered_prompt_{n}")).await;
             ok(vec![text("Prompt list changed")])
         }
         "test_missing_capability" => {

@@ -86,7 +86,7 @@ pub fn synthetic_tool(i: usize) -> Tool {
     )
 }
 
-/// A tool added at runtime (`dynamic_tool`, `test_triggered_tool`).
+/// A tool added at runtime (`dynamic_tool`, `test_triggered_tool_N`).
 pub fn added_tool(name: &str) -> Tool {
     tool(name, "Added at runtime; returns a fixed text", no_args())
 }

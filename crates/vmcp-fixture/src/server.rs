@@ -52,11 +52,13 @@ pub struct Shared {
     pub settings: Settings,
     /// Incremented by the `counter` tool; a reset tells tests the process restarted.
     pub counter: AtomicU64,
+    /// Numbers the items `test_trigger_*_change` add.
+    pub triggers: AtomicU64,
     /// Tools that never change, built once because `--tools N` can make the list long.
     static_tools: Vec<Tool>,
-    /// Names of tools added at runtime (`dynamic_tool`, `test_triggered_tool`).
+    /// Names of tools added at runtime (`dynamic_tool`, `test_triggered_tool_N`).
     added_tools: Mutex<BTreeSet<String>>,
-    /// Names of prompts added at runtime (`test_triggered_prompt`).
+    /// Names of prompts added at runtime (`test_triggered_prompt_N`).
     added_prompts: Mutex<BTreeSet<String>>,
     /// Feeds open 2026-07-28 `subscriptions/listen` streams.
     changes: broadcast::Sender<ListChange>,
@@ -84,6 +86,7 @@ impl Shared {
         Self {
             settings,
             counter: AtomicU64::new(0),
+            triggers: AtomicU64::new(0),
             static_tools,
             added_tools: Mutex::default(),
             added_prompts: Mutex::default(),

@@ -114,7 +114,7 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
                 .load()
                 .resource(&uri)
                 .cloned()
-                .ok_or_else(|| resource_not_found(&uri))?;
+                .ok_or_else(|| resource_not_found(cx, &uri))?;
             forward(gw, cx, &backend, method, params).await
         }
         "resources/subscribe" | "resources/unsubscribe" if !cx.is_modern() => {
@@ -126,9 +126,12 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
     }
 }
 
-fn resource_not_found(uri: &str) -> ErrorObject {
+/// An unknown resource: -32002 in 2025-11-25, -32602 from 2026-07-28 on (SEP-2164); the URI
+/// goes in `data` either way.
+fn resource_not_found(cx: &Cx, uri: &str) -> ErrorObject {
+    let code = if cx.is_modern() { code::INVALID_PARAMS } else { code::RESOURCE_NOT_FOUND };
     ErrorObject::with_data(
-        code::RESOURCE_NOT_FOUND,
+        code,
         format!("Resource not found: {uri}"),
         &serde_json::json!({ "uri": uri }),
     )
@@ -138,7 +141,8 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let Client::Legacy(session) = &cx.client else { return Err(method_not_found(method)) };
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
-    let name = gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(&uri))?;
+    let name =
+        gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(cx, &uri))?;
     let backend = gw.backends.get(&name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
@@ -182,7 +186,7 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
                 .template(uri)
                 .or_else(|| catalog.resource(uri))
                 .cloned()
-                .ok_or_else(|| resource_not_found(uri))?;
+                .ok_or_else(|| resource_not_found(cx, uri))?;
             forward(gw, cx, &backend, "completion/complete", params).await
         }
         other => Err(invalid_params(format!("unknown completion reference type {other:?}"))),
