@@ -13,6 +13,10 @@ pub struct Identity {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// The raw bearer token this request presented. Never logged.
     pub token: Secret,
+    /// When the token expires (`exp`), if it says.
+    pub expires_at: Option<std::time::SystemTime>,
+    /// Scopes the token grants.
+    pub scopes: Vec<String>,
 }
 
 impl fmt::Debug for Identity {

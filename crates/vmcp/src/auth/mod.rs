@@ -4,6 +4,7 @@
 //! Invariant: identity travels as an explicit [`Caller`] argument. No connection, pool, session or
 //! transport stores a credential; a session stores only its [`Binding`].
 
+pub mod current;
 pub mod identity;
 pub mod outgoing;
 
