@@ -67,6 +67,11 @@ pub fn tools() -> Vec<Tool> {
             no_args(),
         ),
         tool(
+            "request_log",
+            "The HTTP requests this server received (method, mcp-session-id, authorization), oldest first",
+            no_args(),
+        ),
+        tool(
             "touch_resource",
             "Sends notifications/resources/updated for `uri` to the sessions and listen streams subscribed to it",
             json!({ "type": "object", "properties": { "uri": { "type": "string" } }, "required": ["uri"] }),
@@ -149,6 +154,7 @@ pub async fn call_tool(
             fixture.shared.add_tool("dynamic_tool").await;
             text("Added dynamic_tool; sent notifications/tools/list_changed")
         }
+        "request_log" => text(Value::Array(fixture.shared.request_log()).to_string()),
         "touch_resource" => match args.get("uri").and_then(Value::as_str) {
             Some(uri) => {
                 let sent = fixture.shared.touch(uri).await;

@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
 /// Builds the axum router serving the fixture at `/mcp`.
 pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
     let era = shared.settings.era;
+    let shared_for_log = shared.clone();
     let config = StreamableHttpServerConfig::default()
         // The modern era has no sessions at all: every request is stateless.
         .with_legacy_session_mode(era != Era::Modern)
@@ -135,7 +136,31 @@ pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
         LocalSessionManager::default().into(),
         config,
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(shared_for_log, record_request))
+}
+
+/// Records who called (method, session, `Authorization`) for the `request_log` tool, so tests can
+/// see the credentials of requests that carry no tool call, such as a session's DELETE.
+async fn record_request(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // Built in its own scope: a borrow of the request must not live across the await.
+    let entry = {
+        let header = |name: &str| {
+            request.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        serde_json::json!({
+            "method": request.method().as_str(),
+            "session": header("mcp-session-id"),
+            "authorization": header("authorization"),
+        })
+    };
+    shared.log_request(entry);
+    next.run(request).await
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub struct Shared {
     pub counter: AtomicU64,
     /// Numbers the items `test_trigger_*_change` add.
     pub triggers: AtomicU64,
+    /// The last HTTP requests (method, session, authorization), newest last.
+    requests: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Tools that never change, built once because `--tools N` can make the list long.
     static_tools: Vec<Tool>,
     /// Names of tools added at runtime (`dynamic_tool`, `test_triggered_tool_N`).
@@ -87,6 +89,7 @@ impl Shared {
             settings,
             counter: AtomicU64::new(0),
             triggers: AtomicU64::new(0),
+            requests: Mutex::default(),
             static_tools,
             added_tools: Mutex::default(),
             added_prompts: Mutex::default(),
@@ -94,6 +97,20 @@ impl Shared {
             peers: Mutex::default(),
             codec: RequestStateCodec::new(key.to_vec()),
         }
+    }
+
+    /// Keeps a bounded log of HTTP requests for the `request_log` tool.
+    pub fn log_request(&self, entry: serde_json::Value) {
+        let mut log = lock(&self.requests);
+        if log.len() >= 1000 {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+
+    /// The request log, oldest first.
+    pub fn request_log(&self) -> Vec<serde_json::Value> {
+        lock(&self.requests).iter().cloned().collect()
     }
 
     /// Every tool currently offered, in a stable order.

@@ -263,8 +263,11 @@ async fn resources_and_prompts_both_eras() {
             "template read, modern={modern}: {:?}",
             r.message
         );
+        // SEP-2164: -32602 from 2026-07-28 on, -32002 before; the URI in `data` either way.
         let r = call("resources/read", json!({ "uri": "test://nope" })).await;
-        assert_eq!(r.error_code(), -32002, "modern={modern}: {:?}", r.message);
+        let expected = if modern { -32602 } else { -32002 };
+        assert_eq!(r.error_code(), expected, "modern={modern}: {:?}", r.message);
+        assert_eq!(r.error()["data"]["uri"], "test://nope");
 
         let r = call("prompts/list", json!({})).await;
         let names: Vec<&str> = r.result()["prompts"]
