@@ -81,10 +81,12 @@ fn spec(url: String) -> BackendSpec {
 }
 
 async fn wait_state(b: &SseBackend, want: State) {
-    let mut rx = b.watch();
+    let mut rx = b.status().subscribe();
     tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.state == want))
         .await
-        .unwrap_or_else(|_| panic!("no {want:?} in time; last error {:?}", b.last_error()))
+        .unwrap_or_else(|_| {
+            panic!("no {want:?} in time; last error {:?}", b.status().get().last_error)
+        })
         .unwrap();
 }
 
@@ -105,7 +107,7 @@ async fn handshake_list_and_echo() {
     let Some(server) = Server::start(None) else { return };
     let b = SseBackend::start(spec(server.url()));
     wait_state(&b, State::Ready).await;
-    assert!(b.info().unwrap().server_info["name"].is_string());
+    assert!(b.status().get().info.unwrap().server_info["name"].is_string());
     let tools =
         result(b.request(&Caller::Anonymous, "tools/list", None, CallContext::detached()).await);
     let names: Vec<&str> =
@@ -121,7 +123,7 @@ async fn handshake_list_and_echo() {
     }
     b.shutdown().await;
     b.shutdown().await;
-    assert_eq!(b.state(), State::Stopped);
+    assert_eq!(b.status().get().state, State::Stopped);
     assert!(matches!(echo(&b, "x").await, Err(BackendError::Unavailable { .. })));
 }
 
@@ -157,8 +159,8 @@ async fn unreachable_server_is_down() {
     // A port nobody listens on: bound, then released.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let b = SseBackend::start(spec(format!("http://127.0.0.1:{port}/sse")));
-    b.first_attempt().await;
-    assert_eq!(b.state(), State::Down);
+    b.status().first_attempt().await;
+    assert_eq!(b.status().get().state, State::Down);
     assert!(matches!(echo(&b, "x").await, Err(BackendError::Unavailable { .. })));
     b.shutdown().await;
 }

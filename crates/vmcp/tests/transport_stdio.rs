@@ -42,10 +42,12 @@ fn spec() -> Option<BackendSpec> {
 }
 
 async fn wait_state(b: &StdioBackend, want: State) {
-    let mut rx = b.watch();
+    let mut rx = b.status().subscribe();
     tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.state == want))
         .await
-        .unwrap_or_else(|_| panic!("no {want:?} in time; last error {:?}", b.last_error()))
+        .unwrap_or_else(|_| {
+            panic!("no {want:?} in time; last error {:?}", b.status().get().last_error)
+        })
         .unwrap();
 }
 
@@ -74,7 +76,7 @@ fn text(v: &Value) -> &str {
 #[tokio::test]
 async fn handshake_list_and_echo() {
     let Some(b) = started().await else { return };
-    let info = b.info().unwrap();
+    let info = b.status().get().info.unwrap();
     assert!(info.server_info["name"].is_string(), "{:?}", info.server_info);
     let tools =
         result(b.request(&Caller::Anonymous, "tools/list", None, CallContext::detached()).await);
@@ -163,7 +165,7 @@ async fn killed_child_fails_pending_and_restarts() {
     });
     // Let the request reach the child before killing it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut watch = b.watch();
+    let mut watch = b.status().subscribe();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
     assert!(matches!(err, Err(BackendError::Transport { .. })), "{err:?}");
@@ -188,7 +190,7 @@ async fn shutdown_leaves_no_process_and_is_idempotent() {
     assert!(killpg(Pid::from_raw(pid), None).is_err(), "process group {pid} survived");
     assert!(kill(Pid::from_raw(pid), None).is_err(), "child {pid} not reaped");
     assert!(b.pid().is_none());
-    assert_eq!(b.state(), State::Stopped);
+    assert_eq!(b.status().get().state, State::Stopped);
     b.shutdown().await;
     assert!(matches!(echo(&b, "x").await, Err(BackendError::Unavailable { .. })));
 }
@@ -198,12 +200,12 @@ async fn missing_command_is_down_and_requests_fail_fast() {
     let Some(mut spec) = spec() else { return };
     spec.config.command = Some("/nonexistent/vmcp-test-binary".into());
     let b = StdioBackend::start(spec);
-    b.first_attempt().await;
-    assert_eq!(b.state(), State::Down);
-    assert!(b.last_error().unwrap().contains("spawning"));
+    b.status().first_attempt().await;
+    assert_eq!(b.status().get().state, State::Down);
+    assert!(b.status().get().last_error.unwrap().contains("spawning"));
     assert!(matches!(echo(&b, "x").await, Err(BackendError::Unavailable { .. })));
     b.shutdown().await;
-    assert_eq!(b.state(), State::Stopped);
+    assert_eq!(b.status().get().state, State::Stopped);
 }
 
 #[tokio::test]
@@ -285,7 +287,7 @@ async fn whole_group_is_killed_including_children_that_ignore_term() {
     assert!(group_members(first).len() >= 2, "{:?}", group_members(first));
 
     // A crash of the leader: the restart must not leave the grandchild behind.
-    let mut watch = b.watch();
+    let mut watch = b.status().subscribe();
     kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
     tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.state == State::Down))
         .await

@@ -198,38 +198,22 @@ impl Backend {
 
     /// What the backend said at connect; `None` while not connected.
     pub fn info(&self) -> Option<ServerInfo> {
-        match self {
-            Backend::Http(b) => b.info(),
-            Backend::Sse(b) => b.info(),
-            Backend::Stdio(b) => b.info(),
-        }
+        self.status().get().info
     }
 
     /// Current state.
     pub fn state(&self) -> State {
-        match self {
-            Backend::Http(b) => b.state(),
-            Backend::Sse(b) => b.state(),
-            Backend::Stdio(b) => b.state(),
-        }
+        self.status().get().state
     }
 
     /// The last connection error, for `/status`.
     pub fn last_error(&self) -> Option<String> {
-        match self {
-            Backend::Http(b) => b.last_error(),
-            Backend::Sse(b) => b.last_error(),
-            Backend::Stdio(b) => b.last_error(),
-        }
+        self.status().get().last_error
     }
 
     /// Waits until the backend is ready or `State::Down` after its first attempt.
     pub async fn first_attempt(&self) {
-        match self {
-            Backend::Http(b) => b.first_attempt().await,
-            Backend::Sse(b) => b.first_attempt().await,
-            Backend::Stdio(b) => b.first_attempt().await,
-        }
+        self.status().first_attempt().await
     }
 
     /// Adds (`on`) or removes a resource URI on the notification stream of a Modern backend
@@ -258,11 +242,16 @@ impl Backend {
     }
 
     /// A feed of status changes.
-    pub fn watch(&self) -> Option<tokio::sync::watch::Receiver<Snapshot>> {
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Snapshot> {
+        self.status().subscribe()
+    }
+
+    /// The transport's connection status.
+    pub fn status(&self) -> &Status {
         match self {
-            Backend::Http(b) => Some(b.watch()),
-            Backend::Sse(b) => Some(b.watch()),
-            Backend::Stdio(b) => Some(b.watch()),
+            Backend::Http(b) => b.status(),
+            Backend::Sse(b) => b.status(),
+            Backend::Stdio(b) => b.status(),
         }
     }
 

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
-use super::{BackendError, BackendSpec, CallContext, Reply, ServerInfo, State, Status};
+use super::{BackendError, BackendSpec, CallContext, Reply, State, Status};
 use crate::auth::Caller;
 use crate::auth::outgoing::OutgoingAuth;
 use crate::protocol::Message;
@@ -113,27 +113,9 @@ impl SseBackend {
         self.ready_mux()?.respond(caller, response).await
     }
 
-    /// See [`super::Backend::info`].
-    pub fn info(&self) -> Option<ServerInfo> {
-        self.shared.status.get().info
-    }
-    /// See [`super::Backend::state`].
-    pub fn state(&self) -> State {
-        self.shared.status.get().state
-    }
-    /// See [`super::Backend::last_error`].
-    pub fn last_error(&self) -> Option<String> {
-        self.shared.status.get().last_error
-    }
-
-    /// See [`super::Backend::first_attempt`].
-    pub async fn first_attempt(&self) {
-        self.shared.status.first_attempt().await
-    }
-
-    /// See [`super::Backend::watch`].
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
-        self.shared.status.subscribe()
+    /// Connection status (state, server info, last error, change feed).
+    pub fn status(&self) -> &Status {
+        &self.shared.status
     }
 
     /// See [`super::Backend::shutdown`]. Closes the stream (which ends the legacy session) and

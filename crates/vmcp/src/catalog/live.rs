@@ -96,7 +96,7 @@ pub async fn run_discovery(
     for (name, backend) in backends.iter() {
         let (name, backend, tx, stop) = (name.clone(), backend.clone(), tx.clone(), stop.clone());
         tokio::spawn(async move {
-            let Some(mut watch) = backend.watch() else { return };
+            let mut watch = backend.watch();
             loop {
                 let _ = tx.send(name.clone()).await;
                 tokio::select! {

@@ -189,29 +189,9 @@ impl HttpBackend {
         }
     }
 
-    /// See [`super::Backend::info`].
-    pub fn info(&self) -> Option<ServerInfo> {
-        self.inner.status.get().info
-    }
-
-    /// See [`super::Backend::state`].
-    pub fn state(&self) -> State {
-        self.inner.status.get().state
-    }
-
-    /// See [`super::Backend::last_error`].
-    pub fn last_error(&self) -> Option<String> {
-        self.inner.status.get().last_error
-    }
-
-    /// See [`super::Backend::watch`].
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<super::Snapshot> {
-        self.inner.status.subscribe()
-    }
-
-    /// See [`super::Backend::first_attempt`].
-    pub async fn first_attempt(&self) {
-        self.inner.status.first_attempt().await
+    /// Connection status (state, server info, last error, change feed).
+    pub fn status(&self) -> &Status {
+        &self.inner.status
     }
 
     /// Ends every backend session (DELETE) and stops background work.
