@@ -256,6 +256,7 @@ pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
     IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
 };
+mod auth_validate;
 mod load;
 mod locate;
 mod validate;

@@ -78,6 +78,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     let names = check_backends(cfg, &mut c);
     check_aggregation(cfg, &names, &mut c);
     check_operational(cfg, &names, &mut c);
+    c.findings.extend(super::auth_validate::check(cfg, &names, c.index));
     if cfg.server.max_request_body_bytes == Some(0) {
         c.report("server.maxRequestBodyBytes", "must be greater than zero");
     }
@@ -331,6 +332,7 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     if cfg.server.allowed_origins.iter().any(|h| h == "*") {
         out.push("server.allowedOrigins: \"*\" lets any web page call the gateway".to_owned());
     }
+    out.extend(super::auth_validate::warnings(cfg));
     out
 }
 

@@ -1,0 +1,312 @@
+//! Outgoing authentication: the credentials put on one HTTP request to a backend, resolved from the
+//! [`Caller`] of that request at the moment it is sent.
+//!
+//! Invariant: strategies are stateless with respect to callers; any cache they keep is keyed by
+//! the caller's own credential, so two callers never share a result. No strategy stores a
+//! caller's credential anywhere else: the token of a request is read from the [`Caller`] (or, for
+//! teardown, from [`CurrentIdentities`]) each time a request is sent.
+
+mod header_injection;
+mod passthrough;
+mod token_exchange;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::Caller;
+use super::current::CurrentIdentities;
+use super::identity::Secret;
+use crate::config::{BackendAuthConfig, BackendAuthKind, OutgoingAuthConfig};
+
+use header_injection::HeaderInjection;
+use passthrough::Passthrough;
+use token_exchange::TokenExchange;
+
+pub use token_exchange::DEFAULT_EXCHANGE_TIMEOUT;
+
+/// How the gateway authenticates to one backend. Cheap to clone; `Debug` never shows a secret.
+#[derive(Clone, Default)]
+pub struct OutgoingAuth(Strategy);
+
+#[derive(Clone, Default)]
+enum Strategy {
+    #[default]
+    Unauthenticated,
+    HeaderInjection(Arc<HeaderInjection>),
+    Passthrough(Arc<Passthrough>),
+    TokenExchange(Arc<TokenExchange>),
+}
+
+/// Why credentials could not be resolved for a request. Messages never contain a token or secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutgoingAuthError {
+    /// The caller must authenticate again (the client gets a 401).
+    #[error("the caller must re-authenticate: {0}")]
+    Reauthenticate(String),
+    /// The credential service failed.
+    #[error("backend credentials unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a backend's outgoing authentication cannot be built from its configuration. Messages name
+/// the backend and the key or environment variable, never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum OutgoingAuthConfigError {
+    /// The strategy's own block is missing (`headerInjection`, `tokenExchange`).
+    #[error("backend {backend:?}: outgoing auth type {kind} needs a `{key}` block")]
+    MissingBlock {
+        /// Backend name.
+        backend: String,
+        /// The strategy type.
+        kind: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// A secret is given neither inline nor by environment variable, or both ways.
+    #[error("backend {backend:?}: {problem}")]
+    Secret {
+        /// Backend name.
+        backend: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The environment variable named by an `*Env` key is unset or unusable.
+    #[error("backend {backend:?}: environment variable {var} {problem}")]
+    Env {
+        /// Backend name.
+        backend: String,
+        /// Variable name.
+        var: String,
+        /// What is wrong with it (never its value).
+        problem: &'static str,
+    },
+    /// Any other invalid setting.
+    #[error("backend {backend:?}: {message}")]
+    Invalid {
+        /// Backend name.
+        backend: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl OutgoingAuth {
+    /// Compatibility alias of [`OutgoingAuth::unauthenticated`] for code written when this type
+    /// was an enum.
+    #[allow(non_upper_case_globals)]
+    pub const Unauthenticated: OutgoingAuth = OutgoingAuth(Strategy::Unauthenticated);
+
+    /// No credentials.
+    pub fn unauthenticated() -> Self {
+        Self(Strategy::Unauthenticated)
+    }
+
+    /// Builds the strategy `cfg` describes for `backend`. Secrets given by environment variable
+    /// are read here, once.
+    pub fn from_config(
+        cfg: &BackendAuthConfig,
+        backend: &str,
+        identities: Arc<CurrentIdentities>,
+        http: reqwest::Client,
+    ) -> Result<Self, OutgoingAuthConfigError> {
+        let missing = |kind, key| OutgoingAuthConfigError::MissingBlock {
+            backend: backend.to_owned(),
+            kind,
+            key,
+        };
+        Ok(Self(match cfg.kind {
+            BackendAuthKind::Unauthenticated => Strategy::Unauthenticated,
+            BackendAuthKind::HeaderInjection => {
+                let hi = cfg
+                    .header_injection
+                    .as_ref()
+                    .ok_or_else(|| missing("header_injection", "headerInjection"))?;
+                Strategy::HeaderInjection(Arc::new(HeaderInjection::from_config(hi, backend)?))
+            }
+            BackendAuthKind::Passthrough => {
+                Strategy::Passthrough(Arc::new(Passthrough::new(identities)))
+            }
+            BackendAuthKind::TokenExchange => {
+                let te = cfg
+                    .token_exchange
+                    .as_ref()
+                    .ok_or_else(|| missing("token_exchange", "tokenExchange"))?;
+                Strategy::TokenExchange(Arc::new(TokenExchange::from_config(
+                    te, backend, identities, http,
+                )?))
+            }
+        }))
+    }
+
+    /// The same strategy with another bound on each token-exchange request (default
+    /// [`DEFAULT_EXCHANGE_TIMEOUT`]); other strategies are returned unchanged. The result has a
+    /// cache of its own.
+    pub fn with_exchange_timeout(self, timeout: Duration) -> Self {
+        match &self.0 {
+            Strategy::TokenExchange(te) => {
+                Self(Strategy::TokenExchange(Arc::new(te.with_timeout(timeout))))
+            }
+            _ => self,
+        }
+    }
+
+    /// Adds this strategy's credentials for `caller` to an outgoing request.
+    pub async fn apply(
+        &self,
+        caller: &Caller,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
+        match &self.0 {
+            Strategy::Unauthenticated => Ok(request),
+            Strategy::HeaderInjection(h) => Ok(h.apply(request)),
+            Strategy::Passthrough(p) => Ok(p.apply(caller, request)),
+            Strategy::TokenExchange(t) => t.apply(caller, request).await,
+        }
+    }
+}
+
+impl fmt::Debug for OutgoingAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Strategy::Unauthenticated => f.write_str("OutgoingAuth::Unauthenticated"),
+            Strategy::HeaderInjection(h) => write!(f, "OutgoingAuth::{h:?}"),
+            Strategy::Passthrough(p) => write!(f, "OutgoingAuth::{p:?}"),
+            Strategy::TokenExchange(t) => write!(f, "OutgoingAuth::{t:?}"),
+        }
+    }
+}
+
+/// The strategy for `backend`: its entry in `backends`, else `default`, else none.
+pub fn for_backend(
+    cfg: &OutgoingAuthConfig,
+    backend: &str,
+    identities: Arc<CurrentIdentities>,
+    http: reqwest::Client,
+) -> Result<OutgoingAuth, OutgoingAuthConfigError> {
+    match cfg.backends.get(backend).or(cfg.default.as_ref()) {
+        Some(b) => OutgoingAuth::from_config(b, backend, identities, http),
+        None => Ok(OutgoingAuth::unauthenticated()),
+    }
+}
+
+/// A secret given inline (`inline_key`) or by environment variable (`env_key`): exactly one.
+fn resolve_secret(
+    backend: &str,
+    inline: Option<&Secret>,
+    env: Option<&str>,
+    inline_key: &str,
+    env_key: &str,
+) -> Result<Secret, OutgoingAuthConfigError> {
+    let err =
+        |problem: String| OutgoingAuthConfigError::Secret { backend: backend.to_owned(), problem };
+    match (inline, env) {
+        (Some(_), Some(_)) => {
+            Err(err(format!("give either `{inline_key}` or `{env_key}`, not both")))
+        }
+        (None, None) => Err(err(format!("`{inline_key}` or `{env_key}` is required"))),
+        (Some(s), None) => Ok(s.clone()),
+        (None, Some(var)) => {
+            let env_err = |problem| OutgoingAuthConfigError::Env {
+                backend: backend.to_owned(),
+                var: var.to_owned(),
+                problem,
+            };
+            match std::env::var(var) {
+                Ok(v) if v.is_empty() => Err(env_err("is empty")),
+                Ok(v) => Ok(Secret::new(v)),
+                Err(std::env::VarError::NotPresent) => Err(env_err("is not set")),
+                Err(std::env::VarError::NotUnicode(_)) => Err(env_err("is not valid UTF-8")),
+            }
+        }
+    }
+}
+
+/// Sets (replaces, never appends) one header on `request`.
+fn set_header(
+    request: reqwest::RequestBuilder,
+    name: HeaderName,
+    value: HeaderValue,
+) -> reqwest::RequestBuilder {
+    let mut headers = HeaderMap::with_capacity(1);
+    headers.insert(name, value);
+    // `RequestBuilder::headers` replaces existing values of the same name.
+    request.headers(headers)
+}
+
+/// `Bearer <token>` as a sensitive header value; `None` if the token cannot be a header value.
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::try_from(format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenExchangeConfig;
+
+    #[test]
+    fn resolution_order() {
+        let ids = Arc::new(CurrentIdentities::default());
+        let http = reqwest::Client::new();
+        let mut cfg = OutgoingAuthConfig::default();
+        let a = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
+        assert_eq!(format!("{a:?}"), "OutgoingAuth::Unauthenticated");
+
+        cfg.default = Some(BackendAuthConfig {
+            kind: BackendAuthKind::Passthrough,
+            header_injection: None,
+            token_exchange: None,
+        });
+        cfg.backends.insert(
+            "x".into(),
+            BackendAuthConfig {
+                kind: BackendAuthKind::Unauthenticated,
+                header_injection: None,
+                token_exchange: None,
+            },
+        );
+        let x = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
+        assert_eq!(format!("{x:?}"), "OutgoingAuth::Unauthenticated");
+        let y = for_backend(&cfg, "y", ids, http).unwrap();
+        assert_eq!(format!("{y:?}"), "OutgoingAuth::Passthrough");
+    }
+
+    #[test]
+    fn missing_blocks_and_env() {
+        let ids = Arc::new(CurrentIdentities::default());
+        let http = reqwest::Client::new();
+        let cfg = BackendAuthConfig {
+            kind: BackendAuthKind::TokenExchange,
+            header_injection: None,
+            token_exchange: None,
+        };
+        let e = OutgoingAuth::from_config(&cfg, "b", ids.clone(), http.clone()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "backend \"b\": outgoing auth type token_exchange needs a `tokenExchange` block"
+        );
+        let cfg = BackendAuthConfig {
+            kind: BackendAuthKind::TokenExchange,
+            header_injection: None,
+            token_exchange: Some(TokenExchangeConfig {
+                token_url: "http://idp/token".into(),
+                client_id: "gw".into(),
+                client_secret: None,
+                client_secret_env: Some("VMCP_TEST_UNSET_SECRET_VAR".into()),
+                audience: None,
+                scopes: vec![],
+                subject_token_type: None,
+                resource: None,
+            }),
+        };
+        let e = OutgoingAuth::from_config(&cfg, "b", ids, http).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "backend \"b\": environment variable VMCP_TEST_UNSET_SECRET_VAR is not set"
+        );
+    }
+}
