@@ -6,6 +6,7 @@
 
 pub mod current;
 pub mod identity;
+pub mod incoming;
 pub mod outgoing;
 
 pub use identity::{Binding, Caller, Identity};
