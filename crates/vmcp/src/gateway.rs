@@ -52,14 +52,36 @@ pub struct Gateway {
     pub parked: crate::dispatch::park::Parked,
     /// Resource subscriptions shared across clients.
     pub subscriptions: crate::dispatch::subscriptions::Subscriptions,
+    /// The latest identity of each principal (for teardown).
+    pub identities: Arc<crate::auth::current::CurrentIdentities>,
+    /// Incoming authentication.
+    pub gatekeeper: crate::http::auth::Gatekeeper,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A backend's outgoing authentication is misconfigured.
+    #[error(transparent)]
+    OutgoingAuth(#[from] crate::auth::outgoing::OutgoingAuthConfigError),
+    /// Incoming authentication is misconfigured.
+    #[error("incomingAuth: {0}")]
+    IncomingAuth(String),
 }
 
 impl Gateway {
     /// Starts backends and discovery for `config`. Returns at once; backends connect in the
     /// background (see [`crate::catalog::live::settle`]).
-    pub fn start(config: &Config) -> Arc<Gateway> {
+    pub fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
         let (events, _) = broadcast::channel::<BackendEvent>(1024);
-        let backends = Arc::new(Backends::start(config, &events));
+        let identities = Arc::new(crate::auth::current::CurrentIdentities::default());
+        let backends = Arc::new(Backends::start(config, &events, &identities)?);
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let gatekeeper = crate::http::auth::Gatekeeper::from_config(&config.incoming_auth, http)
+            .map_err(StartError::IncomingAuth)?;
         let catalog = Arc::new(LiveCatalog::default());
         let stop = CancellationToken::new();
         tokio::spawn(run_discovery(
@@ -79,9 +101,11 @@ impl Gateway {
             stop,
             parked: Default::default(),
             subscriptions: Default::default(),
+            identities,
+            gatekeeper,
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
-        gw
+        Ok(gw)
     }
 
     /// `serverInfo` as the gateway reports it.

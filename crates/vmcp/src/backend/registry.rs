@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Backend, BackendSpec, EventSender};
-use crate::auth::outgoing::OutgoingAuth;
+use crate::auth::current::CurrentIdentities;
+use crate::auth::outgoing::for_backend;
 use crate::config::{Config, TransportKind};
 
 /// All backends, in config order.
@@ -18,8 +19,18 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Starts every configured backend (each connects in the background).
-    pub fn start(config: &Config, events: &EventSender) -> Self {
+    /// Starts every configured backend (each connects in the background). Fails when a
+    /// backend's outgoing authentication cannot be built (a secret's environment variable is
+    /// unset, ...).
+    pub fn start(
+        config: &Config,
+        events: &EventSender,
+        identities: &Arc<CurrentIdentities>,
+    ) -> Result<Self, crate::auth::outgoing::OutgoingAuthConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
         let mut list = Vec::with_capacity(config.backends.len());
         let mut index = HashMap::new();
         let mut timeouts = Vec::with_capacity(config.backends.len());
@@ -30,7 +41,12 @@ impl Backends {
                 name: name.clone(),
                 config: b.clone(),
                 timeout: spec_timeout,
-                auth: OutgoingAuth::Unauthenticated,
+                auth: for_backend(
+                    &config.outgoing_auth,
+                    &b.name,
+                    identities.clone(),
+                    http.clone(),
+                )?,
                 events: events.clone(),
             };
             let backend = match b.transport {
@@ -44,7 +60,7 @@ impl Backends {
             index.insert(name.clone(), list.len());
             list.push((name, Arc::new(backend)));
         }
-        Self { list, timeouts, index }
+        Ok(Self { list, timeouts, index })
     }
 
     /// The backend with this name.

@@ -102,7 +102,23 @@ async fn serve(path: &std::path::Path, host: &str, port: u16) -> anyhow::Result<
         }
     };
     let local = listener.local_addr()?;
-    let gw = Gateway::start(&cfg);
+    if cfg.incoming_auth.kind == crate::config::IncomingAuthKind::Anonymous
+        && !local.ip().is_loopback()
+        && !cfg.incoming_auth.allow_anonymous_non_loopback
+    {
+        eprintln!(
+            "refusing to serve anonymous clients on {local}: set incomingAuth.type: oidc, listen on \
+             a loopback address, or set incomingAuth.allowAnonymousNonLoopback: true"
+        );
+        return Ok(2);
+    }
+    let gw = match Gateway::start(&cfg) {
+        Ok(gw) => gw,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
     settle(&gw.backends, &gw.catalog, Duration::from_secs(10)).await;
     print_summary(&gw, local);
     let app = crate::http::router(gw.clone(), &cfg.server);

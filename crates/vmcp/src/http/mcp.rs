@@ -34,11 +34,8 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The caller of this HTTP request. Authentication fills this in; until then every caller is
-/// anonymous.
-fn caller(_headers: &HeaderMap) -> Caller {
-    Caller::Anonymous
-}
+/// The `error_description` when a backend's credential service refused the caller's token.
+const REFUSED_DOWNSTREAM: &str = "the token was refused for a backend; sign in again";
 
 /// POST /mcp.
 pub async fn post(
@@ -90,8 +87,11 @@ pub async fn post(
             );
         }
     };
-    let caller = caller(&headers);
     let gw = app.gw.clone();
+    let caller = match gw.gatekeeper.caller(&headers, &gw.identities).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
     let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
     if let Message::Request(req) = &msg
         && req.method == "initialize"
@@ -199,6 +199,7 @@ async fn legacy(gw: Arc<Gateway>, caller: Caller, session: Arc<Session>, msg: Me
     match msg {
         Message::Request(req) => {
             let (out_tx, out_rx) = mpsc::channel(64);
+            let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
             let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx };
             let id = req.id.clone();
             let task = tokio::spawn({
@@ -211,7 +212,8 @@ async fn legacy(gw: Arc<Gateway>, caller: Caller, session: Arc<Session>, msg: Me
                 }
             });
             session.track(id.clone(), task.abort_handle());
-            stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status).await
+            stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
+                .await
         }
         Message::Notification(n) => {
             if n.method == "notifications/cancelled"
@@ -337,12 +339,13 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
         return super::listen::listen(gw, caller, req).await;
     }
     let (out_tx, out_rx) = mpsc::channel(64);
+    let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
     let cx = Cx { caller, client: Client::Modern(meta), out: out_tx };
     let id = req.id.clone();
     let task =
         tokio::spawn(async move { dispatch::handle(&gw, &cx, &req.method, req.params).await });
     let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
-    stream::respond(id, out_rx, task, modern_status).await
+    stream::respond(id, out_rx, task, modern_status, gw_challenge).await
 }
 
 /// The input schema of the tool a `tools/call` names, for `Mcp-Param-*` checks.
@@ -367,8 +370,11 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     };
-    let caller = caller(&headers);
     let gw = app.gw.clone();
+    let caller = match gw.gatekeeper.caller(&headers, &gw.identities).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
     let session = match gw.sessions.get(sid, &caller.binding()) {
         Ok(s) => s,
         Err(Lookup::NotFound) => {
@@ -429,7 +435,11 @@ pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response
     let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) else {
         return (StatusCode::BAD_REQUEST, "DELETE needs an Mcp-Session-Id").into_response();
     };
-    match app.gw.sessions.remove(sid, &caller(&headers).binding()) {
+    let caller = match app.gw.gatekeeper.caller(&headers, &app.gw.identities).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
+    match app.gw.sessions.remove(sid, &caller.binding()) {
         Ok(session) => {
             app.gw.end_backend_sessions(&session).await;
             StatusCode::OK.into_response()

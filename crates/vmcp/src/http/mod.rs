@@ -4,6 +4,7 @@
 //! Invariant: nothing here knows MCP methods; requests are classified (era, session) and handed to
 //! `dispatch`.
 
+pub mod auth;
 mod guard;
 mod listen;
 mod mcp;
@@ -43,6 +44,8 @@ pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .route("/health", get(status::health))
+        .route("/.well-known/oauth-protected-resource", get(status::resource_metadata))
+        .route("/.well-known/oauth-protected-resource/{*path}", get(status::resource_metadata))
         .route("/status", get(status::status))
         .with_state(state)
 }

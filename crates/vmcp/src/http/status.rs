@@ -40,3 +40,14 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "problems": catalog.problems(),
     }))
 }
+
+/// RFC 9728 protected resource metadata (404 when the gateway is anonymous).
+pub async fn resource_metadata(State(app): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match app.gw.gatekeeper.metadata() {
+        Some(doc) => Json(doc).into_response(),
+        None => {
+            (axum::http::StatusCode::NOT_FOUND, "authentication is not configured").into_response()
+        }
+    }
+}

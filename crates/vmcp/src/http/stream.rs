@@ -74,12 +74,20 @@ pub async fn respond(
     mut out: mpsc::Receiver<Message>,
     mut task: Task,
     status_of: fn(&Result<Box<serde_json::value::RawValue>, ErrorObject>) -> StatusCode,
+    challenge: Option<HeaderValue>,
 ) -> Response {
     let first = tokio::select! {
         biased;
         Some(msg) = out.recv() => msg,
         done = &mut task => {
             let outcome = done.unwrap_or_else(|e| Err(aborted(&e)));
+            let reauthenticate = matches!(&outcome, Err(e) if e.code == crate::protocol::jsonrpc::code::REAUTHENTICATE);
+            if reauthenticate && let Some(challenge) = challenge {
+                // The caller's credentials were refused downstream: tell it to log in again.
+                let mut resp = json(StatusCode::UNAUTHORIZED, &reply_message(id, outcome));
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                return resp;
+            }
             let status = status_of(&outcome);
             return json(status, &reply_message(id, outcome));
         }

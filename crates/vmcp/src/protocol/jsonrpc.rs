@@ -32,6 +32,9 @@ pub mod code {
     pub const BACKEND_UNAVAILABLE: i64 = -32001;
     /// Gateway: the backend did not answer in time.
     pub const BACKEND_TIMEOUT: i64 = -32003;
+    /// Gateway: the caller's credentials were refused on the way to the backend (e.g. a token
+    /// exchange answered `invalid_grant`); the client must authenticate again (HTTP 401).
+    pub const REAUTHENTICATE: i64 = -32004;
 }
 
 /// A request id: a number or a string.

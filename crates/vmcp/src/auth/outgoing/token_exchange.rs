@@ -159,6 +159,11 @@ impl TokenExchange {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
+        if matches!(caller, Caller::System) {
+            // Background work (discovery, notification streams) has no user to act for: it goes
+            // without credentials rather than borrowing anyone's.
+            return Ok(request);
+        }
         let Some(identity) = self.identities.resolve(caller) else {
             return Err(OutgoingAuthError::Reauthenticate(
                 "token exchange needs an authenticated caller".to_owned(),

@@ -1,0 +1,129 @@
+//! Incoming authentication at the front door: every request to `/mcp` is turned into a [`Caller`]
+//! here (or refused with 401/403 and `WWW-Authenticate`), and the RFC 9728 protected resource
+//! metadata is served.
+//!
+//! Invariant: the caller is built from this request's own credentials; nothing is looked up from
+//! a session or earlier request.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Caller;
+use crate::auth::current::CurrentIdentities;
+use crate::auth::incoming::{
+    AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
+};
+use crate::config::{IncomingAuthConfig, IncomingAuthKind, OidcConfig};
+
+/// How callers are authenticated.
+pub enum Gatekeeper {
+    /// Everyone is anonymous.
+    Anonymous,
+    /// Bearer tokens, checked against the issuer.
+    Oidc {
+        /// The validator.
+        auth: OidcAuthenticator,
+        /// Its configuration, for the metadata document.
+        config: Box<OidcConfig>,
+        /// Where the metadata document is (RFC 9728 §3.1, from the resource URI).
+        metadata_url: String,
+    },
+}
+
+/// The RFC 9728 metadata URL of a resource: the well-known path inserted between host and path.
+pub fn metadata_url(resource: &str) -> String {
+    match reqwest::Url::parse(resource) {
+        Ok(url) => {
+            let path = url.path().trim_end_matches('/');
+            let origin = url.origin().ascii_serialization();
+            format!("{origin}/.well-known/oauth-protected-resource{path}")
+        }
+        Err(_) => {
+            format!("{}/.well-known/oauth-protected-resource", resource.trim_end_matches('/'))
+        }
+    }
+}
+
+impl Gatekeeper {
+    /// Builds the gatekeeper for `incomingAuth`.
+    pub fn from_config(cfg: &IncomingAuthConfig, http: reqwest::Client) -> Result<Self, String> {
+        match (cfg.kind, &cfg.oidc) {
+            (IncomingAuthKind::Anonymous, _) => Ok(Gatekeeper::Anonymous),
+            (IncomingAuthKind::Oidc, None) => {
+                Err("incomingAuth.type is oidc but incomingAuth.oidc is missing".into())
+            }
+            (IncomingAuthKind::Oidc, Some(oidc)) => {
+                let auth = OidcAuthenticator::new(oidc, http).map_err(|e| e.to_string())?;
+                let metadata_url = metadata_url(auth.resource());
+                Ok(Gatekeeper::Oidc { auth, config: Box::new(oidc.clone()), metadata_url })
+            }
+        }
+    }
+
+    /// Whether clients must authenticate.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Gatekeeper::Anonymous)
+    }
+
+    /// The caller of a request, or the response refusing it.
+    pub async fn caller(
+        &self,
+        headers: &HeaderMap,
+        current: &CurrentIdentities,
+    ) -> Result<Caller, Response> {
+        let Gatekeeper::Oidc { auth, metadata_url, .. } = self else {
+            return Ok(Caller::Anonymous);
+        };
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match auth.authenticate(authorization).await {
+            Ok(identity) => {
+                current.record(&identity);
+                Ok(Caller::User(identity))
+            }
+            Err(failure) => Err(refusal(&failure, metadata_url)),
+        }
+    }
+
+    /// The metadata document, when authentication is on.
+    pub fn metadata(&self) -> Option<serde_json::Value> {
+        match self {
+            Gatekeeper::Anonymous => None,
+            Gatekeeper::Oidc { config, .. } => Some(protected_resource_metadata(config)),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for a backend that needs the caller to log in again.
+    pub fn reauthenticate(&self, reason: &str) -> Option<HeaderValue> {
+        let Gatekeeper::Oidc { metadata_url, .. } = self else { return None };
+        HeaderValue::from_str(&www_authenticate(
+            &AuthFailure::InvalidToken(reason.to_owned()),
+            metadata_url,
+        ))
+        .ok()
+    }
+}
+
+fn refusal(failure: &AuthFailure, metadata_url: &str) -> Response {
+    let status = match failure {
+        AuthFailure::Missing | AuthFailure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+        AuthFailure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+        AuthFailure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let message = match failure {
+        AuthFailure::Missing => "authentication required".to_owned(),
+        AuthFailure::InvalidToken(m) => format!("invalid token: {m}"),
+        AuthFailure::InsufficientScope { required } => {
+            format!("insufficient scope: needs {}", required.join(" "))
+        }
+        AuthFailure::Unavailable(m) => format!("cannot verify tokens right now: {m}"),
+    };
+    let mut resp = (status, axum::Json(serde_json::json!({
+        "jsonrpc": "2.0", "id": null,
+        "error": { "code": crate::protocol::jsonrpc::code::INVALID_REQUEST, "message": message },
+    })))
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&www_authenticate(failure, metadata_url)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
