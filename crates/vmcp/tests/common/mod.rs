@@ -17,6 +17,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+pub mod idp;
+
 pub const MODERN: &str = "2026-07-28";
 pub const LEGACY: &str = "2025-11-25";
 
@@ -570,6 +572,8 @@ pub struct Client {
     pub url: String,
     /// The Legacy session, once initialized.
     pub session: Option<String>,
+    /// Sent as `Authorization: Bearer ...` on every request when set.
+    pub bearer: Option<String>,
     next_id: Arc<AtomicI64>,
 }
 
@@ -579,7 +583,16 @@ impl Client {
             http: reqwest::Client::builder().build().expect("reqwest client"),
             url: url.to_owned(),
             session: None,
+            bearer: None,
             next_id: Arc::new(AtomicI64::new(1)),
+        }
+    }
+
+    /// Adds the bearer token, if any.
+    pub fn authed(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(t) => b.header("authorization", format!("Bearer {t}")),
+            None => b,
         }
     }
 
@@ -590,8 +603,7 @@ impl Client {
     /// A POST to `/mcp` with the usual headers (and the session, if any).
     pub fn post(&self) -> reqwest::RequestBuilder {
         let mut b = self
-            .http
-            .post(&self.url)
+            .authed(self.http.post(&self.url))
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json");
         if let Some(s) = &self.session {
@@ -668,8 +680,7 @@ impl Client {
     pub fn modern_post(&self, id: i64, method: &str, params: Value) -> reqwest::RequestBuilder {
         let params = with_modern_meta(params);
         let mut b = self
-            .http
-            .post(&self.url)
+            .authed(self.http.post(&self.url))
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .header("mcp-protocol-version", MODERN)
@@ -715,7 +726,7 @@ impl Client {
 
     /// GET `/mcp` (the Legacy session's notification stream).
     pub async fn get_stream(&self) -> Events {
-        let mut b = self.http.get(&self.url).header("accept", "text/event-stream");
+        let mut b = self.authed(self.http.get(&self.url)).header("accept", "text/event-stream");
         if let Some(s) = &self.session {
             b = b.header("mcp-session-id", s);
         }
@@ -750,7 +761,7 @@ pub fn backend_session_of(r: &Reply) -> Option<String> {
 impl Client {
     /// DELETE `/mcp` for this client's session; returns the HTTP status.
     pub async fn delete_session(&self) -> u16 {
-        let mut b = self.http.delete(&self.url);
+        let mut b = self.authed(self.http.delete(&self.url));
         if let Some(s) = &self.session {
             b = b.header("mcp-session-id", s);
         }

@@ -1,0 +1,208 @@
+//! Identity end to end, against a real OIDC provider (`oauth2-mock-server`, see `common::idp`):
+//! bearer tokens at the front door, sessions bound to the principal, and the invariant at the
+//! heart of the product: the credentials on every backend request are those of the client request
+//! that caused it, fresh, including on session teardown.
+//!
+//! Needs `VMCP_NODE` (`.tools/env.sh`); without it every test prints a skip message and passes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::idp::Idp;
+use common::*;
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "vmcp-test";
+
+/// A gateway requiring tokens from `idp`, passing each caller's token through to the Legacy HTTP
+/// fixture `h`, with a stdio fixture `s` that gets no credentials.
+fn gateway(idp: &Idp, h: &Fixture, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "name: auth\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+         outgoingAuth:\n  backends:\n    h: {{ type: passthrough }}\nbackends:\n{}{}{extra}",
+        idp.url,
+        http_backend("h", &h.url),
+        stdio_backend("s"),
+    ))
+}
+
+async fn token(idp: &Idp, sub: &str) -> String {
+    idp.token(json!({ "claims": { "sub": sub } })).await
+}
+
+fn authorization_seen(r: &Reply) -> Option<String> {
+    whoami_of(r).get("authorization").and_then(Value::as_str).map(str::to_owned)
+}
+
+async fn raw_post(url: &str, bearer: Option<&str>) -> reqwest::Response {
+    let mut b = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.send().await.expect("POST")
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let Some(idp) = Idp::start("tokens_are_required_and_checked").await else { return };
+    let h = Fixture::http("legacy", "h");
+    let gw = gateway(&idp, &h, "");
+
+    let resp = raw_post(&gw.url, None).await;
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+
+    // RFC 9728 metadata, plain and path-suffixed.
+    for path in
+        ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+    {
+        let doc: Value =
+            reqwest::get(format!("{}{path}", gw.base)).await.unwrap().json().await.unwrap();
+        assert_eq!(doc["authorization_servers"], json!([idp.url]), "{path}: {doc}");
+    }
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let bad = [
+        ("expired", idp.token(json!({ "claims": { "exp": now - 3600, "iat": now - 7200 } })).await),
+        ("wrong audience", idp.token(json!({ "claims": { "aud": "someone-else" } })).await),
+        ("alg none", idp.token(json!({ "alg": "none" })).await),
+        ("forged", idp.token(json!({ "forge": true })).await),
+        ("garbage", "not-a-token".to_owned()),
+    ];
+    for (what, t) in &bad {
+        let resp = raw_post(&gw.url, Some(t)).await;
+        assert_eq!(resp.status(), 401, "{what}");
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("error=\"invalid_token\""), "{what}: {challenge}");
+    }
+    let good = token(&idp, "alice").await;
+    assert_eq!(raw_post(&gw.url, Some(&good)).await.status(), 200);
+    // Nothing above leaked a token into the gateway's log.
+    let log = gw.proc.stderr();
+    for (_, t) in &bad {
+        assert!(!log.contains(t.as_str()), "a token reached the log");
+    }
+    assert!(!log.contains(&good), "a token reached the log");
+}
+
+#[tokio::test]
+async fn sessions_belong_to_their_principal() {
+    let Some(idp) = Idp::start("sessions_belong_to_their_principal").await else { return };
+    let h = Fixture::http("legacy", "h");
+    let gw = gateway(&idp, &h, "");
+    let mut alice = gw.client();
+    alice.bearer = Some(token(&idp, "alice").await);
+    alice.legacy_init().await;
+
+    // A refreshed token of the same principal keeps the session.
+    alice.bearer = Some(token(&idp, "alice").await);
+    let r = alice.tool(false, "s_echo", json!({ "message": "hi" })).await;
+    assert_eq!(r.text(), "Echo: hi");
+
+    // Another principal cannot use or end it; the session survives.
+    let mut mallory = alice.clone();
+    mallory.bearer = Some(token(&idp, "mallory").await);
+    let resp = mallory
+        .post()
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(mallory.delete_session().await, 403);
+    let r = alice.tool(false, "s_echo", json!({ "message": "still mine" })).await;
+    assert_eq!(r.text(), "Echo: still mine");
+}
+
+/// The regression the product exists for: within one session the client's token changes and each
+/// backend request, and the teardown of the backend session, carries the newest token.
+#[tokio::test]
+async fn each_backend_request_carries_the_callers_current_token() {
+    let Some(idp) = Idp::start("each_backend_request_carries_the_callers_current_token").await
+    else {
+        return;
+    };
+    let h = Fixture::http("legacy", "h");
+    let gw = gateway(&idp, &h, "");
+    let mut c = gw.client();
+    c.bearer = Some(token(&idp, "alice").await);
+    c.legacy_init().await;
+    let mut backend_session = None;
+    for round in 0..3 {
+        let t = token(&idp, "alice").await;
+        c.bearer = Some(t.clone());
+        let r = c.tool(false, "h_whoami", json!({})).await;
+        assert_eq!(authorization_seen(&r), Some(format!("Bearer {t}")), "round {round}");
+        // Same backend session all along: the token is not a property of the session.
+        let s = backend_session_of(&r);
+        if round > 0 {
+            assert_eq!(s, backend_session, "round {round}");
+        }
+        backend_session = s;
+        // The stdio backend is configured without credentials and gets none.
+        let r = c.tool(false, "s_whoami", json!({})).await;
+        assert_eq!(whoami_of(&r), json!({}));
+    }
+    // Teardown: the backend session's DELETE carries the principal's newest token.
+    let last = token(&idp, "alice").await;
+    c.bearer = Some(last.clone());
+    assert_eq!(c.delete_session().await, 200);
+    let mut log_client = Client::new(&h.url);
+    log_client.legacy_init().await;
+    let log: Value =
+        serde_json::from_str(&log_client.tool(false, "request_log", json!({})).await.text())
+            .unwrap();
+    let delete = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["method"] == "DELETE" && e["session"] == json!(backend_session))
+        .unwrap_or_else(|| panic!("no DELETE of {backend_session:?} in {log}"));
+    assert_eq!(delete["authorization"], json!(format!("Bearer {last}")));
+}
+
+/// Many principals interleaved: nobody ever sees another's credentials.
+#[tokio::test]
+async fn interleaved_principals_never_see_each_others_credentials() {
+    let Some(idp) = Idp::start("interleaved_principals_never_see_each_others_credentials").await
+    else {
+        return;
+    };
+    let h = Fixture::http("legacy", "h");
+    let gw = gateway(&idp, &h, "");
+    let mut tasks = Vec::new();
+    for p in 0..10 {
+        for modern in [false, true] {
+            let mut c = gw.client();
+            let sub = format!("user-{p}");
+            let tokens: Vec<String> =
+                futures::future::join_all((0..4).map(|_| token(&idp, &sub))).await;
+            tasks.push(tokio::spawn(async move {
+                if !modern {
+                    c.bearer = Some(tokens[0].clone());
+                    c.legacy_init().await;
+                }
+                for t in tokens {
+                    c.bearer = Some(t.clone());
+                    let r = c.tool(modern, "h_whoami", json!({})).await;
+                    assert_eq!(authorization_seen(&r), Some(format!("Bearer {t}")));
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("in time")
+            .expect("no mix-up");
+    }
+}
