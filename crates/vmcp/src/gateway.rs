@@ -56,6 +56,8 @@ pub struct Gateway {
     pub identities: Arc<crate::auth::current::CurrentIdentities>,
     /// Incoming authentication.
     pub gatekeeper: crate::http::auth::Gatekeeper,
+    /// Client headers forwarded to backends (`passthroughHeaders`).
+    pub passthrough: Vec<http::HeaderName>,
 }
 
 /// Why the gateway could not start.
@@ -103,9 +105,26 @@ impl Gateway {
             subscriptions: Default::default(),
             identities,
             gatekeeper,
+            // Validated at load: every entry is a header name and none is refused.
+            passthrough: config
+                .passthrough_headers
+                .iter()
+                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
         Ok(gw)
+    }
+
+    /// The headers of a client request that go on to backends.
+    pub fn forwarded(&self, headers: &http::HeaderMap) -> crate::backend::Forwarded {
+        if self.passthrough.is_empty() {
+            return crate::backend::Forwarded::from([]);
+        }
+        self.passthrough
+            .iter()
+            .flat_map(|name| headers.get_all(name).iter().map(move |v| (name.clone(), v.clone())))
+            .collect()
     }
 
     /// `serverInfo` as the gateway reports it.

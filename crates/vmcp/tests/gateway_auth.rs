@@ -206,3 +206,38 @@ async fn interleaved_principals_never_see_each_others_credentials() {
             .expect("no mix-up");
     }
 }
+
+/// Headers on `passthroughHeaders` reach HTTP backends (either era) with each request; others do
+/// not, and stdio backends get none.
+#[tokio::test]
+async fn passthrough_headers_reach_http_backends() {
+    let h = Fixture::http("legacy", "h");
+    let m = Fixture::http("modern", "m");
+    let gw = Gateway::start(&format!(
+        "name: fwd\npassthroughHeaders: [X-Tenant-Id]\nbackends:\n{}{}{}",
+        http_backend("h", &h.url),
+        http_backend("m", &m.url),
+        stdio_backend("s")
+    ));
+    let mut c = gw.client();
+    c.legacy_init().await;
+    for modern in [false, true] {
+        for (n, tenant) in [("h", "acme"), ("m", "globex")] {
+            let id = c.id();
+            let params = json!({ "name": format!("{n}_whoami"), "arguments": {} });
+            let req = if modern {
+                c.modern_post(id, "tools/call", params)
+            } else {
+                c.post().json(&json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }))
+            };
+            let resp =
+                req.header("x-tenant-id", tenant).header("x-other", "nope").send().await.unwrap();
+            let r = Events::from_response(resp).await.reply(id, Duration::from_secs(10)).await;
+            let seen = whoami_of(&r);
+            assert_eq!(seen["x-tenant-id"], tenant, "modern={modern} {n}: {seen}");
+            assert!(seen.get("x-other").is_none(), "modern={modern} {n}: {seen}");
+        }
+    }
+    let r = c.tool(false, "s_whoami", json!({})).await;
+    assert_eq!(whoami_of(&r), json!({}));
+}

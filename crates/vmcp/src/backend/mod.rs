@@ -61,12 +61,34 @@ pub struct CallContext {
     /// The Legacy client session behind this request (its number, not its id), so transports
     /// that keep a backend session per client session use that client's.
     pub session: Option<u64>,
+    /// Client headers on the `passthroughHeaders` allow-list, for HTTP backends.
+    pub headers: Forwarded,
+}
+
+/// Client headers forwarded to a backend (already filtered by `passthroughHeaders`).
+pub type Forwarded = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+
+/// Adds forwarded client headers to an outgoing request (before credentials, which win).
+pub fn forward_headers(
+    mut request: reqwest::RequestBuilder,
+    headers: &Forwarded,
+) -> reqwest::RequestBuilder {
+    for (name, value) in headers.iter() {
+        request = request.header(name, value);
+    }
+    request
 }
 
 impl CallContext {
     /// A context sending this request's messages to `events`.
     pub fn new(events: mpsc::Sender<Message>) -> Self {
-        Self { events, client_meta: None, tool_schema: None, session: None }
+        Self {
+            events,
+            client_meta: None,
+            tool_schema: None,
+            session: None,
+            headers: Forwarded::from([]),
+        }
     }
 
     /// A context whose events are dropped (discovery, lists).

@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BackendError, BackendEvent, CallContext, EventSender, Reply, ServerInfo, initialize_params,
-    parse_initialize_result,
+    BackendError, BackendEvent, CallContext, EventSender, Forwarded, Reply, ServerInfo,
+    initialize_params, parse_initialize_result,
 };
 use crate::auth::Caller;
 use crate::protocol::jsonrpc::{code, raw};
@@ -50,8 +50,14 @@ pub trait Outbound: Send + Sync + 'static {
     fn send<'a>(
         &'a self,
         caller: &'a Caller,
+        headers: &'a Forwarded,
         message: Message,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// No forwarded headers: the mux's own traffic, notifications and responses.
+fn none() -> Forwarded {
+    Forwarded::from([])
 }
 
 /// A request waiting for its reply.
@@ -93,7 +99,7 @@ impl Inner {
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
         let inner = self.clone();
         handle.spawn(async move {
-            if let Err(e) = inner.outbound.send(&caller, message).await {
+            if let Err(e) = inner.outbound.send(&caller, &none(), message).await {
                 tracing::debug!(backend = %inner.backend, error = %e, "mux: background send failed");
             }
         });
@@ -133,6 +139,7 @@ impl Mux {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (params, progress_token) = rewrite_progress_token(params, id);
         let (reply_tx, reply_rx) = oneshot::channel();
+        let headers = ctx.headers.clone();
         {
             let mut table = self.inner.table();
             if let Some(reason) = &table.closed {
@@ -144,7 +151,7 @@ impl Mux {
         }
         let mut guard = PendingGuard { inner: &self.inner, id, caller, cancel_on_drop: true };
         let message = Message::Request(Request::new(Id::Number(id), method, params));
-        if let Err(e) = self.inner.outbound.send(caller, message).await {
+        if let Err(e) = self.inner.outbound.send(caller, &headers, message).await {
             // The backend never got it: nothing to cancel, just forget it.
             guard.cancel_on_drop = false;
             return Err(e);
@@ -168,13 +175,13 @@ impl Mux {
     ) -> Result<(), BackendError> {
         self.check_open()?;
         let message = Message::Notification(Notification::new(method, params));
-        self.inner.outbound.send(caller, message).await
+        self.inner.outbound.send(caller, &none(), message).await
     }
 
     /// Sends an answer to a server-to-client request (its id is the backend's own).
     pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
         self.check_open()?;
-        self.inner.outbound.send(caller, response).await
+        self.inner.outbound.send(caller, &none(), response).await
     }
 
     fn check_open(&self) -> Result<(), BackendError> {
@@ -457,6 +464,7 @@ mod tests {
         fn send<'a>(
             &'a self,
             _caller: &'a Caller,
+            _headers: &'a Forwarded,
             message: Message,
         ) -> BoxFuture<'a, Result<(), BackendError>> {
             let r = self.0.send(message).map_err(|_| BackendError::Transport {
@@ -652,6 +660,7 @@ mod tests {
         fn send<'a>(
             &'a self,
             _caller: &'a Caller,
+            _headers: &'a Forwarded,
             _message: Message,
         ) -> BoxFuture<'a, Result<(), BackendError>> {
             Box::pin(async {

@@ -279,6 +279,7 @@ impl Outbound for PostOutbound {
     fn send<'a>(
         &'a self,
         caller: &'a Caller,
+        headers: &'a super::Forwarded,
         message: Message,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
@@ -292,6 +293,7 @@ impl Outbound for PostOutbound {
                 .header(CONTENT_TYPE, "application/json")
                 .timeout(self.timeout)
                 .body(message.to_bytes());
+            let post = super::forward_headers(post, headers);
             let post = self.auth.apply(caller, post).await?;
             // `without_url`: the endpoint's query names the session; keep it out of errors.
             let response =

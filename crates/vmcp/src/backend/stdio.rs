@@ -398,6 +398,7 @@ impl Outbound for StdinOutbound {
     fn send<'a>(
         &'a self,
         _caller: &'a Caller,
+        _headers: &'a super::Forwarded,
         message: Message,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {

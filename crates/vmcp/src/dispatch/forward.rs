@@ -100,6 +100,7 @@ async fn call_once(
         client_meta: client_meta(cx),
         tool_schema,
         session: cx.session_key(),
+        headers: cx.headers.clone(),
     };
     let timeout = gw.backends.timeout(name);
     let call = async {

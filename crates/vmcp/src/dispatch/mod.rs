@@ -35,6 +35,8 @@ pub struct Cx {
     /// Notifications and server-to-client requests for the client, sent before the response on
     /// this request's stream.
     pub out: mpsc::Sender<Message>,
+    /// This request's headers on the `passthroughHeaders` allow-list.
+    pub headers: crate::backend::Forwarded,
 }
 
 /// The client side of a request.

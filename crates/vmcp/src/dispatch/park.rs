@@ -180,7 +180,8 @@ impl Call<'_> {
 fn start(gw: &Gateway, cx: &Cx, parts: Parts, params: Option<Box<RawValue>>) -> ParkedCall {
     let (events, rx) = mpsc::channel::<Message>(64);
     let Parts { backend, name, method, client_meta, tool_schema } = parts;
-    let ctx = CallContext { events, client_meta, tool_schema, session: None };
+    let headers = cx.headers.clone();
+    let ctx = CallContext { events, client_meta, tool_schema, session: None, headers };
     let timeout = gw.backends.timeout(&name);
     let caller = cx.caller.clone();
     let task = tokio::spawn(async move {

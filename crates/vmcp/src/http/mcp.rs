@@ -119,7 +119,8 @@ pub async fn post(
                 );
             }
         };
-        return legacy(gw, caller, session, msg).await;
+        let forwarded = gw.forwarded(&headers);
+        return legacy(gw, caller, session, msg, forwarded).await;
     }
     match msg {
         Message::Request(req) if is_modern(&headers, &req) => {
@@ -195,12 +196,18 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
     resp
 }
 
-async fn legacy(gw: Arc<Gateway>, caller: Caller, session: Arc<Session>, msg: Message) -> Response {
+async fn legacy(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    session: Arc<Session>,
+    msg: Message,
+    headers: crate::backend::Forwarded,
+) -> Response {
     match msg {
         Message::Request(req) => {
             let (out_tx, out_rx) = mpsc::channel(64);
             let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
-            let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx };
+            let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
             let id = req.id.clone();
             let task = tokio::spawn({
                 let session = session.clone();
@@ -340,7 +347,8 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     }
     let (out_tx, out_rx) = mpsc::channel(64);
     let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
-    let cx = Cx { caller, client: Client::Modern(meta), out: out_tx };
+    let cx =
+        Cx { caller, client: Client::Modern(meta), out: out_tx, headers: gw.forwarded(headers) };
     let id = req.id.clone();
     let task =
         tokio::spawn(async move { dispatch::handle(&gw, &cx, &req.method, req.params).await });

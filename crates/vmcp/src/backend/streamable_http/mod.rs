@@ -110,6 +110,7 @@ impl HttpBackend {
             method: Some(method),
             params: params.as_deref(),
             tool_schema: schema,
+            headers: Some(&ctx.headers),
         };
         let mut result = inner.post(caller, Post { session: session.as_deref(), ..base }).await;
         if let (Err(PostError::SessionExpired), Some(stale)) = (&result, &session) {

@@ -49,6 +49,8 @@ pub(super) struct Post<'a> {
     pub method: Option<&'a str>,
     pub params: Option<&'a RawValue>,
     pub tool_schema: Option<&'a serde_json::Value>,
+    /// Forwarded client headers.
+    pub headers: Option<&'a crate::backend::Forwarded>,
 }
 
 impl<'a> Post<'a> {
@@ -58,7 +60,7 @@ impl<'a> Post<'a> {
         session: Option<&'a LegacySession>,
         body: &'a Message,
     ) -> Self {
-        Self { info, session, body, method: None, params: None, tool_schema: None }
+        Self { info, session, body, method: None, params: None, tool_schema: None, headers: None }
     }
 }
 
@@ -89,6 +91,9 @@ impl Inner {
             for (k, v) in headers::outgoing(method, parsed.as_ref(), p.tool_schema) {
                 req = req.header(k, v);
             }
+        }
+        if let Some(headers) = p.headers {
+            req = crate::backend::forward_headers(req, headers);
         }
         let req = self.spec.auth.apply(caller, req).await.map_err(PostError::Auth)?;
         let resp = req
