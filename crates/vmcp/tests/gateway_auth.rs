@@ -27,8 +27,11 @@ fn gateway(idp: &Idp, h: &Fixture, extra: &str) -> Gateway {
     ))
 }
 
+/// A fresh token for `sub`: a unique `jti` makes every token differ, even within one second.
 async fn token(idp: &Idp, sub: &str) -> String {
-    idp.token(json!({ "claims": { "sub": sub } })).await
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let jti = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    idp.token(json!({ "claims": { "sub": sub, "jti": format!("t{jti}") } })).await
 }
 
 fn authorization_seen(r: &Reply) -> Option<String> {
@@ -240,4 +243,157 @@ async fn passthrough_headers_reach_http_backends() {
     }
     let r = c.tool(false, "s_whoami", json!({})).await;
     assert_eq!(whoami_of(&r), json!({}));
+}
+
+type Revoked = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+/// A local RFC 8693 endpoint: exchanges `subject_token` for `exchanged:<subject_token>`, or
+/// answers `invalid_grant` for subject tokens in the returned revocation set.
+async fn exchange_endpoint() -> (String, tokio::task::JoinHandle<()>, Revoked) {
+    use axum::response::IntoResponse;
+    async fn token(
+        axum::extract::State(revoked): axum::extract::State<Revoked>,
+        body: String,
+    ) -> axum::response::Response {
+        // The form, decoded by the URL parser (a test stub needs nothing more).
+        let form: std::collections::HashMap<String, String> =
+            reqwest::Url::parse(&format!("http://stub/?{body}"))
+                .map(|u| u.query_pairs().into_owned().collect())
+                .unwrap_or_default();
+        let subject = form.get("subject_token").cloned().unwrap_or_default();
+        if revoked.lock().unwrap().contains(&subject)
+            || form.get("grant_type").map(String::as_str)
+                != Some("urn:ietf:params:oauth:grant-type:token-exchange")
+        {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(json!({ "error": "invalid_grant" })),
+            )
+                .into_response();
+        }
+        axum::Json(json!({
+            "access_token": format!("exchanged:{subject}"),
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer",
+            "expires_in": 300,
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let revoked = Revoked::default();
+    let app =
+        axum::Router::new().route("/token", axum::routing::post(token)).with_state(revoked.clone());
+    (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }), revoked)
+}
+
+/// With token exchange, each backend request carries the exchange of that request's token: a new
+/// token of the same principal in the same session is exchanged anew.
+#[tokio::test]
+async fn token_exchange_follows_the_callers_token() {
+    let Some(idp) = Idp::start("token_exchange_follows_the_callers_token").await else { return };
+    let (token_url, _server, revoked) = exchange_endpoint().await;
+    let h = Fixture::http("legacy", "h");
+    let gw = Gateway::start_env(
+        &format!(
+            "name: tx\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+             outgoingAuth:\n  backends:\n    h:\n      type: token_exchange\n      tokenExchange:\n        \
+             tokenUrl: {token_url}\n        clientId: vmcp\n        clientSecretEnv: VMCP_TEST_EXCHANGE_SECRET\n        \
+             audience: backend-h\nbackends:\n{}",
+            idp.url,
+            http_backend("h", &h.url),
+        ),
+        &[("VMCP_TEST_EXCHANGE_SECRET", "exchange-client-secret-value")],
+    );
+    let mut c = gw.client();
+    c.bearer = Some(token(&idp, "alice").await);
+    c.legacy_init().await;
+    for _ in 0..3 {
+        let t = token(&idp, "alice").await;
+        c.bearer = Some(t.clone());
+        let r = c.tool(false, "h_whoami", json!({})).await;
+        assert_eq!(authorization_seen(&r), Some(format!("Bearer exchanged:{t}")));
+    }
+    // The exchange refuses the caller's token (invalid_grant): the client is told to sign in
+    // again (401 with a challenge), and its session is unharmed.
+    let t = token(&idp, "alice").await;
+    revoked.lock().unwrap().insert(t.clone());
+    c.bearer = Some(t);
+    let id = c.id();
+    let resp = c
+        .post()
+        .json(&json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": { "name": "h_whoami", "arguments": {} } }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status, 401, "{:?}", resp.text().await);
+    let challenge = challenge.unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    c.bearer = Some(token(&idp, "alice").await);
+    let r = c.tool(false, "h_whoami", json!({})).await;
+    assert!(authorization_seen(&r).is_some_and(|a| a.starts_with("Bearer exchanged:")));
+}
+
+/// Secrets (tokens, client secrets, header values) never reach the log, even at trace level and
+/// while things fail.
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let Some(idp) = Idp::start("secrets_never_reach_the_log").await else { return };
+    let h = Fixture::http("legacy", "h");
+    // An exchange endpoint nobody listens on: every exchange fails.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = Gateway::start_env(
+        &format!(
+            "name: secrets\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+             outgoingAuth:\n  backends:\n    h:\n      type: header_injection\n      headerInjection:\n        \
+             headerName: X-Api-Key\n        headerValueEnv: VMCP_TEST_HEADER_SECRET\n    s:\n      \
+             type: token_exchange\n      tokenExchange:\n        tokenUrl: http://{dead}/token\n        \
+             clientId: vmcp\n        clientSecretEnv: VMCP_TEST_EXCHANGE_SECRET\n\
+             backends:\n{}  - name: s\n    transport: streamable-http\n    url: {}\n",
+            idp.url,
+            http_backend("h", &h.url),
+            h.url,
+        ),
+        &[
+            ("VMCP_LOG", "trace"),
+            ("VMCP_TEST_HEADER_SECRET", "header-secret-value-123"),
+            ("VMCP_TEST_EXCHANGE_SECRET", "exchange-secret-value-456"),
+        ],
+    );
+    let good = token(&idp, "alice").await;
+    let mut c = gw.client();
+    c.bearer = Some(good.clone());
+    c.legacy_init().await;
+    let r = c.tool(false, "h_whoami", json!({})).await;
+    assert_eq!(whoami_of(&r)["x-api-key"], "header-secret-value-123");
+    // A failing exchange, a bad token, a forged one.
+    let r = c.tool(false, "s_whoami", json!({})).await;
+    assert!(r.msg().get("error").is_some(), "{:?}", r.message);
+    let forged = idp.token(json!({ "forge": true })).await;
+    let mut bad = c.clone();
+    bad.bearer = Some(forged.clone());
+    let resp = bad
+        .post()
+        .json(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status, 401, "{:?}", resp.text().await);
+    let challenge = challenge.unwrap_or_default();
+    let log = gw.proc.stderr();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is not verbose: {log}");
+    for secret in
+        [good.as_str(), forged.as_str(), "header-secret-value-123", "exchange-secret-value-456"]
+    {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    // Signatures alone must not leak either.
+    for t in [&good, &forged] {
+        let signature = t.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "a token signature reached the log");
+    }
 }

@@ -245,11 +245,19 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `vmcp serve --config <yaml> --port 0` and waits until it serves.
     pub fn start(yaml: &str) -> Gateway {
+        Self::start_env(yaml, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the vmcp process.
+    pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let config = temp_path("config", "yaml");
         std::fs::write(&config, yaml).expect("writing the config");
         let mut cmd = Command::new(vmcp_bin());
         cmd.arg("serve").arg("--config").arg(&config).args(["--port", "0"]);
         cmd.env("VMCP_LOG", std::env::var("VMCP_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut proc = Proc::spawn("vmcp", cmd);
         let line = proc.wait_line(Duration::from_secs(30), |l| l.contains(" listening on http://"));
         let url = line
