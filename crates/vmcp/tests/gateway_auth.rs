@@ -380,10 +380,7 @@ async fn secrets_never_reach_the_log() {
         .send()
         .await
         .unwrap();
-    let status = resp.status();
-    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(status, 401, "{:?}", resp.text().await);
-    let challenge = challenge.unwrap_or_default();
+    assert_eq!(resp.status(), 401);
     let log = gw.proc.stderr();
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is not verbose: {log}");
     for secret in
