@@ -51,5 +51,43 @@ done
 if ((status != 0)); then
   log "vmcp stderr (tail):"; tail -n 40 "$WORK/vmcp.err" | sed 's/^/    /'
 fi
+
+# Bearer authentication: a real OIDC provider (oauth2-mock-server), a vmcp that requires its
+# tokens, the SDK with a good token in both modes, and bad tokens refused with a challenge.
+spawn oidc env OIDC_MOCK_KEEP_RUNNING=1 "$VMCP_NODE" "$ROOT/tests/support/oidc-mock.mjs" 0
+line="$(wait_for "$WORK/oidc.out" 'oidc-mock listening on http://' "$SPAWNED_PID" 30)"
+IDP="${line#oidc-mock listening on }"
+log "oidc-mock at $IDP"
+mint() { curl -sf -X POST "$IDP/test/token" -H 'content-type: application/json' -d "$1" \
+  | "$VMCP_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'; }
+NOW="$(date +%s)"
+GOOD="$(mint '{"claims":{"sub":"python-sdk"}}')"
+BAD_TOKENS="$("$VMCP_PYTHON" -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
+  expired "$(mint "{\"claims\":{\"exp\":$((NOW - 3600)),\"iat\":$((NOW - 7200))}}")" \
+  wrong-signature "$(mint '{"forge":true}')" \
+  wrong-audience "$(mint '{"claims":{"aud":"someone-else"}}')" \
+  alg-none "$(mint '{"alg":"none"}')")"
+cat >"$WORK/vmcp-auth.yaml" <<YAML
+name: python-sdk-auth
+incomingAuth:
+  type: oidc
+  oidc:
+    issuer: $IDP
+    audience: vmcp-test
+backends:
+  - name: http
+    transport: streamable-http
+    url: http://127.0.0.1:$HTTP_PORT/mcp
+YAML
+start_vmcp "$WORK/vmcp-auth.yaml" vmcp-auth
+log "pytest: bearer authentication (modes ${VMCP_MODES:-legacy,2026-07-28})"
+set +e
+VMCP_URL="$VMCP_URL" VMCP_TOOL=http_echo VMCP_EXPECT="Echo: hi" VMCP_BEARER="$GOOD" \
+  VMCP_BAD_TOKENS="$BAD_TOKENS" \
+  "$VMCP_PYTHON" -m pytest -q -p no:cacheprovider -c "$ROOT/tests/python/pytest.ini" "$ROOT/tests/python" 2>&1 | sed 's/^/    /'
+rc=${PIPESTATUS[0]}
+set -e
+if ((rc == 0)); then log "auth: pass"; else log "auth: FAIL (pytest exit $rc)"; status=1
+  log "vmcp stderr (tail):"; tail -n 40 "$WORK/vmcp-auth.err" | sed 's/^/    /'; fi
 if ((status == 0)); then log "PASS"; else log "FAIL"; fi
 exit $status

@@ -168,5 +168,9 @@ server.listen(port, '127.0.0.1', () => {
   issuer.url = url;
   console.log(`oidc-mock listening on ${url}`);
 });
-process.stdin.on('end', () => process.exit(0));
-process.stdin.resume();
+// Tests hold stdin open and close it to stop the mock; scripts that run it in the background
+// with no stdin set OIDC_MOCK_KEEP_RUNNING=1 and stop it by signal.
+if (process.env.OIDC_MOCK_KEEP_RUNNING !== '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
