@@ -10,3 +10,27 @@ pub mod incoming;
 pub mod outgoing;
 
 pub use identity::{Binding, Caller, Identity};
+
+/// `application/x-www-form-urlencoded` encoding of one value, as OAuth client authentication
+/// (RFC 6749 §2.3.1) and form bodies need it.
+pub(crate) fn form_urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn form_urlencoding() {
+        assert_eq!(super::form_urlencode("a b+c/d=~é"), "a+b%2Bc%2Fd%3D%7E%C3%A9");
+    }
+}

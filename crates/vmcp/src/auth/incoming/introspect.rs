@@ -99,7 +99,8 @@ impl Introspector {
     }
 
     async fn ask(&self, token: &str) -> Result<Map<String, Value>, AuthFailure> {
-        let body = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let body =
+            format!("token={}&token_type_hint=access_token", crate::auth::form_urlencode(token));
         let mut req = self
             .http
             .post(&self.url)
@@ -110,7 +111,11 @@ impl Introspector {
         if let Some(id) = &self.client_id {
             // RFC 6749 §2.3.1: both parts form-encoded before base64.
             let secret = self.client_secret.as_ref().map(Secret::expose).unwrap_or_default();
-            let basic = STANDARD.encode(format!("{}:{}", form_encode(id), form_encode(secret)));
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                crate::auth::form_urlencode(id),
+                crate::auth::form_urlencode(secret)
+            ));
             req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
         }
         let unavailable = |m: String| AuthFailure::Unavailable(format!("introspection: {m}"));
@@ -179,29 +184,4 @@ fn check(
         }
     }
     identity_from_claims(claims, token, &policy.issuer)
-}
-
-/// application/x-www-form-urlencoded encoding of one value.
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn form_encoding() {
-        assert_eq!(form_encode("a b+c/d=é"), "a+b%2Bc%2Fd%3D%C3%A9");
-    }
 }

@@ -346,26 +346,15 @@ fn seconds(v: &serde_json::Value) -> Option<Duration> {
 /// HTTP Basic client authentication as RFC 6749 §2.3.1 specifies it: id and secret are
 /// form-urlencoded before being joined and base64-encoded.
 fn basic_auth(client_id: &str, secret: &Secret) -> Option<HeaderValue> {
-    let raw = format!("{}:{}", form_urlencode(client_id), form_urlencode(secret.expose()));
+    let raw = format!(
+        "{}:{}",
+        crate::auth::form_urlencode(client_id),
+        crate::auth::form_urlencode(secret.expose())
+    );
     let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
     let mut v = HeaderValue::try_from(format!("Basic {encoded}")).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 impl fmt::Debug for TokenExchange {
@@ -389,7 +378,7 @@ mod tests {
 
     #[test]
     fn client_auth_is_form_encoded() {
-        assert_eq!(form_urlencode("a b+c/d~é"), "a+b%2Bc%2Fd%7E%C3%A9");
+        assert_eq!(crate::auth::form_urlencode("a b+c/d~é"), "a+b%2Bc%2Fd%7E%C3%A9");
         let v = basic_auth("gw", &Secret::new("s3:cr t")).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode("gw:s3%3Acr+t");
         assert_eq!(v.to_str().unwrap(), format!("Basic {b64}"));
