@@ -110,6 +110,11 @@ async fn main() -> anyhow::Result<()> {
             let mut stdout = std::io::stdout();
             writeln!(stdout, "listening on http://{host_part}:{}/mcp", addr.port())?;
             stdout.flush()?;
+            // Without TCP_NODELAY, multi-piece replies on reused connections stall ~40 ms.
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

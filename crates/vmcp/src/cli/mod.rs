@@ -123,6 +123,14 @@ async fn serve(path: &std::path::Path, host: &str, port: u16) -> anyhow::Result<
     print_summary(&gw, local);
     let app = crate::http::router(gw.clone(), &cfg.server);
     let stop = gw.stop.clone();
+    // Replies are written in pieces (headers, SSE events): without TCP_NODELAY a reused
+    // connection waits on the peer's delayed ACK for each later piece (~40 ms).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         stop.cancel();
