@@ -394,3 +394,23 @@ async fn secrets_never_reach_the_log() {
         assert!(!log.contains(signature), "a token signature reached the log");
     }
 }
+
+/// Required scopes: a token without them is refused with 403 `insufficient_scope`, naming them.
+#[tokio::test]
+async fn missing_scopes_are_forbidden() {
+    let Some(idp) = Idp::start("missing_scopes_are_forbidden").await else { return };
+    let gw = Gateway::start(&format!(
+        "name: scoped\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n    \
+         scopes: [mcp:tools]\nbackends:\n{}",
+        idp.url,
+        stdio_backend("s"),
+    ));
+    let without = idp.token(json!({ "claims": { "scope": "openid" } })).await;
+    let resp = raw_post(&gw.url, Some(&without)).await;
+    assert_eq!(resp.status(), 403);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+    assert!(challenge.contains("mcp:tools"), "{challenge}");
+    let with = idp.token(json!({ "claims": { "scope": "openid mcp:tools" } })).await;
+    assert_eq!(raw_post(&gw.url, Some(&with)).await.status(), 200);
+}
