@@ -62,6 +62,11 @@ async fn tokens_are_required_and_checked() {
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.starts_with("Bearer "), "{challenge}");
     assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    // The challenge names a metadata document a client can fetch.
+    let advertised =
+        challenge.split("resource_metadata=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+    let doc: Value = reqwest::get(advertised).await.unwrap().json().await.unwrap();
+    assert_eq!(doc["authorization_servers"], json!([idp.url]), "{advertised}: {doc}");
 
     // RFC 9728 metadata, plain and path-suffixed.
     for path in

@@ -25,23 +25,26 @@ pub enum Gatekeeper {
         auth: OidcAuthenticator,
         /// Its configuration, for the metadata document.
         config: Box<OidcConfig>,
-        /// Where the metadata document is (RFC 9728 §3.1, from the resource URI).
-        metadata_url: String,
+        /// Where the metadata document is (RFC 9728 §3.1), when the resource is a URL; else it
+        /// is derived from each request's `Host`.
+        metadata_url: Option<String>,
     },
 }
 
-/// The RFC 9728 metadata URL of a resource: the well-known path inserted between host and path.
-pub fn metadata_url(resource: &str) -> String {
-    match reqwest::Url::parse(resource) {
-        Ok(url) => {
-            let path = url.path().trim_end_matches('/');
-            let origin = url.origin().ascii_serialization();
-            format!("{origin}/.well-known/oauth-protected-resource{path}")
-        }
-        Err(_) => {
-            format!("{}/.well-known/oauth-protected-resource", resource.trim_end_matches('/'))
-        }
-    }
+/// The RFC 9728 metadata URL of a resource URL: the well-known path inserted between host and
+/// path. `None` when the resource is not an http(s) URL (an audience like `vmcp`).
+pub fn metadata_url(resource: &str) -> Option<String> {
+    let url =
+        reqwest::Url::parse(resource).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
+    let path = url.path().trim_end_matches('/');
+    let origin = url.origin().ascii_serialization();
+    Some(format!("{origin}/.well-known/oauth-protected-resource{path}"))
+}
+
+/// The metadata URL of this gateway's `/mcp` as the client reached it.
+fn metadata_url_from_host(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}/.well-known/oauth-protected-resource/mcp")
 }
 
 impl Gatekeeper {
@@ -80,7 +83,10 @@ impl Gatekeeper {
                 current.record(&identity);
                 Ok(Caller::User(identity))
             }
-            Err(failure) => Err(refusal(&failure, metadata_url)),
+            Err(failure) => {
+                let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
+                Err(refusal(&failure, &url))
+            }
         }
     }
 
@@ -93,11 +99,12 @@ impl Gatekeeper {
     }
 
     /// The `WWW-Authenticate` challenge for a backend that needs the caller to log in again.
-    pub fn reauthenticate(&self, reason: &str) -> Option<HeaderValue> {
+    pub fn reauthenticate(&self, headers: &HeaderMap, reason: &str) -> Option<HeaderValue> {
         let Gatekeeper::Oidc { metadata_url, .. } = self else { return None };
+        let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
         HeaderValue::from_str(&www_authenticate(
             &AuthFailure::InvalidToken(reason.to_owned()),
-            metadata_url,
+            &url,
         ))
         .ok()
     }

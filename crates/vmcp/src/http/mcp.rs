@@ -120,7 +120,8 @@ pub async fn post(
             }
         };
         let forwarded = gw.forwarded(&headers);
-        return legacy(gw, caller, session, msg, forwarded).await;
+        let challenge = gw.gatekeeper.reauthenticate(&headers, REFUSED_DOWNSTREAM);
+        return legacy(gw, caller, session, msg, forwarded, challenge).await;
     }
     match msg {
         Message::Request(req) if is_modern(&headers, &req) => {
@@ -202,11 +203,11 @@ async fn legacy(
     session: Arc<Session>,
     msg: Message,
     headers: crate::backend::Forwarded,
+    gw_challenge: Option<HeaderValue>,
 ) -> Response {
     match msg {
         Message::Request(req) => {
             let (out_tx, out_rx) = mpsc::channel(64);
-            let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
             let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
             let id = req.id.clone();
             let task = tokio::spawn({
@@ -346,7 +347,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
         return super::listen::listen(gw, caller, req).await;
     }
     let (out_tx, out_rx) = mpsc::channel(64);
-    let gw_challenge = gw.gatekeeper.reauthenticate(REFUSED_DOWNSTREAM);
+    let gw_challenge = gw.gatekeeper.reauthenticate(headers, REFUSED_DOWNSTREAM);
     let cx =
         Cx { caller, client: Client::Modern(meta), out: out_tx, headers: gw.forwarded(headers) };
     let id = req.id.clone();
