@@ -99,7 +99,7 @@ fn result(r: Result<Reply, BackendError>) -> Value {
 
 async fn echo(b: &SseBackend, message: &str) -> Result<Reply, BackendError> {
     let params = raw(&json!({"name": "echo", "arguments": {"message": message}}));
-    b.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached()).await
+    b.mux()?.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached()).await
 }
 
 #[tokio::test]
@@ -108,8 +108,12 @@ async fn handshake_list_and_echo() {
     let b = SseBackend::start(spec(server.url()));
     wait_state(&b, State::Ready).await;
     assert!(b.status().get().info.unwrap().server_info["name"].is_string());
-    let tools =
-        result(b.request(&Caller::Anonymous, "tools/list", None, CallContext::detached()).await);
+    let tools = result(
+        b.mux()
+            .unwrap()
+            .request(&Caller::Anonymous, "tools/list", None, CallContext::detached())
+            .await,
+    );
     let names: Vec<&str> =
         tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"echo"), "{names:?}");
@@ -140,7 +144,10 @@ async fn server_restart_fails_pending_and_reconnects() {
                 "name": "trigger-long-running-operation",
                 "arguments": {"duration": 30, "steps": 1},
             }));
-            b.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached()).await
+            b.mux()
+                .unwrap()
+                .request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached())
+                .await
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -66,7 +66,7 @@ fn result(r: Result<Reply, BackendError>) -> Value {
 
 async fn echo(b: &StdioBackend, message: &str) -> Result<Reply, BackendError> {
     let params = raw(&json!({"name": "echo", "arguments": {"message": message}}));
-    b.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached()).await
+    b.mux()?.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::detached()).await
 }
 
 fn text(v: &Value) -> &str {
@@ -78,8 +78,12 @@ async fn handshake_list_and_echo() {
     let Some(b) = started().await else { return };
     let info = b.status().get().info.unwrap();
     assert!(info.server_info["name"].is_string(), "{:?}", info.server_info);
-    let tools =
-        result(b.request(&Caller::Anonymous, "tools/list", None, CallContext::detached()).await);
+    let tools = result(
+        b.mux()
+            .unwrap()
+            .request(&Caller::Anonymous, "tools/list", None, CallContext::detached())
+            .await,
+    );
     let names: Vec<&str> =
         tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"echo"), "{names:?}");
@@ -117,7 +121,7 @@ async fn long_running(
         "_meta": {"progressToken": token},
     }));
     let ctx = CallContext::new(events);
-    b.request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
+    b.mux()?.request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
 }
 
 #[tokio::test]
@@ -160,7 +164,7 @@ async fn killed_child_fails_pending_and_restarts() {
                 "arguments": {"duration": 30, "steps": 1},
             }));
             let ctx = CallContext::new(tx);
-            b.request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
+            b.mux().unwrap().request(&Caller::Anonymous, "tools/call", Some(params), ctx).await
         }
     });
     // Let the request reach the child before killing it.
@@ -228,7 +232,8 @@ async fn list_changed_is_broadcast_and_sampling_reaches_the_request() {
         "name": "trigger-sampling-request",
         "arguments": {"prompt": "p", "maxTokens": 5},
     }));
-    let call = b.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::new(tx));
+    let mux = b.mux().unwrap();
+    let call = mux.request(&Caller::Anonymous, "tools/call", Some(params), CallContext::new(tx));
     let answer = async {
         loop {
             match rx.recv().await.expect("no sampling request") {
@@ -239,7 +244,7 @@ async fn list_changed_is_broadcast_and_sampling_reaches_the_request() {
                         "model": "test",
                     }));
                     let response = Message::Response(Response::new(r.id, result));
-                    b.respond(&Caller::Anonymous, response).await.unwrap();
+                    b.mux().unwrap().respond(&Caller::Anonymous, response).await.unwrap();
                     return;
                 }
                 _ => continue,

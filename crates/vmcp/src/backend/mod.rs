@@ -182,8 +182,8 @@ impl Backend {
     ) -> Result<Reply, BackendError> {
         match self {
             Backend::Http(b) => b.request(caller, method, params, ctx).await,
-            Backend::Sse(b) => b.request(caller, method, params, ctx).await,
-            Backend::Stdio(b) => b.request(caller, method, params, ctx).await,
+            Backend::Sse(b) => b.mux()?.request(caller, method, params, ctx).await,
+            Backend::Stdio(b) => b.mux()?.request(caller, method, params, ctx).await,
         }
     }
 
@@ -198,8 +198,8 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Backend::Http(b) => b.notify(caller, session, method, params).await,
-            Backend::Sse(b) => b.notify(caller, method, params).await,
-            Backend::Stdio(b) => b.notify(caller, method, params).await,
+            Backend::Sse(b) => b.mux()?.notify(caller, method, params).await,
+            Backend::Stdio(b) => b.mux()?.notify(caller, method, params).await,
         }
     }
 
@@ -213,8 +213,8 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Backend::Http(b) => b.respond(caller, session, response).await,
-            Backend::Sse(b) => b.respond(caller, response).await,
-            Backend::Stdio(b) => b.respond(caller, response).await,
+            Backend::Sse(b) => b.mux()?.respond(caller, response).await,
+            Backend::Stdio(b) => b.mux()?.respond(caller, response).await,
         }
     }
 

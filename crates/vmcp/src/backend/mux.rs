@@ -60,6 +60,32 @@ fn none() -> Forwarded {
     Forwarded::from([])
 }
 
+/// The mux of a message-stream backend's current connection, present while it is ready.
+#[derive(Default)]
+pub struct Current {
+    conn: arc_swap::ArcSwapOption<Mux>,
+}
+
+impl Current {
+    /// Sets (a new connection is ready) or clears (it is gone) the current mux.
+    pub fn set(&self, mux: Option<Arc<Mux>>) {
+        self.conn.store(mux);
+    }
+
+    /// The current mux, or why there is none (from `status`), as the error a caller gets.
+    pub fn ready(&self, backend: &str, status: &super::Status) -> Result<Arc<Mux>, BackendError> {
+        self.conn.load_full().ok_or_else(|| {
+            let snapshot = status.get();
+            let reason = match (snapshot.state, snapshot.last_error) {
+                (super::State::Stopped, _) => "shut down".to_owned(),
+                (_, Some(e)) => e,
+                (state, None) => format!("{state:?}").to_lowercase(),
+            };
+            BackendError::Unavailable { backend: backend.to_owned(), reason }
+        })
+    }
+}
+
 /// A request waiting for its reply.
 struct Pending {
     reply: oneshot::Sender<Result<Reply, BackendError>>,

@@ -20,18 +20,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use serde_json::value::RawValue;
 use sse_stream::{Sse, SseByteStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
-use super::{BackendError, BackendSpec, CallContext, Reply, State, Status};
+use super::{BackendError, BackendSpec, Status};
 use crate::auth::Caller;
 use crate::auth::outgoing::OutgoingAuth;
 use crate::protocol::Message;
@@ -51,7 +49,7 @@ struct Shared {
     status: Status,
     client: reqwest::Client,
     /// The current connection's mux while it is Ready.
-    conn: ArcSwapOption<Mux>,
+    conn: super::mux::Current,
     stop: CancellationToken,
 }
 
@@ -67,50 +65,17 @@ impl SseBackend {
             spec,
             status: Status::default(),
             client,
-            conn: ArcSwapOption::empty(),
+            conn: Default::default(),
             stop: CancellationToken::new(),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
         Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
     }
 
-    /// The mux of the current connection, or why there is none.
-    fn ready_mux(&self) -> Result<Arc<Mux>, BackendError> {
-        self.shared.conn.load_full().ok_or_else(|| {
-            let snapshot = self.shared.status.get();
-            let reason = match (snapshot.state, snapshot.last_error) {
-                (State::Stopped, _) => "shut down".to_owned(),
-                (_, Some(e)) => e,
-                (state, None) => format!("{state:?}").to_lowercase(),
-            };
-            BackendError::Unavailable { backend: self.shared.spec.name.to_string(), reason }
-        })
-    }
-
-    /// See [`super::Backend::request`]. The POST carries credentials for `caller`.
-    pub async fn request(
-        &self,
-        caller: &Caller,
-        method: &str,
-        params: Option<Box<RawValue>>,
-        ctx: CallContext,
-    ) -> Result<Reply, BackendError> {
-        self.ready_mux()?.request(caller, method, params, ctx).await
-    }
-
-    /// See [`super::Backend::notify`].
-    pub async fn notify(
-        &self,
-        caller: &Caller,
-        method: &str,
-        params: Option<Box<RawValue>>,
-    ) -> Result<(), BackendError> {
-        self.ready_mux()?.notify(caller, method, params).await
-    }
-
-    /// See [`super::Backend::respond`].
-    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
-        self.ready_mux()?.respond(caller, response).await
+    /// The session of the current connection, shared by every client request (see [`Mux`]), or
+    /// why there is none.
+    pub fn mux(&self) -> Result<Arc<Mux>, BackendError> {
+        self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
     }
 
     /// Connection status (state, server info, last error, change feed).
@@ -185,7 +150,7 @@ async fn run_once(shared: &Shared) -> Option<String> {
         reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("stream reader failed: {e}"))),
     };
     // Stop routing first so new requests fail fast, then fail the pending ones.
-    shared.conn.store(None);
+    shared.conn.set(None);
     mux.close(outcome.as_deref().unwrap_or("backend shut down"));
     // Dropping the reader's stream closes the GET, which ends the legacy session.
     reader.abort();
@@ -230,7 +195,7 @@ async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
         Ok(info) => {
             tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "sse backend ready");
             // Connection first: readers react to Ready at once and must find it.
-            shared.conn.store(Some(mux.clone()));
+            shared.conn.set(Some(mux.clone()));
             shared.status.ready(info);
         }
     }

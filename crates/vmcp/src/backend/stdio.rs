@@ -19,11 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -31,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
-use super::{BackendError, BackendSpec, CallContext, Reply, State, Status};
+use super::{BackendError, BackendSpec, Status};
 use crate::auth::Caller;
 use crate::protocol::Message;
 
@@ -54,7 +52,7 @@ struct Shared {
     spec: BackendSpec,
     status: Status,
     /// The current run's mux while it is Ready.
-    conn: ArcSwapOption<Mux>,
+    conn: super::mux::Current,
     /// The current child's pid (0 when none).
     pid: AtomicU32,
     stop: CancellationToken,
@@ -67,7 +65,7 @@ impl StdioBackend {
         let shared = Arc::new(Shared {
             spec,
             status: Status::default(),
-            conn: ArcSwapOption::empty(),
+            conn: Default::default(),
             pid: AtomicU32::new(0),
             stop: CancellationToken::new(),
         });
@@ -75,43 +73,10 @@ impl StdioBackend {
         Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
     }
 
-    /// The mux of the current run, or why there is none.
-    fn ready_mux(&self) -> Result<Arc<Mux>, BackendError> {
-        self.shared.conn.load_full().ok_or_else(|| {
-            let snapshot = self.shared.status.get();
-            let reason = match (snapshot.state, snapshot.last_error) {
-                (State::Stopped, _) => "shut down".to_owned(),
-                (_, Some(e)) => e,
-                (state, None) => format!("{state:?}").to_lowercase(),
-            };
-            BackendError::Unavailable { backend: self.shared.spec.name.to_string(), reason }
-        })
-    }
-
-    /// See [`super::Backend::request`].
-    pub async fn request(
-        &self,
-        caller: &Caller,
-        method: &str,
-        params: Option<Box<RawValue>>,
-        ctx: CallContext,
-    ) -> Result<Reply, BackendError> {
-        self.ready_mux()?.request(caller, method, params, ctx).await
-    }
-
-    /// See [`super::Backend::notify`].
-    pub async fn notify(
-        &self,
-        caller: &Caller,
-        method: &str,
-        params: Option<Box<RawValue>>,
-    ) -> Result<(), BackendError> {
-        self.ready_mux()?.notify(caller, method, params).await
-    }
-
-    /// See [`super::Backend::respond`].
-    pub async fn respond(&self, caller: &Caller, response: Message) -> Result<(), BackendError> {
-        self.ready_mux()?.respond(caller, response).await
+    /// The session of the current run, shared by every client request (see [`Mux`]), or
+    /// why there is none.
+    pub fn mux(&self) -> Result<Arc<Mux>, BackendError> {
+        self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
     }
 
     /// The pid of the running child (also its process group id), for diagnostics.
@@ -214,7 +179,7 @@ async fn run_once(shared: &Shared) {
     };
 
     // Stop routing to this run first, so new requests fail fast while the group is torn down.
-    shared.conn.store(None);
+    shared.conn.set(None);
     let reason = match &outcome {
         Some(reason) => {
             tracing::warn!(backend = %name, %reason, "stdio backend down");
@@ -256,7 +221,7 @@ async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
         Ok(info) => {
             tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "stdio backend ready");
             // Connection first: readers react to Ready at once and must find it.
-            shared.conn.store(Some(mux.clone()));
+            shared.conn.set(Some(mux.clone()));
             shared.status.ready(info);
         }
     }
