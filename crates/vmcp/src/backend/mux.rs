@@ -60,6 +60,43 @@ fn none() -> Forwarded {
     Forwarded::from([])
 }
 
+/// The task that keeps a message-stream backend connected, and its stop signal.
+pub struct Supervisor {
+    stop: tokio_util::sync::CancellationToken,
+    /// Taken by the first `shutdown`, which waits for the task to finish.
+    handle: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Supervisor {
+    /// Spawns `task`, which must return once `stop` is cancelled.
+    pub fn spawn(
+        stop: tokio_util::sync::CancellationToken,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Self { stop, handle: tokio::sync::Mutex::new(Some(tokio::spawn(task))) }
+    }
+
+    /// Stops the task and waits for it (it cleans up on the way out), then records the stop.
+    /// Idempotent; concurrent calls all wait for the first.
+    pub async fn shutdown(&self, backend: &str, status: &super::Status) {
+        self.stop.cancel();
+        let mut handle = self.handle.lock().await;
+        if let Some(h) = handle.take()
+            && let Err(e) = h.await
+        {
+            tracing::warn!(backend, error = %e, "backend supervisor failed");
+        }
+        status.stopped();
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the task still stops and cleans up.
+        self.stop.cancel();
+    }
+}
+
 /// The mux of a message-stream backend's current connection, present while it is ready.
 #[derive(Default)]
 pub struct Current {

@@ -25,7 +25,6 @@ use futures::future::BoxFuture;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sse_stream::{Sse, SseByteStream};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
@@ -40,8 +39,7 @@ type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Sse, sse_strea
 /// A backend reached over legacy HTTP+SSE.
 pub struct SseBackend {
     shared: Arc<Shared>,
-    /// The supervisor; taken by the first `shutdown`, which waits for it to finish.
-    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    supervisor: super::mux::Supervisor,
 }
 
 struct Shared {
@@ -68,8 +66,9 @@ impl SseBackend {
             conn: Default::default(),
             stop: CancellationToken::new(),
         });
-        let supervisor = tokio::spawn(supervise(shared.clone()));
-        Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
+        let supervisor =
+            super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
+        Self { shared, supervisor }
     }
 
     /// The session of the current connection, shared by every client request (see [`Mux`]), or
@@ -86,20 +85,7 @@ impl SseBackend {
     /// See [`super::Backend::shutdown`]. Closes the stream (which ends the legacy session) and
     /// stops reconnecting. Idempotent; concurrent calls all wait for the first.
     pub async fn shutdown(&self) {
-        self.shared.stop.cancel();
-        let mut supervisor = self.supervisor.lock().await;
-        if let Some(handle) = supervisor.take()
-            && let Err(e) = handle.await
-        {
-            tracing::warn!(backend = %self.shared.spec.name, error = %e, "sse supervisor failed");
-        }
-        self.shared.status.stopped();
-    }
-}
-
-impl Drop for SseBackend {
-    fn drop(&mut self) {
-        self.shared.stop.cancel();
+        self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status).await;
     }
 }
 

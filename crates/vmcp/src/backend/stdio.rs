@@ -25,7 +25,6 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::{Backoff, Mux, Outbound};
@@ -44,8 +43,7 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 /// A backend reached over stdio.
 pub struct StdioBackend {
     shared: Arc<Shared>,
-    /// The supervisor; taken by the first `shutdown`, which waits for it to finish.
-    supervisor: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    supervisor: super::mux::Supervisor,
 }
 
 struct Shared {
@@ -69,8 +67,9 @@ impl StdioBackend {
             pid: AtomicU32::new(0),
             stop: CancellationToken::new(),
         });
-        let supervisor = tokio::spawn(supervise(shared.clone()));
-        Self { shared, supervisor: tokio::sync::Mutex::new(Some(supervisor)) }
+        let supervisor =
+            super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
+        Self { shared, supervisor }
     }
 
     /// The session of the current run, shared by every client request (see [`Mux`]), or
@@ -95,21 +94,7 @@ impl StdioBackend {
     /// See [`super::Backend::shutdown`]. Stops the supervisor, terminates the process group and
     /// reaps the child before returning. Idempotent; concurrent calls all wait for the first.
     pub async fn shutdown(&self) {
-        self.shared.stop.cancel();
-        let mut supervisor = self.supervisor.lock().await;
-        if let Some(handle) = supervisor.take()
-            && let Err(e) = handle.await
-        {
-            tracing::warn!(backend = %self.shared.spec.name, error = %e, "stdio supervisor failed");
-        }
-        self.shared.status.stopped();
-    }
-}
-
-impl Drop for StdioBackend {
-    fn drop(&mut self) {
-        // Without an explicit shutdown the supervisor still cleans up the process group.
-        self.shared.stop.cancel();
+        self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status).await;
     }
 }
 

@@ -323,18 +323,8 @@ fn passthrough_warning(cfg: &Config, b: &BackendConfig) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ConfigError, parse, validate_warnings};
-
-    /// (line, path, message) of every problem `text` has; panics if it is accepted.
-    fn problems(text: &str) -> Vec<(Option<usize>, String, String)> {
-        match parse(text, "t.yaml") {
-            Ok(_) => panic!("accepted:\n{text}"),
-            Err(ConfigError::Invalid(ps)) => {
-                ps.into_iter().map(|p| (p.line, p.path, p.message)).collect()
-            }
-            Err(e) => panic!("not a semantic error: {e}"),
-        }
-    }
+    use super::super::validate::tests::problems;
+    use super::super::{parse, validate_warnings};
 
     fn got(ps: &[(Option<usize>, String, String)]) -> Vec<(Option<usize>, &str, &str)> {
         ps.iter().map(|(l, p, m)| (*l, p.as_str(), m.as_str())).collect()

@@ -337,11 +337,11 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{ConfigError, parse};
 
     /// (line, path, message) of every problem `text` has; panics if it is accepted.
-    fn problems(text: &str) -> Vec<(Option<usize>, String, String)> {
+    pub(in crate::config) fn problems(text: &str) -> Vec<(Option<usize>, String, String)> {
         match parse(text, "t.yaml") {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(ConfigError::Invalid(ps)) => {
