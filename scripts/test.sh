@@ -56,10 +56,17 @@ stage build cargo build --release --workspace
 export VMCP_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 case "$VMCP_BIN_DIR" in /*) ;; *) VMCP_BIN_DIR="$ROOT/$VMCP_BIN_DIR" ;; esac
 
-# VMCP_NODE / VMCP_EVERYTHING (from .tools/env.sh) make the transport tests run for real.
+# The tests that need Node (server-everything, oauth2-mock-server) fail without it; they never
+# skip. Say so once, up front, instead of after every such test.
 run_tests() {
-  [[ -n "${VMCP_NODE:-}" && -n "${VMCP_EVERYTHING:-}" ]] \
-    || echo "warning: VMCP_NODE/VMCP_EVERYTHING unset; transport tests will skip"
+  local missing=()
+  [[ -x "${VMCP_NODE:-}" ]] || missing+=("VMCP_NODE=${VMCP_NODE:-}")
+  [[ -f "${VMCP_EVERYTHING:-}" ]] || missing+=("VMCP_EVERYTHING=${VMCP_EVERYTHING:-}")
+  if ((${#missing[@]})); then
+    echo "error: test tools missing (${missing[*]}): run scripts/install-test-tools.sh" \
+      "(the tools stage) or source .tools/env.sh" >&2
+    return 1
+  fi
   cargo test --workspace
 }
 stage test run_tests

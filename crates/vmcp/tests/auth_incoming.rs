@@ -1,8 +1,8 @@
 //! Incoming authentication against a real OIDC provider: `oauth2-mock-server` behind
 //! `tests/support/oidc-mock.mjs`, run with Node 22.
 //!
-//! Set `VMCP_NODE` (see `scripts/install-test-tools.sh`, `.tools/env.sh`); without it every test
-//! prints a skip message and passes.
+//! Node and the package are found by `common::tools` (`VMCP_NODE`, or `<repo>/.tools` as
+//! `scripts/install-test-tools.sh` fills it); without them the tests fail, naming what is missing.
 
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -90,7 +90,7 @@ fn set_secret_env() {
 
 #[tokio::test]
 async fn valid_token_yields_identity() {
-    let Some(idp) = Idp::start("valid_token_yields_identity").await else { return };
+    let idp = Idp::launch().await;
     let auth = idp.authenticator(json!({}));
     let token = idp
         .token(json!({"claims": {"sub": "alice", "scope": "mcp:read mcp:write", "tenant": "t1"}, "expiresIn": 600}))
@@ -115,7 +115,7 @@ async fn valid_token_yields_identity() {
 
 #[tokio::test]
 async fn rejected_tokens() {
-    let Some(idp) = Idp::start("rejected_tokens").await else { return };
+    let idp = Idp::launch().await;
     let auth = idp.authenticator(json!({}));
 
     let t = idp.token(json!({"expiresIn": -3600})).await;
@@ -173,7 +173,7 @@ async fn rejected_tokens() {
 
 #[tokio::test]
 async fn required_scopes() {
-    let Some(idp) = Idp::start("required_scopes").await else { return };
+    let idp = Idp::launch().await;
     let auth = idp.authenticator(json!({"scopes": ["mcp:admin", "mcp:read"]}));
     let t = idp.token(json!({"claims": {"scope": "mcp:read"}})).await;
     let err = auth.authenticate(Some(&bearer(&t))).await.unwrap_err();
@@ -190,7 +190,7 @@ async fn required_scopes() {
 
 #[tokio::test]
 async fn key_rotation() {
-    let Some(idp) = Idp::start("key_rotation").await else { return };
+    let idp = Idp::launch().await;
     let auth = idp.authenticator(json!({}));
     let old = idp.token(json!({})).await;
     auth.authenticate(Some(&bearer(&old))).await.unwrap();
@@ -223,7 +223,7 @@ async fn key_rotation() {
 
 #[tokio::test]
 async fn idp_down_serves_cached_keys() {
-    let Some(mut idp) = Idp::start("idp_down_serves_cached_keys").await else { return };
+    let mut idp = Idp::launch().await;
     let auth = idp.authenticator(json!({}));
     let before = idp.token(json!({})).await;
     auth.authenticate(Some(&bearer(&before))).await.unwrap();
@@ -250,10 +250,6 @@ async fn idp_down_serves_cached_keys() {
 #[tokio::test]
 async fn idp_late_start_is_retried() {
     // Discovery fails while the IdP is down and is retried (after a short backoff) once it is up.
-    if std::env::var_os("VMCP_NODE").is_none() {
-        eprintln!("VMCP_NODE not set; skipping idp_late_start_is_retried");
-        return;
-    }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg: OidcConfig = serde_json::from_value(
         json!({"issuer": format!("http://127.0.0.1:{port}"), "audience": AUDIENCE}),
@@ -265,7 +261,7 @@ async fn idp_late_start_is_retried() {
     let err = auth.authenticate(Some(&bearer(early))).await.unwrap_err();
     assert!(matches!(err, AuthFailure::Unavailable(_)), "{err:?}");
 
-    let Some(idp) = Idp::start_on("idp_late_start_is_retried", port).await else { return };
+    let idp = Idp::launch_on(port).await;
     let token = idp.token(json!({})).await;
     // Within the backoff the failure is remembered without asking again.
     let err = auth.authenticate(Some(&bearer(&token))).await.unwrap_err();
@@ -280,7 +276,7 @@ async fn idp_late_start_is_retried() {
 
 #[tokio::test]
 async fn concurrent_misses_share_one_fetch() {
-    let Some(idp) = Idp::start("concurrent_misses_share_one_fetch").await else { return };
+    let idp = Idp::launch().await;
     idp.post("/test/config", json!({"jwksDelayMs": 300})).await;
 
     // First load: 20 concurrent requests, one discovery, one JWKS fetch.
@@ -324,7 +320,7 @@ async fn concurrent_misses_share_one_fetch() {
 
 #[tokio::test]
 async fn introspection_of_opaque_tokens() {
-    let Some(idp) = Idp::start("introspection_of_opaque_tokens").await else { return };
+    let idp = Idp::launch().await;
     set_secret_env();
     let extra = json!({
         "introspectionUrl": format!("{}/introspect", idp.url),
@@ -397,7 +393,7 @@ async fn introspection_of_opaque_tokens() {
 
 #[tokio::test]
 async fn debug_and_errors_leak_nothing() {
-    let Some(idp) = Idp::start("debug_and_errors_leak_nothing").await else { return };
+    let idp = Idp::launch().await;
     set_secret_env();
     let auth = idp.authenticator(json!({
         "introspectionUrl": format!("{}/introspect", idp.url),

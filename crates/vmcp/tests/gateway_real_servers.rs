@@ -2,8 +2,8 @@
 //! over each backend transport at once: `stdio`, `sse` (legacy HTTP+SSE) and `http` (Streamable
 //! HTTP), driven by Legacy and Modern clients.
 //!
-//! Set `VMCP_NODE` (the node binary) and `VMCP_EVERYTHING` (the server's `dist/index.js`); without
-//! them the tests print a note and pass.
+//! Node and server-everything are found by `common::tools` (`VMCP_NODE`, `VMCP_EVERYTHING`, or
+//! `<repo>/.tools`); without them the tests fail.
 
 mod common;
 
@@ -17,15 +17,9 @@ use serde_json::{Value, json};
 const BACKENDS: [(&str, &str); 3] =
     [("stdio", "stdio"), ("sse", "sse"), ("http", "streamable-http")];
 
-/// `node` and server-everything's `dist/index.js`, if configured.
-fn everything() -> Option<(String, String)> {
-    match (std::env::var("VMCP_NODE"), std::env::var("VMCP_EVERYTHING")) {
-        (Ok(node), Ok(script)) => Some((node, script)),
-        _ => {
-            eprintln!("VMCP_NODE / VMCP_EVERYTHING not set; skipping the real-server tests");
-            None
-        }
-    }
+/// `node` and server-everything's `dist/index.js`; panics naming the missing one.
+fn everything() -> (String, String) {
+    (tools::node(), tools::everything())
 }
 
 /// server-everything over a network transport (`sse` or `streamableHttp`) on a free port.
@@ -51,8 +45,8 @@ struct Setup {
     http: Proc,
 }
 
-async fn setup() -> Option<Setup> {
-    let (node, script) = everything()?;
+async fn setup() -> Setup {
+    let (node, script) = everything();
     let (sse, sse_port) = serve_everything(&node, &script, "sse");
     let (http, http_port) = serve_everything(&node, &script, "streamableHttp");
     let yaml = format!(
@@ -75,12 +69,12 @@ async fn setup() -> Option<Setup> {
             "the tools of {b} were never listed"
         );
     }
-    Some(Setup { gw, _sse: sse, http })
+    Setup { gw, _sse: sse, http }
 }
 
 #[tokio::test]
 async fn echo_over_every_transport_in_both_eras() {
-    let Some(s) = setup().await else { return };
+    let s = setup().await;
     for modern in [false, true] {
         let c = client_for(&s.gw, modern).await;
         let names = c.tool_names(modern).await;
@@ -111,7 +105,7 @@ async fn argument_names(c: &Client, tool: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn progress_reaches_the_client_before_the_result() {
-    let Some(s) = setup().await else { return };
+    let s = setup().await;
     let legacy = client_for(&s.gw, false).await;
     for (b, _) in BACKENDS {
         let tool = format!("{b}_trigger-long-running-operation");
@@ -152,7 +146,7 @@ async fn progress_reaches_the_client_before_the_result() {
 
 #[tokio::test]
 async fn status_shows_every_transport_ready() {
-    let Some(s) = setup().await else { return };
+    let s = setup().await;
     for (b, transport) in BACKENDS {
         let st = s.gw.backend_status(b).await;
         assert_eq!(st["state"], "ready", "{st}");
@@ -163,7 +157,7 @@ async fn status_shows_every_transport_ready() {
 
 #[tokio::test]
 async fn sampling_from_a_real_server_is_relayed_to_a_legacy_client() {
-    let Some(s) = setup().await else { return };
+    let s = setup().await;
     let mut c = s.gw.client();
     c.legacy_init_with(json!({ "sampling": {} })).await;
     for (b, _) in BACKENDS {
@@ -205,7 +199,7 @@ const TERMINATED: &str = "Received session termination request for session ";
 
 #[tokio::test]
 async fn legacy_clients_get_their_own_real_backend_sessions_ended_on_delete() {
-    let Some(s) = setup().await else { return };
+    let s = setup().await;
     // Sessions so far: the gateway's shared one (and those of gateways `setup` gave up on).
     let before = logged(&s.http, INITIALIZED);
     let ended_before = logged(&s.http, TERMINATED).len();
@@ -253,7 +247,7 @@ async fn lists_within(gw: &Gateway, tool: &str, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 
 async fn sse_backend_tools_are_listed_once_ready() {
-    let Some((node, script)) = everything() else { return };
+    let (node, script) = everything();
     let (_sse, port) = serve_everything(&node, &script, "sse");
     let yaml = format!(
         "name: race\nbackends:\n  - name: sse\n    transport: sse\n    url: http://127.0.0.1:{port}/sse\n"

