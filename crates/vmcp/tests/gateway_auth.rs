@@ -1,37 +1,30 @@
-//! Identity end to end, against a real OIDC provider (`oauth2-mock-server`, see `common::idp`):
-//! bearer tokens at the front door, sessions bound to the principal, and the invariant at the
-//! heart of the product: the credentials on every backend request are those of the client request
-//! that caused it, fresh, including on session teardown.
+//! Identity end to end: bearer tokens at the front door, sessions bound to the principal, and the
+//! invariant at the heart of the product: the credentials on every backend request are those of
+//! the client request that caused it, fresh, including on session teardown.
 //!
-//! Needs `VMCP_NODE` (`.tools/env.sh`); without it every test prints a skip message and passes.
+//! Tokens come from an OIDC provider inside the test process (`common::local_idp`), so these tests
+//! need nothing installed. One interop test uses a real provider, `oauth2-mock-server`
+//! (`common::idp`, Node 22 found by `common::tools`), and fails without it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::idp::Idp;
+use common::local_idp::{AUDIENCE, LocalIdp};
 use common::*;
 use serde_json::{Value, json};
 
-const AUDIENCE: &str = "vmcp-test";
-
-/// A gateway requiring tokens from `idp`, passing each caller's token through to the Legacy HTTP
+/// A gateway requiring tokens from the issuer at `issuer`, passing each caller's token through to the Legacy HTTP
 /// fixture `h`, with a stdio fixture `s` that gets no credentials.
-fn gateway(idp: &Idp, h: &Fixture, extra: &str) -> Gateway {
+fn gateway(issuer: &str, h: &Fixture, extra: &str) -> Gateway {
     Gateway::start(&format!(
         "name: auth\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
          outgoingAuth:\n  backends:\n    h: {{ type: passthrough }}\nbackends:\n{}{}{extra}",
-        idp.url,
+        issuer,
         http_backend("h", &h.url),
         stdio_backend("s"),
     ))
-}
-
-/// A fresh token for `sub`: a unique `jti` makes every token differ, even within one second.
-async fn token(idp: &Idp, sub: &str) -> String {
-    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let jti = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    idp.token(json!({ "claims": { "sub": sub, "jti": format!("t{jti}") } })).await
 }
 
 fn authorization_seen(r: &Reply) -> Option<String> {
@@ -53,9 +46,9 @@ async fn raw_post(url: &str, bearer: Option<&str>) -> reqwest::Response {
 
 #[tokio::test]
 async fn tokens_are_required_and_checked() {
-    let Some(idp) = Idp::start("tokens_are_required_and_checked").await else { return };
+    let idp = LocalIdp::start();
     let h = Fixture::http("legacy", "h");
-    let gw = gateway(&idp, &h, "");
+    let gw = gateway(&idp.url, &h, "");
 
     let resp = raw_post(&gw.url, None).await;
     assert_eq!(resp.status(), 401);
@@ -79,10 +72,12 @@ async fn tokens_are_required_and_checked() {
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let bad = [
-        ("expired", idp.token(json!({ "claims": { "exp": now - 3600, "iat": now - 7200 } })).await),
-        ("wrong audience", idp.token(json!({ "claims": { "aud": "someone-else" } })).await),
-        ("alg none", idp.token(json!({ "alg": "none" })).await),
-        ("forged", idp.token(json!({ "forge": true })).await),
+        ("expired", idp.mint(json!({ "exp": now - 3600, "iat": now - 7200, "nbf": now - 7200 }))),
+        ("not yet valid", idp.mint(json!({ "nbf": now + 3600 }))),
+        ("wrong audience", idp.mint(json!({ "aud": "someone-else" }))),
+        ("wrong issuer", idp.mint(json!({ "iss": "http://127.0.0.1:1" }))),
+        ("alg none", idp.unsigned(json!({}))),
+        ("forged", idp.forged(json!({}))),
         ("garbage", "not-a-token".to_owned()),
     ];
     for (what, t) in &bad {
@@ -91,7 +86,7 @@ async fn tokens_are_required_and_checked() {
         let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(challenge.contains("error=\"invalid_token\""), "{what}: {challenge}");
     }
-    let good = token(&idp, "alice").await;
+    let good = idp.token("alice");
     assert_eq!(raw_post(&gw.url, Some(&good)).await.status(), 200);
     // Nothing above leaked a token into the gateway's log.
     let log = gw.proc.stderr();
@@ -103,21 +98,21 @@ async fn tokens_are_required_and_checked() {
 
 #[tokio::test]
 async fn sessions_belong_to_their_principal() {
-    let Some(idp) = Idp::start("sessions_belong_to_their_principal").await else { return };
+    let idp = LocalIdp::start();
     let h = Fixture::http("legacy", "h");
-    let gw = gateway(&idp, &h, "");
+    let gw = gateway(&idp.url, &h, "");
     let mut alice = gw.client();
-    alice.bearer = Some(token(&idp, "alice").await);
+    alice.bearer = Some(idp.token("alice"));
     alice.legacy_init().await;
 
     // A refreshed token of the same principal keeps the session.
-    alice.bearer = Some(token(&idp, "alice").await);
+    alice.bearer = Some(idp.token("alice"));
     let r = alice.tool(false, "s_echo", json!({ "message": "hi" })).await;
     assert_eq!(r.text(), "Echo: hi");
 
     // Another principal cannot use or end it; the session survives.
     let mut mallory = alice.clone();
-    mallory.bearer = Some(token(&idp, "mallory").await);
+    mallory.bearer = Some(idp.token("mallory"));
     let resp = mallory
         .post()
         .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
@@ -134,18 +129,15 @@ async fn sessions_belong_to_their_principal() {
 /// backend request, and the teardown of the backend session, carries the newest token.
 #[tokio::test]
 async fn each_backend_request_carries_the_callers_current_token() {
-    let Some(idp) = Idp::start("each_backend_request_carries_the_callers_current_token").await
-    else {
-        return;
-    };
+    let idp = LocalIdp::start();
     let h = Fixture::http("legacy", "h");
-    let gw = gateway(&idp, &h, "");
+    let gw = gateway(&idp.url, &h, "");
     let mut c = gw.client();
-    c.bearer = Some(token(&idp, "alice").await);
+    c.bearer = Some(idp.token("alice"));
     c.legacy_init().await;
     let mut backend_session = None;
     for round in 0..3 {
-        let t = token(&idp, "alice").await;
+        let t = idp.token("alice");
         c.bearer = Some(t.clone());
         let r = c.tool(false, "h_whoami", json!({})).await;
         assert_eq!(authorization_seen(&r), Some(format!("Bearer {t}")), "round {round}");
@@ -160,7 +152,7 @@ async fn each_backend_request_carries_the_callers_current_token() {
         assert_eq!(whoami_of(&r), json!({}));
     }
     // Teardown: the backend session's DELETE carries the principal's newest token.
-    let last = token(&idp, "alice").await;
+    let last = idp.token("alice");
     c.bearer = Some(last.clone());
     assert_eq!(c.delete_session().await, 200);
     let mut log_client = Client::new(&h.url);
@@ -181,19 +173,15 @@ async fn each_backend_request_carries_the_callers_current_token() {
 /// Many principals interleaved: nobody ever sees another's credentials.
 #[tokio::test]
 async fn interleaved_principals_never_see_each_others_credentials() {
-    let Some(idp) = Idp::start("interleaved_principals_never_see_each_others_credentials").await
-    else {
-        return;
-    };
+    let idp = LocalIdp::start();
     let h = Fixture::http("legacy", "h");
-    let gw = gateway(&idp, &h, "");
+    let gw = gateway(&idp.url, &h, "");
     let mut tasks = Vec::new();
     for p in 0..10 {
         for modern in [false, true] {
             let mut c = gw.client();
             let sub = format!("user-{p}");
-            let tokens: Vec<String> =
-                futures::future::join_all((0..4).map(|_| token(&idp, &sub))).await;
+            let tokens: Vec<String> = (0..4).map(|_| idp.token(&sub)).collect();
             tasks.push(tokio::spawn(async move {
                 if !modern {
                     c.bearer = Some(tokens[0].clone());
@@ -296,7 +284,7 @@ async fn exchange_endpoint() -> (String, tokio::task::JoinHandle<()>, Revoked) {
 /// token of the same principal in the same session is exchanged anew.
 #[tokio::test]
 async fn token_exchange_follows_the_callers_token() {
-    let Some(idp) = Idp::start("token_exchange_follows_the_callers_token").await else { return };
+    let idp = LocalIdp::start();
     let (token_url, _server, revoked) = exchange_endpoint().await;
     let h = Fixture::http("legacy", "h");
     let gw = Gateway::start_env(
@@ -311,17 +299,17 @@ async fn token_exchange_follows_the_callers_token() {
         &[("VMCP_TEST_EXCHANGE_SECRET", "exchange-client-secret-value")],
     );
     let mut c = gw.client();
-    c.bearer = Some(token(&idp, "alice").await);
+    c.bearer = Some(idp.token("alice"));
     c.legacy_init().await;
     for _ in 0..3 {
-        let t = token(&idp, "alice").await;
+        let t = idp.token("alice");
         c.bearer = Some(t.clone());
         let r = c.tool(false, "h_whoami", json!({})).await;
         assert_eq!(authorization_seen(&r), Some(format!("Bearer exchanged:{t}")));
     }
     // The exchange refuses the caller's token (invalid_grant): the client is told to sign in
     // again (401 with a challenge), and its session is unharmed.
-    let t = token(&idp, "alice").await;
+    let t = idp.token("alice");
     revoked.lock().unwrap().insert(t.clone());
     c.bearer = Some(t);
     let id = c.id();
@@ -336,7 +324,7 @@ async fn token_exchange_follows_the_callers_token() {
     assert_eq!(status, 401, "{:?}", resp.text().await);
     let challenge = challenge.unwrap_or_default();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
-    c.bearer = Some(token(&idp, "alice").await);
+    c.bearer = Some(idp.token("alice"));
     let r = c.tool(false, "h_whoami", json!({})).await;
     assert!(authorization_seen(&r).is_some_and(|a| a.starts_with("Bearer exchanged:")));
 }
@@ -345,7 +333,7 @@ async fn token_exchange_follows_the_callers_token() {
 /// while things fail.
 #[tokio::test]
 async fn secrets_never_reach_the_log() {
-    let Some(idp) = Idp::start("secrets_never_reach_the_log").await else { return };
+    let idp = LocalIdp::start();
     let h = Fixture::http("legacy", "h");
     // An exchange endpoint nobody listens on: every exchange fails.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -367,7 +355,7 @@ async fn secrets_never_reach_the_log() {
             ("VMCP_TEST_EXCHANGE_SECRET", "exchange-secret-value-456"),
         ],
     );
-    let good = token(&idp, "alice").await;
+    let good = idp.token("alice");
     let mut c = gw.client();
     c.bearer = Some(good.clone());
     c.legacy_init().await;
@@ -376,7 +364,7 @@ async fn secrets_never_reach_the_log() {
     // A failing exchange, a bad token, a forged one.
     let r = c.tool(false, "s_whoami", json!({})).await;
     assert!(r.msg().get("error").is_some(), "{:?}", r.message);
-    let forged = idp.token(json!({ "forge": true })).await;
+    let forged = idp.forged(json!({}));
     let mut bad = c.clone();
     bad.bearer = Some(forged.clone());
     let resp = bad
@@ -403,19 +391,44 @@ async fn secrets_never_reach_the_log() {
 /// Required scopes: a token without them is refused with 403 `insufficient_scope`, naming them.
 #[tokio::test]
 async fn missing_scopes_are_forbidden() {
-    let Some(idp) = Idp::start("missing_scopes_are_forbidden").await else { return };
+    let idp = LocalIdp::start();
     let gw = Gateway::start(&format!(
         "name: scoped\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n    \
          scopes: [mcp:tools]\nbackends:\n{}",
         idp.url,
         stdio_backend("s"),
     ));
-    let without = idp.token(json!({ "claims": { "scope": "openid" } })).await;
+    let without = idp.mint(json!({ "scope": "openid" }));
     let resp = raw_post(&gw.url, Some(&without)).await;
     assert_eq!(resp.status(), 403);
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
     assert!(challenge.contains("mcp:tools"), "{challenge}");
-    let with = idp.token(json!({ "claims": { "scope": "openid mcp:tools" } })).await;
+    let with = idp.mint(json!({ "scope": "openid mcp:tools" }));
     assert_eq!(raw_post(&gw.url, Some(&with)).await.status(), 200);
+}
+
+/// Interop with a real provider, `oauth2-mock-server` (RS256, its own discovery and JWKS): the
+/// gateway accepts its tokens and passes the caller's current one on; its attack tokens (another
+/// key, `alg: none`, HS256 keyed with the public key) are refused.
+#[tokio::test]
+async fn a_real_providers_tokens_work_end_to_end() {
+    let idp = Idp::launch().await;
+    let h = Fixture::http("legacy", "h");
+    let gw = gateway(&idp.url, &h, "");
+    let mut c = gw.client();
+    c.bearer = Some(idp.token(json!({ "claims": { "jti": "first" } })).await);
+    c.legacy_init().await;
+    let t = idp.token(json!({ "claims": { "jti": "second" } })).await;
+    c.bearer = Some(t.clone());
+    let r = c.tool(false, "h_whoami", json!({})).await;
+    assert_eq!(authorization_seen(&r), Some(format!("Bearer {t}")));
+    for (what, body) in [
+        ("forged", json!({ "forge": true })),
+        ("alg none", json!({ "alg": "none" })),
+        ("HS256 keyed with the public key", json!({ "alg": "HS256" })),
+    ] {
+        let bad = idp.token(body).await;
+        assert_eq!(raw_post(&gw.url, Some(&bad)).await.status(), 401, "{what}");
+    }
 }

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 pub mod idp;
+pub mod local_idp;
 pub mod tools;
 
 pub const MODERN: &str = "2026-07-28";
