@@ -261,15 +261,26 @@ async fn idp_late_start_is_retried() {
     let err = auth.authenticate(Some(&bearer(early))).await.unwrap_err();
     assert!(matches!(err, AuthFailure::Unavailable(_)), "{err:?}");
 
+    // Within the (one second) backoff the failure is remembered: nothing connects to the port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let err = auth.authenticate(Some(&bearer(early))).await.unwrap_err();
+    assert!(matches!(err, AuthFailure::Unavailable(_)), "{err:?}");
+    let accepted = listener.accept();
+    assert!(
+        accepted.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the IdP was asked again within the backoff: {accepted:?}"
+    );
+    drop(listener);
+
+    // Once the IdP is up (Node may take longer than the backoff to start), discovery is retried.
     let idp = Idp::launch_on(port).await;
     let token = idp.token(json!({})).await;
-    // Within the backoff the failure is remembered without asking again.
-    let err = auth.authenticate(Some(&bearer(&token))).await.unwrap_err();
-    if matches!(err, AuthFailure::Unavailable(_)) {
-        assert_eq!(idp.stats().await, (0, 0, 0));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-    }
-    let id = auth.authenticate(Some(&bearer(&token))).await.unwrap();
+    let id = common::poll(Duration::from_secs(10), "discovery to be retried", || {
+        let (auth, token) = (&auth, &token);
+        async move { auth.authenticate(Some(&bearer(token))).await.ok() }
+    })
+    .await;
     assert_eq!(id.subject, "alice");
     assert_eq!(idp.stats().await, (1, 1, 0));
 }
