@@ -420,3 +420,103 @@ async fn sigterm_keeps_its_deadline_with_a_silent_backend() {
         gw.proc.stderr()
     );
 }
+
+/// `_meta` of a Modern client that declares sampling.
+fn sampling_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": { "sampling": {} },
+        "io.modelcontextprotocol/clientInfo": { "name": "vmcp-itest", "version": "1" },
+    })
+}
+
+/// The text of a reply that must be a failure: a JSON-RPC error's message or an `isError` tool
+/// result's text.
+fn failure_text(r: &Reply) -> String {
+    let m = r.msg();
+    if let Some(e) = m.get("error") {
+        return e.to_string();
+    }
+    assert_eq!(m["result"]["isError"], json!(true), "expected a failure, got {m}");
+    m["result"].to_string()
+}
+
+#[tokio::test]
+async fn pending_relays_per_session_are_capped() {
+    let hl = Fixture::http("legacy", "hl");
+    let yaml = format!(
+        "name: limits\nbackends:\n{}server:\n  limits:\n    maxPendingRelaysPerSession: 1\n",
+        http_backend("hl", &hl.url)
+    );
+    let gw = Gateway::start(&yaml);
+    let mut a = gw.client();
+    a.legacy_init_with(json!({ "sampling": {} })).await;
+    let sample = json!({ "name": "hl_test_sampling", "arguments": { "prompt": "hi" } });
+    let (first_id, mut first) = a.start("tools/call", sample.clone()).await;
+    let req = first.next().await;
+    assert_eq!(req["method"], "sampling/createMessage", "{req}");
+    // The session's one relay slot is taken: the next server-to-client request is refused to the
+    // backend at once, naming the limit, instead of piling up.
+    let second = a.call("tools/call", sample.clone()).await;
+    let text = failure_text(&second);
+    assert!(text.contains("maxPendingRelaysPerSession"), "{text}");
+    // Another session gets its relay meanwhile.
+    let mut b = gw.client();
+    b.legacy_init_with(json!({ "sampling": {} })).await;
+    let (_, mut other) = b.start("tools/call", sample.clone()).await;
+    assert_eq!(other.next().await["method"], "sampling/createMessage");
+    // Answering frees the slot.
+    let answer = json!({
+        "jsonrpc": "2.0",
+        "id": req["id"],
+        "result": { "role": "assistant", "content": { "type": "text", "text": "ok" }, "model": "m" },
+    });
+    assert_eq!(a.open(a.post().json(&answer)).await.status, 202);
+    let done = first.reply(first_id, STEP).await;
+    assert_eq!(done.text(), "LLM response: ok", "{:?}", done.message);
+    let (_, mut third) = a.start("tools/call", sample).await;
+    assert_eq!(third.next().await["method"], "sampling/createMessage");
+}
+
+#[tokio::test]
+async fn parked_calls_per_principal_are_capped() {
+    let yaml = yaml_with(&["maxParkedCalls: 5", "maxParkedCallsPerPrincipal: 1"]);
+    let gw = Gateway::start(&yaml);
+    let c = gw.client();
+    let call = json!({ "name": "s_test_sampling", "arguments": { "prompt": "q" }, "_meta": sampling_meta() });
+    let first = c.modern_call("tools/call", call.clone()).await;
+    assert_eq!(first.result()["resultType"], "input_required", "{:?}", first.message);
+    let state = first.result()["requestState"].as_str().expect("requestState").to_owned();
+    let key = first.result()["inputRequests"]
+        .as_object()
+        .and_then(|r| r.keys().next().cloned())
+        .expect("one input request");
+    // Anonymous clients are one principal: its one parked slot is taken.
+    let second = c.modern_call("tools/call", call.clone()).await;
+    assert_eq!(second.error_code(), -32600, "{:?}", second.message);
+    assert_eq!(second.error()["data"]["limit"], "maxParkedCallsPerPrincipal");
+    assert!(
+        second.error()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server.limits.maxParkedCallsPerPrincipal")
+    );
+    // Everything else is served meanwhile.
+    let mut legacy = gw.client();
+    legacy.legacy_init().await;
+    assert!(!legacy.tool_names(false).await.is_empty());
+    // Resuming the parked call frees the slot.
+    let answer =
+        json!({ "role": "assistant", "content": { "type": "text", "text": "A" }, "model": "m" });
+    let retry = json!({
+        "name": "s_test_sampling",
+        "arguments": { "prompt": "q" },
+        "requestState": state,
+        "inputResponses": { key: answer },
+        "_meta": sampling_meta(),
+    });
+    let done = c.modern_call("tools/call", retry).await;
+    assert_eq!(done.result()["content"][0]["text"], "LLM response: A", "{:?}", done.message);
+    let again = c.modern_call("tools/call", call).await;
+    assert_eq!(again.result()["resultType"], "input_required", "{:?}", again.message);
+}
