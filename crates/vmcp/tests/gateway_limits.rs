@@ -134,14 +134,13 @@ fn slow_call(c: &Client, modern: bool, ms: u64) -> tokio::task::JoinHandle<Reply
 /// Pings until one is refused (the slow call has been admitted), returning that refusal.
 async fn refused_ping(c: &Client, modern: bool) -> (u16, Value) {
     poll(STEP, "a request refused for in-flight limits", || async {
-        let (id, mut ev) = if modern {
+        let (_, mut ev) = if modern {
             c.modern_start("tools/list", json!({})).await
         } else {
             c.start("ping", json!({})).await
         };
         let status = ev.status;
         let msg = ev.next().await;
-        let _ = id;
         (status != 200).then_some((status, msg))
     })
     .await
