@@ -9,6 +9,7 @@
 
 mod conformance;
 mod extra;
+mod fault;
 mod server;
 
 use std::{io::Write, sync::Arc};
@@ -56,6 +57,9 @@ enum Command {
         /// Answer POSTs with plain JSON instead of an SSE stream when possible.
         #[arg(long)]
         json_response: bool,
+        /// Never answer these requests (fault injection for tests; repeatable).
+        #[arg(long, value_enum)]
+        hang_on: Vec<fault::HangOn>,
     },
 }
 
@@ -98,12 +102,12 @@ async fn main() -> anyhow::Result<()> {
                 .context("starting the stdio server")?;
             service.waiting().await.context("serving stdio")?;
         }
-        Command::Http { port, host, json_response } => {
+        Command::Http { port, host, json_response, hang_on } => {
             let listener = tokio::net::TcpListener::bind((host.as_str(), port))
                 .await
                 .with_context(|| format!("binding {host}:{port}"))?;
             let addr = listener.local_addr().context("reading the bound address")?;
-            let router = http_router(shared, json_response);
+            let router = fault::layer(http_router(shared, json_response), hang_on);
             // Tests wait for exactly this line before connecting.
             let host_part =
                 if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };

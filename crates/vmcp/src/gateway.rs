@@ -14,12 +14,16 @@ use crate::catalog::live::{LiveCatalog, run_discovery};
 use crate::config::Config;
 use crate::session::Sessions;
 
-/// A Legacy session unused this long is ended (the client can start a new one).
-pub const SESSION_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Ends idle sessions once a minute, until the gateway stops.
+/// Ends idle sessions until the gateway stops, checking a few times per idle timeout (at most
+/// once a minute).
+///
+/// The sweep never waits on a backend: each expired session's teardown runs in its own task,
+/// bounded by `teardownTimeout` (per backend call, and as a whole), so one silent backend cannot
+/// delay the expiry of other sessions.
 async fn expire_sessions(gw: std::sync::Weak<Gateway>, max_idle: std::time::Duration) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let period = (max_idle / 4)
+        .clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         let Some(gw) = gw.upgrade() else { return };
@@ -27,7 +31,16 @@ async fn expire_sessions(gw: std::sync::Weak<Gateway>, max_idle: std::time::Dura
             return;
         }
         for s in gw.sessions.expire(max_idle) {
-            gw.end_backend_sessions(&s).await;
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let deadline = gw.sessions.limits().teardown_timeout;
+                if tokio::time::timeout(deadline, gw.end_backend_sessions(&s)).await.is_err() {
+                    tracing::warn!(
+                        session = s.key,
+                        "backend teardown of an expired session did not finish within {deadline:?}"
+                    );
+                }
+            });
         }
     }
 }
@@ -97,7 +110,7 @@ impl Gateway {
             name: config.name.clone(),
             backends,
             catalog,
-            sessions: Sessions::default(),
+            sessions: Sessions::new(config.server.limits.clone()),
             events,
             page_size: config.server.page_size,
             stop,
@@ -112,7 +125,10 @@ impl Gateway {
                 .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
         });
-        tokio::spawn(expire_sessions(Arc::downgrade(&gw), SESSION_IDLE_TIMEOUT));
+        tokio::spawn(expire_sessions(
+            Arc::downgrade(&gw),
+            config.server.limits.session_idle_timeout,
+        ));
         Ok(gw)
     }
 
@@ -145,21 +161,28 @@ impl Gateway {
 
     /// Ends the backend sessions of a client session that has ended, with the principal's
     /// current credentials (`Caller::Teardown`), never ones captured earlier.
+    ///
+    /// Every backend call here waits at most `teardownTimeout`: a backend that does not answer
+    /// loses its chance to hear of the end, nothing more.
     pub async fn end_backend_sessions(&self, session: &crate::session::Session) {
         let caller = crate::auth::Caller::Teardown(session.binding.clone());
         let catalog = self.catalog.load();
+        let timeout = self.sessions.limits().teardown_timeout;
         for uri in session.subscriptions() {
             let Some(name) = catalog.resource(&uri) else { continue };
             if let Some(backend) = self.backends.get(name) {
                 // A per-client backend session ends below, taking its subscriptions with it.
+                let target = crate::dispatch::subscriptions::Target { name, backend, timeout };
                 let _ = self
                     .subscriptions
-                    .change(&caller, Some(session.key), name, backend, &uri, false)
+                    .change(&caller, Some(session.key), target, &uri, false)
                     .await;
             }
         }
         futures::future::join_all(
-            self.backends.iter().map(|(_, b)| b.end_session(&caller, session.key)),
+            self.backends
+                .iter()
+                .map(|(_, b)| tokio::time::timeout(timeout, b.end_session(&caller, session.key))),
         )
         .await;
         tracing::info!(session = session.key, "session ended");

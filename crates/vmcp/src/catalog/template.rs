@@ -5,13 +5,15 @@
 //! an expression with an operator (`{+var}`, `{#var}`, `{?q}`, `{/p}`, ...) matches any run of
 //! chars, including none; everything else is literal. An unclosed `{` is literal.
 //!
-//! Invariant: matching is a reachability sweep over (expression, offset) states, so it runs in
-//! `O(parts * len^2)` at worst and never backtracks exponentially on hostile URIs or templates.
+//! Invariant: a template is compiled once (at catalog build) into a small non-deterministic
+//! automaton over chars, and matching simulates it in one left-to-right pass over the URI:
+//! `O(len(uri) * len(template))` time, `O(len(template))` memory, no backtracking. A hostile URI
+//! therefore costs at most linear time per template; `server.limits.maxUriLength` bounds `len(uri)`.
 
 /// A parsed URI template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UriTemplate {
-    parts: Vec<Part>,
+    atoms: Vec<Atom>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,46 +47,80 @@ impl UriTemplate {
         if !literal.is_empty() {
             parts.push(Part::Literal(literal));
         }
-        Self { parts }
+        Self { atoms: compile(&parts) }
     }
 
     /// True if some expansion of the template equals `uri`.
     pub fn matches(&self, uri: &str) -> bool {
-        let bytes = uri.as_bytes();
-        // reach[i]: the parts consumed so far can end at byte offset i.
-        let mut reach = vec![false; bytes.len() + 1];
-        reach[0] = true;
-        for part in &self.parts {
-            let mut next = vec![false; bytes.len() + 1];
-            for start in (0..=bytes.len()).filter(|&i| reach[i]) {
-                match part {
-                    Part::Literal(lit) => {
-                        if bytes[start..].starts_with(lit.as_bytes()) {
-                            next[start + lit.len()] = true;
-                        }
-                    }
-                    Part::Segment => {
-                        // Every reachable offset is a char boundary (literals are whole UTF-8
-                        // strings and this arm advances by whole chars); `get` keeps that
-                        // assumption from ever turning into a panic.
-                        let Some(tail) = uri.get(start..) else { continue };
-                        for (i, c) in tail.char_indices() {
-                            if c == '/' {
-                                break;
-                            }
-                            next[start + i + c.len_utf8()] = true;
-                        }
-                    }
-                    Part::Any => {
-                        // Every later offset is reachable; the earliest start covers the rest.
-                        next[start..].iter_mut().for_each(|r| *r = true);
-                        break;
-                    }
+        let atoms = &self.atoms;
+        let n = atoms.len();
+        // active[i]: some prefix of `uri` read so far leaves the automaton before atom i
+        // (i == n: after the last atom). Star atoms may be skipped, hence the closure.
+        let mut active = vec![false; n + 1];
+        let mut next = vec![false; n + 1];
+        active[0] = true;
+        close(atoms, &mut active);
+        for c in uri.chars() {
+            next.iter_mut().for_each(|x| *x = false);
+            let mut any = false;
+            for i in (0..n).filter(|&i| active[i]) {
+                match atoms[i] {
+                    Atom::Char(l) if l == c => next[i + 1] = true,
+                    Atom::NotSlash if c != '/' => next[i + 1] = true,
+                    Atom::NotSlashStar if c != '/' => next[i] = true,
+                    Atom::AnyStar => next[i] = true,
+                    _ => continue,
                 }
+                any = true;
             }
-            reach = next;
+            if !any {
+                return false;
+            }
+            close(atoms, &mut next);
+            std::mem::swap(&mut active, &mut next);
         }
-        reach[bytes.len()]
+        active[n]
+    }
+}
+
+/// One step of the compiled template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Atom {
+    /// Exactly this char.
+    Char(char),
+    /// One char other than `/`.
+    NotSlash,
+    /// Any number (possibly none) of chars other than `/`.
+    NotSlashStar,
+    /// Any number (possibly none) of any chars.
+    AnyStar,
+}
+
+impl Atom {
+    fn is_star(self) -> bool {
+        matches!(self, Atom::NotSlashStar | Atom::AnyStar)
+    }
+}
+
+fn compile(parts: &[Part]) -> Vec<Atom> {
+    let mut atoms = Vec::new();
+    for part in parts {
+        match part {
+            Part::Literal(lit) => atoms.extend(lit.chars().map(Atom::Char)),
+            // One or more: one, then any number.
+            Part::Segment => atoms.extend([Atom::NotSlash, Atom::NotSlashStar]),
+            Part::Any => atoms.push(Atom::AnyStar),
+        }
+    }
+    atoms
+}
+
+/// Adds the states reachable by skipping star atoms (one forward pass: skips only go forward).
+fn close(atoms: &[Atom], active: &mut [bool]) {
+    for i in 0..atoms.len() {
+        if active[i] && atoms[i].is_star() {
+            active[i + 1] = true;
+        }
     }
 }
 
@@ -146,5 +182,30 @@ mod tests {
         let template = "x://".to_owned() + &"{a}".repeat(30) + "!";
         let uri = "x://".to_owned() + &"a".repeat(2000);
         assert!(!m(&template, &uri));
+    }
+
+    #[test]
+    fn pathological_64k_uri_completes() {
+        // Quadratic matching took most of a second here; the single pass is linear. What this
+        // asserts is the answer on inputs that used to be slow (no timing: CI machines vary).
+        let uri = "x://".to_owned() + &"a".repeat(64 * 1024);
+        for template in ["x://{a}{b}{c}!", "x://{+a}{+b}{+c}!", "x://{a}{+b}a{c}!"] {
+            assert!(!m(template, &uri), "{template}");
+            assert!(m(template, &format!("{uri}!")), "{template}");
+        }
+        let slashes = "x://".to_owned() + &"a/".repeat(32 * 1024);
+        assert!(!m("x://{a}", &slashes));
+        assert!(m("x://{+a}", &slashes));
+        assert!(m("x://{a}/{+rest}", &slashes));
+    }
+
+    #[test]
+    fn adjacent_and_trailing_stars() {
+        assert!(m("x://{+a}{b}", "x://q"));
+        assert!(!m("x://{+a}{b}", "x://"));
+        assert!(m("x://{a}{+b}", "x://q/r"));
+        assert!(m("{+a}", ""));
+        assert!(m("", ""));
+        assert!(!m("", "x"));
     }
 }

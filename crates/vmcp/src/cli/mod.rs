@@ -36,6 +36,10 @@ pub enum Command {
         /// Port to listen on (0 picks a free one).
         #[arg(long, short, default_value_t = 4483)]
         port: u16,
+        /// Idle time after which a session ends (Go duration, e.g. "30m"); overrides
+        /// `server.limits.sessionIdleTimeout`.
+        #[arg(long, value_parser = parse_ttl)]
+        session_ttl: Option<Duration>,
     },
     /// Check a configuration file and exit (status 0 when valid, 1 when not).
     Validate {
@@ -55,7 +59,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Validate { config } => Ok(validate(&config)),
-        Command::Serve { config, host, port } => serve(&config, &host, port).await,
+        Command::Serve { config, host, port, session_ttl } => {
+            serve(&config, &host, port, session_ttl).await
+        }
     }
 }
 
@@ -75,14 +81,30 @@ fn validate(path: &std::path::Path) -> u8 {
     }
 }
 
-async fn serve(path: &std::path::Path, host: &str, port: u16) -> anyhow::Result<u8> {
-    let cfg = match config::load(path) {
+/// `--session-ttl`: a Go duration longer than zero.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match config::duration::parse(text)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
+async fn serve(
+    path: &std::path::Path,
+    host: &str,
+    port: u16,
+    session_ttl: Option<Duration>,
+) -> anyhow::Result<u8> {
+    let mut cfg = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(1);
         }
     };
+    if let Some(ttl) = session_ttl {
+        cfg.server.limits.session_idle_timeout = ttl;
+    }
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");
     }

@@ -237,6 +237,9 @@ pub struct ServerConfig {
     /// item in one page.
     #[serde(default)]
     pub page_size: usize,
+    /// Bounds on what clients can make the gateway hold (`config/limits.rs`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -251,6 +254,7 @@ impl Config {
 
 pub mod auth;
 pub mod duration;
+pub mod limits;
 
 pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
@@ -261,5 +265,6 @@ mod load;
 mod locate;
 mod validate;
 
+pub use limits::LimitsConfig;
 pub use load::{ConfigError, Problem, load, parse};
 pub use validate::validate_warnings;

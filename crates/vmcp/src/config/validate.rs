@@ -82,6 +82,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     if cfg.server.max_request_body_bytes == Some(0) {
         c.report("server.maxRequestBodyBytes", "must be greater than zero");
     }
+    c.findings.extend(super::limits::check(&cfg.server.limits));
     c.findings
 }
 

@@ -177,7 +177,7 @@ async fn ask_client(
             ));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let id = session.add_relay(PendingRelay::Local(tx));
+        let id = session.add_relay(PendingRelay::Local(tx)).map_err(|e| e.to_error())?;
         let params = request.get("params").map(raw);
         if cx.out.send(Message::Request(Request::new(id, method.clone(), params))).await.is_err() {
             return Err(ErrorObject::new(
@@ -313,15 +313,19 @@ async fn relay_request(cx: &Cx, backend: &Arc<Backend>, r: Request) {
         Client::Legacy(s) => {
             let declared = capability.is_none_or(|c| s.client_capabilities.get(c).is_some());
             if declared {
-                let id = s.add_relay(PendingRelay::Backend {
-                    backend: backend.clone(),
-                    backend_id: r.id.clone(),
-                });
-                let forwarded = Message::Request(Request { id, ..r.clone() });
-                if cx.out.send(forwarded).await.is_ok() {
-                    return;
+                let relay =
+                    PendingRelay::Backend { backend: backend.clone(), backend_id: r.id.clone() };
+                match s.add_relay(relay) {
+                    Ok(id) => {
+                        let forwarded = Message::Request(Request { id, ..r.clone() });
+                        if cx.out.send(forwarded).await.is_ok() {
+                            return;
+                        }
+                        "the client is no longer listening".to_owned()
+                    }
+                    // The backend hears why at once instead of waiting on a request never sent.
+                    Err(e) => e.to_string(),
                 }
-                "the client is no longer listening".to_owned()
             } else {
                 format!(
                     "the client did not declare the {} capability",

@@ -111,6 +111,7 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "resources/read" => {
             let uri = params::get_str(params.as_deref(), "uri")
                 .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
+            check_uri(gw, &uri)?;
             let backend = gw
                 .catalog
                 .load()
@@ -128,6 +129,26 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
     }
 }
 
+/// Refuses a URI longer than `server.limits.maxUriLength` before it is matched against the
+/// catalog's templates, so matching cost stays bounded whatever the client sends.
+pub fn check_uri(gw: &Gateway, uri: &str) -> Result<(), ErrorObject> {
+    uri_within(uri, gw.sessions.limits().max_uri_length)
+}
+
+fn uri_within(uri: &str, limit: usize) -> Result<(), ErrorObject> {
+    if uri.len() <= limit {
+        return Ok(());
+    }
+    Err(ErrorObject::with_data(
+        code::INVALID_PARAMS,
+        format!(
+            "URI too long: {} bytes, the limit is {limit} bytes (server.limits.maxUriLength)",
+            uri.len()
+        ),
+        &serde_json::json!({ "limit": "maxUriLength", "value": limit }),
+    ))
+}
+
 /// An unknown resource: -32002 in 2025-11-25, -32602 from 2026-07-28 on (SEP-2164); the URI
 /// goes in `data` either way.
 fn resource_not_found(cx: &Cx, uri: &str) -> ErrorObject {
@@ -143,6 +164,7 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let Client::Legacy(session) = &cx.client else { return Err(method_not_found(method)) };
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
+    check_uri(gw, &uri)?;
     let name =
         gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(cx, &uri))?;
     let backend = gw.backends.get(&name).ok_or_else(|| {
@@ -150,9 +172,15 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     })?;
     let on = method == "resources/subscribe";
     // Only a change in this session's set changes the backend's subscribers.
-    let changed = if on { session.subscribe(&uri) } else { session.unsubscribe(&uri) };
+    let changed = if on {
+        session.subscribe(&uri).map_err(|e| e.to_error())?
+    } else {
+        session.unsubscribe(&uri)
+    };
     if changed {
-        gw.subscriptions.change(&cx.caller, Some(session.key), &name, backend, &uri, on).await?;
+        let target =
+            subscriptions::Target { name: &name, backend, timeout: gw.backends.timeout(&name) };
+        gw.subscriptions.change(&cx.caller, Some(session.key), target, &uri, on).await?;
     }
     Ok(raw(&serde_json::json!({})))
 }
@@ -184,6 +212,7 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
         }
         "ref/resource" => {
             let uri = p.reference.get("uri").and_then(|v| v.as_str()).unwrap_or_default();
+            check_uri(gw, uri)?;
             let backend = catalog
                 .template(uri)
                 .or_else(|| catalog.resource(uri))
@@ -213,4 +242,18 @@ async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outc
         }
     }
     Ok(raw(&serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_cap_names_the_limit() {
+        assert!(uri_within("file:///a", 9).is_ok());
+        let e = uri_within(&"a".repeat(1 << 20), 8192).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMS);
+        assert!(e.message.contains("server.limits.maxUriLength"), "{}", e.message);
+        assert!(e.message.contains("1048576 bytes"), "{}", e.message);
+    }
 }

@@ -21,9 +21,11 @@ use tokio::task::JoinHandle;
 use super::{Cx, Outcome, invalid_params};
 use crate::auth::Binding;
 use crate::backend::{Backend, CallContext, Reply};
+use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::{code, raw};
 use crate::protocol::{ErrorObject, ErrorResponse, Id, Message, Response, params};
+use crate::session::LimitError;
 
 /// Prefix of the `requestState` values the gateway issues for parked calls.
 pub const STATE_PREFIX: &str = "vmcp-parked.";
@@ -54,15 +56,36 @@ pub struct Parked {
 }
 
 impl Parked {
-    fn insert(&self, call: ParkedCall) -> String {
+    /// Parks `call` and returns its token; expired and finished calls are dropped first, and
+    /// beyond `maxParkedCalls` (or the principal's `maxParkedCallsPerPrincipal`) the call is
+    /// refused (and, being dropped, cancelled at the backend).
+    fn insert(&self, call: ParkedCall, limits: &LimitsConfig) -> Result<String, LimitError> {
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         calls.retain(|_, c| c.deadline > now && !c.task.is_finished());
+        let limit = limits.max_parked_calls;
+        if calls.len() >= limit {
+            return Err(LimitError::ParkedCalls { limit });
+        }
+        let limit = limits.max_parked_calls_per_principal;
+        if calls.values().filter(|c| c.binding == call.binding).count() >= limit {
+            return Err(LimitError::ParkedCallsPerPrincipal { limit });
+        }
         calls.insert(token.clone(), call);
-        token
+        Ok(token)
+    }
+
+    /// Number of parked calls (expired ones included until the next park drops them).
+    pub fn len(&self) -> usize {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no call is parked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn take(&self, token: &str, binding: &Binding) -> Result<ParkedCall, ErrorObject> {
@@ -141,7 +164,7 @@ pub async fn call(
             r.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
         let request = serde_json::json!({ "method": r.method, "params": request_params });
         call.pending.push((key.clone(), r.id));
-        let token = gw.parked.insert(call);
+        let token = gw.parked.insert(call, gw.sessions.limits()).map_err(|e| e.to_error())?;
         return Ok(raw(&serde_json::json!({
             "resultType": "input_required",
             "inputRequests": { key: request },
@@ -227,4 +250,55 @@ async fn resume(
         }
     }
     Ok(call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(subject: &str) -> ParkedCall {
+        let (_tx, events) = mpsc::channel(1);
+        ParkedCall {
+            binding: Binding::Principal { issuer: "i".into(), subject: subject.into() },
+            pending: Vec::new(),
+            events,
+            task: tokio::spawn(std::future::pending()),
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn parked_calls_are_capped_in_total_and_per_principal() {
+        let limits = LimitsConfig {
+            max_parked_calls: 3,
+            max_parked_calls_per_principal: 2,
+            ..Default::default()
+        };
+        let parked = Parked::default();
+        parked.insert(call("a"), &limits).unwrap();
+        let a2 = parked.insert(call("a"), &limits).unwrap();
+        assert_eq!(
+            parked.insert(call("a"), &limits).err(),
+            Some(LimitError::ParkedCallsPerPrincipal { limit: 2 })
+        );
+        parked.insert(call("b"), &limits).unwrap();
+        assert_eq!(
+            parked.insert(call("c"), &limits).err(),
+            Some(LimitError::ParkedCalls { limit: 3 })
+        );
+        assert_eq!(parked.len(), 3, "refused calls are not parked");
+        let binding = Binding::Principal { issuer: "i".into(), subject: "a".into() };
+        drop(parked.take(&a2, &binding).unwrap());
+        parked.insert(call("c"), &limits).expect("a resumed call frees its slot");
+    }
+
+    #[tokio::test]
+    async fn expired_parked_calls_free_their_slots() {
+        let limits = LimitsConfig { max_parked_calls: 1, ..Default::default() };
+        let parked = Parked::default();
+        let mut old = call("a");
+        old.deadline = Instant::now();
+        parked.insert(old, &limits).unwrap();
+        parked.insert(call("b"), &limits).expect("the expired call was dropped");
+    }
 }

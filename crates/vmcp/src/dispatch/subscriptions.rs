@@ -9,16 +9,30 @@
 //! - a Modern backend has no `resources/subscribe`: its URIs ride on the gateway's
 //!   `subscriptions/listen` stream to it, also reference counted.
 //!
-//! Invariant: backend calls made here carry the caller of the request that caused them, or
-//! `Caller::Teardown(binding)` when a session ends.
+//! Invariants:
+//! - backend calls made here carry the caller of the request that caused them, or
+//!   `Caller::Teardown(binding)` when a session ends;
+//! - every backend call has a deadline ([`Target::timeout`]): these calls sit on the DELETE,
+//!   idle-expiry and shutdown paths, where one silent backend must not stall the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::auth::Caller;
 use crate::backend::{Backend, CallContext, Reply};
-use crate::protocol::jsonrpc::raw;
+use crate::protocol::jsonrpc::{code, raw};
 use crate::protocol::{Era, ErrorObject};
+
+/// The backend a subscription change goes to, and how long to wait for it.
+pub struct Target<'a> {
+    /// The backend's name.
+    pub name: &'a Arc<str>,
+    /// The backend.
+    pub backend: &'a Backend,
+    /// Longest wait for its answer: the backend's timeout for a client's request, the teardown
+    /// timeout when a session or stream ends.
+    pub timeout: std::time::Duration,
+}
 
 /// Subscriber counts for shared backend subscriptions.
 #[derive(Default)]
@@ -65,16 +79,16 @@ impl Subscriptions {
         &self,
         caller: &Caller,
         session: Option<u64>,
-        name: &Arc<str>,
-        backend: &Backend,
+        target: Target<'_>,
         uri: &str,
         on: bool,
     ) -> Result<(), ErrorObject> {
+        let Target { name, backend, timeout } = target;
         match regime(backend, session) {
-            Regime::PerClient => send(caller, session, backend, uri, on).await,
+            Regime::PerClient => send(caller, session, backend, uri, on, timeout).await,
             Regime::Shared => {
                 if self.step(name, uri, on) {
-                    send(caller, None, backend, uri, on).await
+                    send(caller, None, backend, uri, on, timeout).await
                 } else {
                     Ok(())
                 }
@@ -95,14 +109,20 @@ async fn send(
     backend: &Backend,
     uri: &str,
     on: bool,
+    timeout: std::time::Duration,
 ) -> Result<(), ErrorObject> {
     let method = if on { "resources/subscribe" } else { "resources/unsubscribe" };
     let mut ctx = CallContext::detached();
     ctx.session = session;
     let params = raw(&serde_json::json!({ "uri": uri }));
-    match backend.request(caller, method, Some(params), ctx).await {
-        Ok(Reply::Result(_)) => Ok(()),
-        Ok(Reply::Error(e)) => Err(e),
-        Err(e) => Err(super::forward::backend_error(&e)),
+    // Dropping the request at the deadline cancels it at the backend, like any timed-out call.
+    match tokio::time::timeout(timeout, backend.request(caller, method, Some(params), ctx)).await {
+        Ok(Ok(Reply::Result(_))) => Ok(()),
+        Ok(Ok(Reply::Error(e))) => Err(e),
+        Ok(Err(e)) => Err(super::forward::backend_error(&e)),
+        Err(_) => Err(ErrorObject::new(
+            code::BACKEND_TIMEOUT,
+            format!("the backend did not answer {method} within {timeout:?}"),
+        )),
     }
 }

@@ -14,10 +14,13 @@ use tokio::sync::broadcast;
 use super::stream;
 use crate::auth::Caller;
 use crate::catalog::live::Changed;
+use crate::dispatch::subscriptions::Target;
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::raw;
 use crate::protocol::meta::KEY_SUBSCRIPTION_ID;
-use crate::protocol::{Message, Notification, Request, params};
+use crate::protocol::{ErrorResponse, Message, Notification, Request, params};
+use crate::session::LimitError;
+use axum::http::StatusCode;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -48,12 +51,11 @@ impl Drop for Unsubscribe {
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                let timeout = gw.sessions.limits().teardown_timeout;
                 for (name, uri) in uris {
                     if let Some(backend) = gw.backends.get(&name) {
-                        let _ = gw
-                            .subscriptions
-                            .change(&caller, None, &name, backend, &uri, false)
-                            .await;
+                        let target = Target { name: &name, backend, timeout };
+                        let _ = gw.subscriptions.change(&caller, None, target, &uri, false).await;
                     }
                 }
             });
@@ -77,11 +79,29 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
     };
     // Subscribe what can be routed; what cannot is left out of the acknowledgement.
     let catalog = gw.catalog.load();
+    let uris = filter.resource_subscriptions.unwrap_or_default();
+    let limits = gw.sessions.limits();
+    if uris.len() > limits.max_subscriptions_per_session {
+        let e = LimitError::SubscriptionsPerSession { limit: limits.max_subscriptions_per_session };
+        return stream::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &Message::Error(ErrorResponse::new(Some(req.id), e.to_error())),
+        );
+    }
+    if let Some(Err(e)) =
+        uris.iter().map(|u| crate::dispatch::check_uri(&gw, u)).find(Result::is_err)
+    {
+        return stream::json(
+            StatusCode::BAD_REQUEST,
+            &Message::Error(ErrorResponse::new(Some(req.id), e)),
+        );
+    }
     let mut subscribed = Vec::new();
-    for uri in filter.resource_subscriptions.unwrap_or_default() {
+    for uri in uris {
         let Some(name) = catalog.resource(&uri).cloned() else { continue };
         let Some(backend) = gw.backends.get(&name) else { continue };
-        if gw.subscriptions.change(&caller, None, &name, backend, &uri, true).await.is_ok() {
+        let target = Target { name: &name, backend, timeout: gw.backends.timeout(&name) };
+        if gw.subscriptions.change(&caller, None, target, &uri, true).await.is_ok() {
             subscribed.push((name, uri));
         }
     }

@@ -24,7 +24,16 @@ use crate::protocol::{
     self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
     headers, params,
 };
-use crate::session::{Lookup, PendingRelay, Session};
+use crate::session::{LimitError, Lookup, PendingRelay, Session};
+
+/// A request refused by a `server.limits` bound: 503 when the gateway as a whole is full, 429
+/// when this client or principal is over its share.
+fn refused(id: Option<Id>, e: &LimitError) -> Response {
+    let status =
+        if e.is_global() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
+    tracing::warn!(limit = e.key(), "request refused: {e}");
+    json(status, &Message::Error(ErrorResponse::new(id, e.to_error())))
+}
 
 fn error(status: StatusCode, id: Option<Id>, code: i64, message: impl Into<String>) -> Response {
     json(status, &Message::Error(ErrorResponse::new(id, ErrorObject::new(code, message))))
@@ -177,12 +186,15 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
         }
     };
     let version = protocol::negotiate_legacy(&init.protocol_version);
-    let session = gw.sessions.create(
+    let session = match gw.sessions.create(
         caller.binding(),
         version.to_owned(),
         init.capabilities,
         init.client_info,
-    );
+    ) {
+        Ok(s) => s,
+        Err(e) => return refused(Some(req.id.clone()), &e),
+    };
     tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
         "protocolVersion": version,
@@ -207,19 +219,16 @@ async fn legacy(
 ) -> Response {
     match msg {
         Message::Request(req) => {
+            let permit = match gw.sessions.admit(Some(&session)) {
+                Ok(p) => p,
+                Err(e) => return refused(Some(req.id), &e),
+            };
             let (out_tx, out_rx) = mpsc::channel(64);
             let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
             let id = req.id.clone();
-            let task = tokio::spawn({
-                let session = session.clone();
-                let id = id.clone();
-                async move {
-                    let outcome = dispatch::handle(&gw, &cx, &req.method, req.params).await;
-                    session.untrack(&id);
-                    outcome
-                }
+            let task = session.spawn_request(id.clone(), permit, async move {
+                dispatch::handle(&gw, &cx, &req.method, req.params).await
             });
-            session.track(id.clone(), task.abort_handle());
             stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
                 .await
         }
@@ -346,13 +355,19 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     if req.method == "subscriptions/listen" {
         return super::listen::listen(gw, caller, req).await;
     }
+    let permit = match gw.sessions.admit(None) {
+        Ok(p) => p,
+        Err(e) => return refused(Some(req.id), &e),
+    };
     let (out_tx, out_rx) = mpsc::channel(64);
     let gw_challenge = gw.gatekeeper.reauthenticate(headers, REFUSED_DOWNSTREAM);
     let cx =
         Cx { caller, client: Client::Modern(meta), out: out_tx, headers: gw.forwarded(headers) };
     let id = req.id.clone();
-    let task =
-        tokio::spawn(async move { dispatch::handle(&gw, &cx, &req.method, req.params).await });
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        dispatch::handle(&gw, &cx, &req.method, req.params).await
+    });
     let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
     stream::respond(id, out_rx, task, modern_status, gw_challenge).await
 }
@@ -393,20 +408,25 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
             return (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response();
         }
     };
+    // The permit rides in the stream's state, so the slot is free again when the stream ends.
+    let permit = match session.open_stream() {
+        Ok(p) => p,
+        Err(e) => return refused(None, &e),
+    };
     let state = (
         session.closed(),
         gw.catalog.subscribe(),
         gw.events.subscribe(),
         gw.stop.clone(),
         session,
-        std::collections::VecDeque::<Message>::new(),
+        (std::collections::VecDeque::<Message>::new(), permit),
     );
     let stream = futures::stream::unfold(
         state,
-        |(closed, mut changes, mut events, stop, session, mut queue)| async move {
+        |(closed, mut changes, mut events, stop, session, (mut queue, permit))| async move {
             loop {
                 if let Some(m) = queue.pop_front() {
-                    return Some((m, (closed, changes, events, stop, session, queue)));
+                    return Some((m, (closed, changes, events, stop, session, (queue, permit))));
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return None,

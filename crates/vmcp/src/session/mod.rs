@@ -1,13 +1,23 @@
 //! Client sessions of the Legacy era (2025-11-25 and older): created by `initialize`, named by an
 //! unguessable `Mcp-Session-Id`, ended by DELETE.
 //!
+//! The sessions also hold the client-facing admission limits (`server.limits`): how many sessions
+//! exist in total and per principal, how many requests run at once in total and per session, and
+//! per session how many GET streams, pending relays and subscriptions there are.
+//!
 //! Invariants:
 //! - A session stores its [`Binding`] (who opened it), never a credential.
 //! - Session ids carry 256 random bits.
 //! - Locks here are held only for map operations, never across an await.
+//! - Every count that client input can grow has a limit; hitting it refuses that one request
+//!   ([`LimitError`]) and changes nothing else.
+//! - An admitted request or stream holds a permit whose drop gives the slot back, so a slot is
+//!   returned however the work ends (answer, error, abort, dropped connection).
+
+mod limit;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -15,7 +25,10 @@ use rand::RngCore;
 
 use crate::auth::Binding;
 use crate::backend::Backend;
+use crate::config::LimitsConfig;
 use crate::protocol::{Id, Message};
+
+pub use limit::{LimitError, Permit};
 
 /// A server-to-client request relayed to this session's client, awaiting its answer.
 pub enum PendingRelay {
@@ -51,13 +64,19 @@ pub struct Session {
     subscriptions: Mutex<HashSet<String>>,
     /// Minimum log level requested with `logging/setLevel` (index into [`LOG_LEVELS`]).
     log_level: std::sync::atomic::AtomicUsize,
-    /// Relayed server-to-client requests, by the id the client saw.
-    relays: Mutex<HashMap<String, PendingRelay>>,
+    /// Relayed server-to-client requests, by the id the client saw, with when they were sent.
+    relays: Mutex<HashMap<String, (Instant, PendingRelay)>>,
     next_relay: AtomicU64,
     /// In-flight client requests, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
+    /// Admitted requests still running (held by their [`Permit`]s).
+    active: Arc<AtomicUsize>,
+    /// Open GET streams (held by their [`Permit`]s).
+    streams: Arc<AtomicUsize>,
     /// Last time a request used this session.
     last_seen: Mutex<Instant>,
+    /// The gateway's limits (shared by all sessions).
+    limits: Arc<LimitsConfig>,
 }
 
 /// Log levels in increasing severity (RFC 5424 names as MCP uses them).
@@ -70,9 +89,18 @@ impl Session {
         self.closed.clone()
     }
 
-    /// Records a resource subscription; returns whether it is new.
-    pub fn subscribe(&self, uri: &str) -> bool {
-        lock(&self.subscriptions).insert(uri.to_owned())
+    /// Records a resource subscription; returns whether it is new. A new one beyond
+    /// `maxSubscriptionsPerSession` is refused.
+    pub fn subscribe(&self, uri: &str) -> Result<bool, LimitError> {
+        let mut subs = lock(&self.subscriptions);
+        if subs.contains(uri) {
+            return Ok(false);
+        }
+        let limit = self.limits.max_subscriptions_per_session;
+        if subs.len() >= limit {
+            return Err(LimitError::SubscriptionsPerSession { limit });
+        }
+        Ok(subs.insert(uri.to_owned()))
     }
 
     /// Removes a resource subscription; returns whether it existed.
@@ -115,29 +143,89 @@ impl Session {
     }
 
     /// Registers a relayed server-to-client request and returns the id to show the client.
-    pub fn add_relay(&self, relay: PendingRelay) -> Id {
+    ///
+    /// Relays older than `pendingRelayTimeout`, and local ones nobody waits for any more, are
+    /// dropped first; beyond `maxPendingRelaysPerSession` the relay is refused.
+    pub fn add_relay(&self, relay: PendingRelay) -> Result<Id, LimitError> {
+        let mut relays = lock(&self.relays);
+        let max_age = self.limits.pending_relay_timeout;
+        relays.retain(|_, (at, r)| {
+            at.elapsed() < max_age && !matches!(r, PendingRelay::Local(tx) if tx.is_closed())
+        });
+        let limit = self.limits.max_pending_relays_per_session;
+        if relays.len() >= limit {
+            return Err(LimitError::PendingRelaysPerSession { limit });
+        }
         let n = self.next_relay.fetch_add(1, Ordering::Relaxed);
         let id = format!("vmcp-{n}");
-        lock(&self.relays).insert(id.clone(), relay);
-        Id::String(id)
+        relays.insert(id.clone(), (Instant::now(), relay));
+        Ok(Id::String(id))
     }
 
-    /// Takes the relay a client response answers.
+    /// Takes the relay a client response answers (none once it has expired).
     pub fn take_relay(&self, id: &Id) -> Option<PendingRelay> {
-        match id {
-            Id::String(s) => lock(&self.relays).remove(s),
-            Id::Number(_) => None,
+        let Id::String(s) = id else { return None };
+        let (at, relay) = lock(&self.relays).remove(s)?;
+        (at.elapsed() < self.limits.pending_relay_timeout).then_some(relay)
+    }
+
+    /// Number of relays waiting for the client's answer (expired ones included until the next
+    /// [`Session::add_relay`] drops them).
+    pub fn pending_relays(&self) -> usize {
+        lock(&self.relays).len()
+    }
+
+    /// Admits one more GET stream of this session; the permit keeps the slot until dropped.
+    pub fn open_stream(&self) -> Result<Permit, LimitError> {
+        let limit = self.limits.max_streams_per_session;
+        Permit::acquire(&self.streams, limit)
+            .ok_or(LimitError::StreamsPerSession { limit })
+            .map(|slot| Permit::new(vec![slot]))
+    }
+
+    /// Spawns the task handling the client request `id`, tracked so that
+    /// `notifications/cancelled` can abort it; `permit` is held until the task ends.
+    ///
+    /// The task waits until its abort handle is registered before it runs, so its own untrack
+    /// always comes after the track: a task that finishes at once cannot leave a stale entry
+    /// behind (which used to leak one entry per fast request). Untracking removes only this
+    /// task's entry, so a client reusing an id cannot untrack another request.
+    pub fn spawn_request<F>(
+        self: &Arc<Self>,
+        id: Id,
+        permit: Permit,
+        work: F,
+    ) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tracked_tx, tracked_rx) = tokio::sync::oneshot::channel::<()>();
+        let session = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tracked_rx.await;
+            let out = work.await;
+            session.untrack(&key, tokio::task::id());
+            out
+        });
+        lock(&self.in_flight).insert(id, task.abort_handle());
+        let _ = tracked_tx.send(());
+        task
+    }
+
+    /// Stops tracking a finished request, if the entry is still the one of task `task`.
+    fn untrack(&self, id: &Id, task: tokio::task::Id) {
+        let mut in_flight = lock(&self.in_flight);
+        if in_flight.get(id).is_some_and(|h| h.id() == task) {
+            in_flight.remove(id);
         }
     }
 
-    /// Tracks an in-flight request so the client can cancel it.
-    pub fn track(&self, id: Id, handle: tokio::task::AbortHandle) {
-        lock(&self.in_flight).insert(id, handle);
-    }
-
-    /// Stops tracking a finished request.
-    pub fn untrack(&self, id: &Id) {
-        lock(&self.in_flight).remove(id);
+    /// Number of tracked in-flight requests.
+    pub fn tracked(&self) -> usize {
+        lock(&self.in_flight).len()
     }
 
     /// Cancels an in-flight request (the backend is told through the dropped future).
@@ -183,22 +271,67 @@ pub enum Lookup {
     Forbidden,
 }
 
-/// All live sessions.
-#[derive(Default)]
+/// All live sessions, and the gateway-wide request count.
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
     next_key: AtomicU64,
+    /// Admitted client requests still running, all clients together.
+    active: Arc<AtomicUsize>,
+    limits: Arc<LimitsConfig>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(LimitsConfig::default())
+    }
 }
 
 impl Sessions {
-    /// Creates a session for a client that sent `initialize`.
+    /// No sessions yet, with these limits.
+    pub fn new(limits: LimitsConfig) -> Self {
+        Self {
+            map: RwLock::default(),
+            next_key: AtomicU64::new(0),
+            active: Arc::default(),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// Admits one client request: one slot of `maxInFlight` and, for a Legacy request, one of its
+    /// session's `maxInFlightPerSession`. Refused (and nothing taken) when either is full.
+    pub fn admit(&self, session: Option<&Session>) -> Result<Permit, LimitError> {
+        let limit = self.limits.max_in_flight;
+        let global = Permit::acquire(&self.active, limit).ok_or(LimitError::InFlight { limit })?;
+        let mut slots = vec![global];
+        if let Some(s) = session {
+            let limit = self.limits.max_in_flight_per_session;
+            // On refusal `slots` drops here and gives the global slot back.
+            let own = Permit::acquire(&s.active, limit)
+                .ok_or(LimitError::InFlightPerSession { limit })?;
+            slots.push(own);
+        }
+        Ok(Permit::new(slots))
+    }
+
+    /// Requests admitted and still running, all clients together.
+    pub fn in_flight(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Creates a session for a client that sent `initialize`, unless `maxSessions` or the
+    /// principal's `maxSessionsPerPrincipal` is reached.
     pub fn create(
         &self,
         binding: Binding,
         protocol_version: String,
         client_capabilities: serde_json::Value,
         client_info: serde_json::Value,
-    ) -> Arc<Session> {
+    ) -> Result<Arc<Session>, LimitError> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -215,10 +348,23 @@ impl Sessions {
             relays: Mutex::default(),
             next_relay: AtomicU64::new(1),
             in_flight: Mutex::default(),
+            active: Arc::default(),
+            streams: Arc::default(),
             last_seen: Mutex::new(Instant::now()),
+            limits: self.limits.clone(),
         });
-        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, session.clone());
-        session
+        // Counted under the write lock, so concurrent `initialize`s cannot both take the last slot.
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let limit = self.limits.max_sessions;
+        if map.len() >= limit {
+            return Err(LimitError::Sessions { limit });
+        }
+        let limit = self.limits.max_sessions_per_principal;
+        if map.values().filter(|s| s.binding == session.binding).count() >= limit {
+            return Err(LimitError::SessionsPerPrincipal { limit });
+        }
+        map.insert(id, session.clone());
+        Ok(session)
     }
 
     /// The session `id`, if it exists and belongs to `binding`.
@@ -273,5 +419,149 @@ impl Sessions {
         let idle: Vec<String> =
             map.iter().filter(|(_, s)| s.idle() >= max_idle).map(|(k, _)| k.clone()).collect();
         idle.iter().filter_map(|k| map.remove(k)).inspect(|s| s.close()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(sub: &str) -> Binding {
+        Binding::Principal { issuer: "iss".into(), subject: sub.into() }
+    }
+
+    fn sessions(limits: LimitsConfig) -> Sessions {
+        Sessions::new(limits)
+    }
+
+    fn open(s: &Sessions, who: &str) -> Result<Arc<Session>, LimitError> {
+        s.create(binding(who), "2025-11-25".into(), serde_json::json!({}), serde_json::json!({}))
+    }
+
+    #[test]
+    fn session_caps_total_and_per_principal() {
+        let s = sessions(LimitsConfig {
+            max_sessions: 3,
+            max_sessions_per_principal: 2,
+            ..Default::default()
+        });
+        let a1 = open(&s, "a").unwrap();
+        open(&s, "a").unwrap();
+        assert_eq!(
+            open(&s, "a").err(),
+            Some(LimitError::SessionsPerPrincipal { limit: 2 }),
+            "third of one principal"
+        );
+        open(&s, "b").unwrap();
+        assert_eq!(open(&s, "c").err(), Some(LimitError::Sessions { limit: 3 }));
+        assert_eq!(s.len(), 3, "a refused create adds nothing");
+        s.remove(&a1.id, &binding("a")).unwrap();
+        open(&s, "c").expect("a freed slot is usable again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fast_requests_leave_nothing_tracked() {
+        // Before the fix the task was spawned and only then tracked: a task that finished first
+        // untracked nothing and the later track left an entry behind forever. On a multi-thread
+        // runtime that happened for a good share of these immediately-ready tasks.
+        let s = sessions(LimitsConfig::default());
+        let session = open(&s, "a").unwrap();
+        for i in 0..2000 {
+            let permit = s.admit(Some(&session)).unwrap();
+            let task = session.spawn_request(Id::Number(i), permit, async {});
+            task.await.unwrap();
+        }
+        // The permit is dropped when the task's future is dropped, right after it completes.
+        assert_eq!(session.tracked(), 0, "in_flight entries leaked");
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reused_id_does_not_untrack_the_other_request() {
+        let s = sessions(LimitsConfig::default());
+        let session = open(&s, "a").unwrap();
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let first = session.spawn_request(Id::Number(1), s.admit(Some(&session)).unwrap(), async {
+            let _ = wait.await;
+        });
+        // The client reuses id 1 while the first request runs; the entry is now the second's.
+        let second = session.spawn_request(
+            Id::Number(1),
+            s.admit(Some(&session)).unwrap(),
+            std::future::pending::<()>(),
+        );
+        release.send(()).unwrap();
+        first.await.unwrap();
+        assert_eq!(session.tracked(), 1, "the first request removed the second one's entry");
+        assert!(session.cancel(&Id::Number(1)), "the running request stays cancellable");
+        assert!(second.await.unwrap_err().is_cancelled());
+        assert_eq!(s.in_flight(), 0, "aborted tasks give their slots back");
+    }
+
+    #[tokio::test]
+    async fn in_flight_caps_refuse_and_give_back() {
+        let s = sessions(LimitsConfig {
+            max_in_flight: 3,
+            max_in_flight_per_session: 2,
+            ..Default::default()
+        });
+        let a = open(&s, "a").unwrap();
+        let p1 = s.admit(Some(&a)).unwrap();
+        let _p2 = s.admit(Some(&a)).unwrap();
+        assert_eq!(s.admit(Some(&a)).err(), Some(LimitError::InFlightPerSession { limit: 2 }));
+        assert_eq!(s.in_flight(), 2, "a refused per-session admit gives the global slot back");
+        let _p3 = s.admit(None).unwrap();
+        assert_eq!(s.admit(None).err(), Some(LimitError::InFlight { limit: 3 }));
+        drop(p1);
+        s.admit(Some(&a)).expect("slot returned on drop");
+    }
+
+    #[test]
+    fn relays_streams_and_subscriptions_are_capped() {
+        let s = sessions(LimitsConfig {
+            max_pending_relays_per_session: 2,
+            max_streams_per_session: 1,
+            max_subscriptions_per_session: 1,
+            ..Default::default()
+        });
+        let a = open(&s, "a").unwrap();
+        let (tx1, _rx1) = tokio::sync::oneshot::channel();
+        let (tx2, rx2) = tokio::sync::oneshot::channel();
+        let (tx3, _rx3) = tokio::sync::oneshot::channel();
+        a.add_relay(PendingRelay::Local(tx1)).unwrap();
+        a.add_relay(PendingRelay::Local(tx2)).unwrap();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        assert_eq!(
+            a.add_relay(PendingRelay::Local(tx)).err(),
+            Some(LimitError::PendingRelaysPerSession { limit: 2 })
+        );
+        // A relay nobody waits for any more is dropped, freeing its slot.
+        drop(rx2);
+        a.add_relay(PendingRelay::Local(tx3)).expect("abandoned relay freed its slot");
+
+        let stream = a.open_stream().unwrap();
+        assert_eq!(a.open_stream().err(), Some(LimitError::StreamsPerSession { limit: 1 }));
+        drop(stream);
+        a.open_stream().expect("closed stream freed its slot");
+
+        assert_eq!(a.subscribe("x://1"), Ok(true));
+        assert_eq!(a.subscribe("x://1"), Ok(false), "a repeat is not a new subscription");
+        assert_eq!(a.subscribe("x://2"), Err(LimitError::SubscriptionsPerSession { limit: 1 }));
+    }
+
+    #[test]
+    fn expired_relays_are_dropped() {
+        let s = sessions(LimitsConfig {
+            pending_relay_timeout: std::time::Duration::from_millis(1),
+            max_pending_relays_per_session: 1,
+            ..Default::default()
+        });
+        let a = open(&s, "a").unwrap();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let id = a.add_relay(PendingRelay::Local(tx)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(a.take_relay(&id).is_none(), "an expired relay is not answered");
+        let (tx, _rx2) = tokio::sync::oneshot::channel();
+        a.add_relay(PendingRelay::Local(tx)).expect("expired relay freed its slot");
     }
 }

@@ -1,0 +1,188 @@
+//! Counted slots and the error for a limit that was hit.
+//!
+//! Invariant: a slot is taken with a compare-and-swap that never goes past the limit, and given
+//! back exactly once, when its [`Permit`] drops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A limit of `server.limits` that refused a request. The message names the key, so an operator
+/// seeing it in a client log knows what to raise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// `maxSessions`.
+    #[error(
+        "too many sessions: the gateway holds at most {limit} (server.limits.maxSessions); try again later"
+    )]
+    Sessions {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxSessionsPerPrincipal`.
+    #[error(
+        "too many sessions for this principal: at most {limit} (server.limits.maxSessionsPerPrincipal); end one with DELETE first"
+    )]
+    SessionsPerPrincipal {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxInFlight`.
+    #[error(
+        "too many requests in flight: the gateway handles at most {limit} at once (server.limits.maxInFlight); retry later"
+    )]
+    InFlight {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxInFlightPerSession`.
+    #[error(
+        "too many requests in flight in this session: at most {limit} at once (server.limits.maxInFlightPerSession)"
+    )]
+    InFlightPerSession {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxStreamsPerSession`.
+    #[error(
+        "too many GET streams open for this session: at most {limit} (server.limits.maxStreamsPerSession)"
+    )]
+    StreamsPerSession {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxPendingRelaysPerSession`.
+    #[error(
+        "too many requests waiting for this client's answer: at most {limit} (server.limits.maxPendingRelaysPerSession)"
+    )]
+    PendingRelaysPerSession {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxSubscriptionsPerSession`.
+    #[error(
+        "too many resource subscriptions: at most {limit} per session (server.limits.maxSubscriptionsPerSession)"
+    )]
+    SubscriptionsPerSession {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxParkedCalls`.
+    #[error(
+        "too many calls waiting for client input: the gateway holds at most {limit} (server.limits.maxParkedCalls); retry later"
+    )]
+    ParkedCalls {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxParkedCallsPerPrincipal`.
+    #[error(
+        "too many calls waiting for this principal's input: at most {limit} (server.limits.maxParkedCallsPerPrincipal)"
+    )]
+    ParkedCallsPerPrincipal {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl LimitError {
+    /// Whether the limit is the gateway's as a whole (HTTP 503: the server is busy) rather than
+    /// one client's (HTTP 429: that client is asking too much).
+    pub fn is_global(&self) -> bool {
+        matches!(self, Self::Sessions { .. } | Self::InFlight { .. } | Self::ParkedCalls { .. })
+    }
+
+    /// The `server.limits` key that was hit.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Sessions { .. } => "maxSessions",
+            Self::SessionsPerPrincipal { .. } => "maxSessionsPerPrincipal",
+            Self::InFlight { .. } => "maxInFlight",
+            Self::InFlightPerSession { .. } => "maxInFlightPerSession",
+            Self::StreamsPerSession { .. } => "maxStreamsPerSession",
+            Self::PendingRelaysPerSession { .. } => "maxPendingRelaysPerSession",
+            Self::SubscriptionsPerSession { .. } => "maxSubscriptionsPerSession",
+            Self::ParkedCalls { .. } => "maxParkedCalls",
+            Self::ParkedCallsPerPrincipal { .. } => "maxParkedCallsPerPrincipal",
+        }
+    }
+
+    /// The JSON-RPC error for the client: -32600 (the request cannot be accepted now), with the
+    /// key and the limit in `data` for programs.
+    pub fn to_error(&self) -> crate::protocol::ErrorObject {
+        let limit = match self {
+            Self::Sessions { limit }
+            | Self::SessionsPerPrincipal { limit }
+            | Self::InFlight { limit }
+            | Self::InFlightPerSession { limit }
+            | Self::StreamsPerSession { limit }
+            | Self::PendingRelaysPerSession { limit }
+            | Self::SubscriptionsPerSession { limit }
+            | Self::ParkedCalls { limit }
+            | Self::ParkedCallsPerPrincipal { limit } => *limit,
+        };
+        crate::protocol::ErrorObject::with_data(
+            crate::protocol::jsonrpc::code::INVALID_REQUEST,
+            self.to_string(),
+            &serde_json::json!({ "limit": self.key(), "value": limit }),
+        )
+    }
+}
+
+/// One taken slot of a counter.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Slots held by one admitted request or stream; dropping it gives them all back.
+pub struct Permit {
+    _slots: Vec<Slot>,
+}
+
+impl Permit {
+    /// Takes one slot of `counter` if fewer than `limit` are taken.
+    pub(super) fn acquire(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Slot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(counter.clone()))
+    }
+
+    pub(super) fn new(slots: Vec<Slot>) -> Self {
+        Self { _slots: slots }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_stop_at_the_limit_and_come_back_on_drop() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let a = Permit::acquire(&counter, 2).unwrap();
+        let b = Permit::acquire(&counter, 2).unwrap();
+        assert!(Permit::acquire(&counter, 2).is_none());
+        assert_eq!(counter.load(Ordering::Acquire), 2);
+        drop(Permit::new(vec![a]));
+        assert_eq!(counter.load(Ordering::Acquire), 1);
+        let _c = Permit::acquire(&counter, 2).unwrap();
+        drop(b);
+        assert_eq!(counter.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn messages_name_the_key() {
+        let e = LimitError::SessionsPerPrincipal { limit: 3 };
+        assert!(e.to_string().contains("server.limits.maxSessionsPerPrincipal"));
+        assert!(e.to_string().contains('3'));
+        assert!(!e.is_global());
+        assert!(LimitError::InFlight { limit: 1 }.is_global());
+        let obj = serde_json::to_value(e.to_error()).unwrap();
+        assert_eq!(obj["data"]["limit"], "maxSessionsPerPrincipal");
+        assert_eq!(obj["code"], -32600);
+    }
+}
