@@ -33,10 +33,14 @@ fn spec() -> BackendSpec {
             env: Default::default(),
             cwd: None,
             timeout: None,
+            isolation: None,
+            max_processes: None,
+            process_idle_timeout: None,
         },
         timeout: Duration::from_secs(20),
         auth: OutgoingAuth::Unauthenticated,
         events,
+        isolation: vmcp::config::Isolation::Shared,
     }
 }
 

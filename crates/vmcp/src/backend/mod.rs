@@ -183,7 +183,9 @@ impl Backend {
         match self {
             Backend::Http(b) => b.request(caller, method, params, ctx).await,
             Backend::Sse(b) => b.mux()?.request(caller, method, params, ctx).await,
-            Backend::Stdio(b) => b.mux()?.request(caller, method, params, ctx).await,
+            Backend::Stdio(b) => {
+                b.mux_for(caller, ctx.session).await?.request(caller, method, params, ctx).await
+            }
         }
     }
 
@@ -199,7 +201,11 @@ impl Backend {
         match self {
             Backend::Http(b) => b.notify(caller, session, method, params).await,
             Backend::Sse(b) => b.mux()?.notify(caller, method, params).await,
-            Backend::Stdio(b) => b.mux()?.notify(caller, method, params).await,
+            Backend::Stdio(b) => match b.mux_existing(caller, session)? {
+                Some(mux) => mux.notify(caller, method, params).await,
+                // No child runs for this client: nothing there to tell.
+                None => Ok(()),
+            },
         }
     }
 
@@ -214,7 +220,13 @@ impl Backend {
         match self {
             Backend::Http(b) => b.respond(caller, session, response).await,
             Backend::Sse(b) => b.mux()?.respond(caller, response).await,
-            Backend::Stdio(b) => b.mux()?.respond(caller, response).await,
+            Backend::Stdio(b) => match b.mux_existing(caller, session)? {
+                Some(mux) => mux.respond(caller, response).await,
+                None => Err(BackendError::Unavailable {
+                    backend: b.name().to_owned(),
+                    reason: "the process that asked has ended".into(),
+                }),
+            },
         }
     }
 
@@ -249,8 +261,36 @@ impl Backend {
     /// Ends the backend session serving client session `session`, if the transport keeps one.
     /// `caller` is the principal's current caller (`Caller::Teardown`), never a stored one.
     pub async fn end_session(&self, caller: &Caller, session: u64) {
-        if let Backend::Http(b) = self {
-            b.end_session(caller, session).await;
+        match self {
+            Backend::Http(b) => b.end_session(caller, session).await,
+            Backend::Stdio(b) => b.end_session(session),
+            Backend::Sse(_) => {}
+        }
+    }
+
+    /// For stdio: the isolation mode and the number of dedicated children, for `/status`.
+    pub fn isolation(&self) -> Option<serde_json::Value> {
+        match self {
+            Backend::Stdio(b) => {
+                let (mode, processes, in_flight) = b.isolation();
+                Some(serde_json::json!({
+                    "mode": mode,
+                    "clientProcesses": processes,
+                    "inFlight": in_flight,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether per-client state a client sets at the backend (log level) stays with its
+    /// principal: false for a connection shared by every client, whose state would leak across
+    /// principals.
+    pub fn keeps_client_state(&self) -> bool {
+        match self {
+            Backend::Http(_) => true,
+            Backend::Sse(_) => false,
+            Backend::Stdio(b) => b.isolation().0 != crate::config::Isolation::Shared,
         }
     }
 
@@ -301,12 +341,17 @@ pub struct BackendSpec {
     pub auth: crate::auth::outgoing::OutgoingAuth,
     /// Where backend-level notifications go.
     pub events: EventSender,
+    /// stdio: which clients share a child process (resolved: config or the auth-based default).
+    pub isolation: crate::config::Isolation,
 }
 
 /// Connection status shared between a transport's tasks and readers. Cheap to read.
 #[derive(Debug)]
 pub struct Status {
     tx: tokio::sync::watch::Sender<Snapshot>,
+    /// Messages from the backend dropped (or server-to-client requests refused) because the
+    /// client request they belong to could not be known for certain (see [`mux`]).
+    pub unroutable: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One reading of a backend's status.
@@ -330,7 +375,7 @@ impl Default for Status {
             last_error: None,
             attempts: 0,
         });
-        Self { tx }
+        Self { tx, unroutable: Default::default() }
     }
 }
 
@@ -383,6 +428,11 @@ impl Status {
     pub async fn first_attempt(&self) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|s| s.attempts > 0 || s.state == State::Stopped).await;
+    }
+
+    /// How many messages were dropped for want of a certain owner.
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for the next change.

@@ -9,7 +9,19 @@ use std::sync::Arc;
 use super::{Backend, BackendSpec, EventSender};
 use crate::auth::current::CurrentIdentities;
 use crate::auth::outgoing::for_backend;
-use crate::config::{Config, TransportKind};
+use crate::config::{BackendAuthKind, Config, Isolation, TransportKind};
+
+/// Without an explicit `isolation`, a backend whose outgoing credentials are the user's own gets
+/// a child per principal; others share one.
+fn default_isolation(config: &Config, backend: &str) -> Isolation {
+    let auth = &config.outgoing_auth;
+    match auth.backends.get(backend).or(auth.default.as_ref()).map(|a| a.kind) {
+        Some(BackendAuthKind::Passthrough | BackendAuthKind::TokenExchange) => {
+            Isolation::PerPrincipal
+        }
+        _ => Isolation::Shared,
+    }
+}
 
 /// All backends, in config order.
 pub struct Backends {
@@ -48,6 +60,7 @@ impl Backends {
                     http.clone(),
                 )?,
                 events: events.clone(),
+                isolation: b.isolation.unwrap_or_else(|| default_isolation(config, &b.name)),
             };
             let backend = match b.transport {
                 TransportKind::StreamableHttp => {

@@ -128,7 +128,9 @@ async fn run_once(shared: &Shared) -> Option<String> {
         timeout: shared.spec.timeout,
         backend: name.clone(),
     };
-    let mux = Arc::new(Mux::new(name.clone(), Arc::new(outbound), shared.spec.events.clone()));
+    let routing = super::mux::Routing { owner: None, unroutable: shared.status.unroutable.clone() };
+    let mux =
+        Arc::new(Mux::new(name.clone(), Arc::new(outbound), shared.spec.events.clone(), routing));
     let mut reader = tokio::spawn(read_events(events, (*mux).clone(), name.clone()));
     let outcome = tokio::select! {
         _ = shared.stop.cancelled() => None,

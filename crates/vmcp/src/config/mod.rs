@@ -75,6 +75,38 @@ pub struct BackendConfig {
     /// Per-request timeout for this backend; overrides `operational.timeouts`.
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
+    /// stdio: which clients share a child process. Unset: `perPrincipal` when the backend's
+    /// outgoing auth is bound to the user (`passthrough`, `token_exchange`), else `shared`.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// stdio with `perPrincipal`/`perSession`: most child processes alive at once (besides the
+    /// gateway's own, used for discovery). Default [`DEFAULT_MAX_PROCESSES`].
+    #[serde(default)]
+    pub max_processes: Option<usize>,
+    /// stdio with `perPrincipal`/`perSession`: a child with no request in flight for this long is
+    /// stopped. Default [`DEFAULT_PROCESS_IDLE_TIMEOUT`].
+    #[serde(default, with = "duration::option")]
+    pub process_idle_timeout: Option<Duration>,
+}
+
+/// Default `maxProcesses`.
+pub const DEFAULT_MAX_PROCESSES: usize = 32;
+/// Default `processIdleTimeout`.
+pub const DEFAULT_PROCESS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Which clients share one stdio child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Isolation {
+    /// One child for everyone. A message the child sends that cannot be tied to one client's
+    /// request is dropped, so logs and server-to-client requests reach clients only while their
+    /// request is the only one in flight.
+    Shared,
+    /// One child per principal (Modern and Legacy clients of the same user share it).
+    PerPrincipal,
+    /// One child per Legacy client session (per principal for Modern clients): every message the
+    /// child sends belongs to that client.
+    PerSession,
 }
 
 /// Backend transport.

@@ -138,6 +138,12 @@ fn check_transport(b: &super::BackendConfig, p: &str, c: &mut Checker<'_>) {
                 "not used by stdio backends; remove it or change transport",
             );
         }
+        if b.max_processes == Some(0) {
+            c.report(key_path(p, "maxProcesses"), "must be at least 1");
+        }
+        if b.process_idle_timeout == Some(Duration::ZERO) {
+            c.report(key_path(p, "processIdleTimeout"), "must be greater than zero");
+        }
         return;
     }
     match b.url.as_deref() {
@@ -155,6 +161,9 @@ fn check_transport(b: &super::BackendConfig, p: &str, c: &mut Checker<'_>) {
         ("args", !b.args.is_empty()),
         ("env", !b.env.is_empty()),
         ("cwd", b.cwd.is_some()),
+        ("isolation", b.isolation.is_some()),
+        ("maxProcesses", b.max_processes.is_some()),
+        ("processIdleTimeout", b.process_idle_timeout.is_some()),
     ];
     for (key, given) in stdio_only {
         if given {

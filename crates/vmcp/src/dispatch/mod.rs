@@ -233,10 +233,12 @@ async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outc
     if !session.set_log_level(&level) {
         return Err(invalid_params(format!("unknown log level {level:?}")));
     }
-    // Backends filter at the source too; the gateway filters per session because backend sessions
-    // are shared.
+    // The gateway filters per session. Backends also filter at the source, but only one whose
+    // session this client does not share with other principals is told: a shared connection's
+    // level would change for everyone.
     for (name, backend) in gw.backends.iter() {
-        let logs = backend.info().is_some_and(|i| i.capabilities.get("logging").is_some());
+        let logs = backend.info().is_some_and(|i| i.capabilities.get("logging").is_some())
+            && backend.keeps_client_state();
         if logs && backend.state() == crate::backend::State::Ready {
             let _ = forward(gw, cx, name, "logging/setLevel", params.clone()).await;
         }

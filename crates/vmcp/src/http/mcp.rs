@@ -445,7 +445,9 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                         let ours = e.session.is_none_or(|k| k == session.key);
                         let deliver = ours && match n.method.as_str() {
                             "notifications/resources/updated" => params::get_str(n.params.as_deref(), "uri").is_some_and(|u| session.is_subscribed(&u)),
-                            "notifications/message" => session.wants_log(&params::get_str(n.params.as_deref(), "level").unwrap_or_default()),
+                            // Logs only from a backend session or child of this client's own:
+                            // a shared one's logs may be anyone's.
+                            "notifications/message" => e.session == Some(session.key) && session.wants_log(&params::get_str(n.params.as_deref(), "level").unwrap_or_default()),
                             _ => false,
                         };
                         if deliver {

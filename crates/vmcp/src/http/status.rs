@@ -27,6 +27,8 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 "protocolVersion": info.as_ref().map(|i| i.protocol_version.clone()),
                 "serverInfo": info.as_ref().map(|i| i.server_info.clone()),
                 "lastError": b.last_error(),
+                "unroutableMessages": b.status().unroutable(),
+                "isolation": b.isolation(),
                 "counts": catalog.counts_for(name),
             })
         })

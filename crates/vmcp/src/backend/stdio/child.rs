@@ -1,23 +1,19 @@
-//! The stdio transport: one child process per backend, speaking newline-delimited JSON-RPC on
-//! stdin/stdout, shared by every client session through a [`Mux`].
-//!
-//! A supervisor task owns the child. Each run: spawn (own process group), `initialize` +
-//! `notifications/initialized`, then serve until the process exits, a pipe breaks or the backend
-//! is shut down. Then the run's mux is closed (pending requests fail at once), the whole process
-//! group is terminated and the child reaped, and the supervisor restarts with backoff.
+//! One run of a stdio child process: spawn it in its own process group, `initialize`, serve
+//! newline-delimited JSON-RPC through a [`Mux`] until it exits, a pipe breaks or the run is
+//! stopped; then close the mux (pending requests fail at once), terminate the whole group and reap
+//! the child.
 //!
 //! Invariants:
-//! - Requests are accepted only while a run is Ready; otherwise they fail at once with
-//!   [`BackendError::Unavailable`] (no queueing).
-//! - Before a restart or after shutdown, no process of the old group survives and the child is
-//!   reaped: TERM to the group, up to 2s grace, KILL to the group, wait.
+//! - When [`run`] returns, no process of the child's group survives and the child is reaped: TERM
+//!   to the group, up to 2s grace, KILL to the group, wait.
+//! - The child gets SIGKILL if the gateway dies without cleaning up (`PR_SET_PDEATHSIG`), and
+//!   `kill_on_drop` covers a dropped run.
 //! - stderr is always drained (logged at debug level), so the child never blocks on a full pipe.
-//! - Stdio backends get no per-request credentials, only their static `env`; the caller is passed
-//!   through to the mux for cancellation only.
+//! - stdout lines are bounded by [`MAX_MESSAGE_BYTES`]; longer ones are skipped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
@@ -27,9 +23,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::mux::{Backoff, Mux, Outbound};
-use super::{BackendError, BackendSpec, Status};
 use crate::auth::Caller;
+use crate::backend::mux::{Mux, Outbound, Routing};
+use crate::backend::{BackendError, BackendSpec, ServerInfo};
 use crate::protocol::Message;
 
 /// Longest stdout line accepted (a message); longer ones are skipped, so a misbehaving child
@@ -40,105 +36,47 @@ const MAX_STDERR_LINE: usize = 64 * 1024;
 /// Grace period between TERM and KILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
-/// A backend reached over stdio.
-pub struct StdioBackend {
-    shared: Arc<Shared>,
-    supervisor: super::mux::Supervisor,
+/// What one run of a child needs.
+pub(super) struct Run<'a> {
+    /// The backend.
+    pub spec: &'a BackendSpec,
+    /// How the child's unsolicited messages are attributed.
+    pub routing: Routing,
+    /// Ends the run.
+    pub stop: &'a CancellationToken,
+    /// Where the running child's pid is published (0 when none).
+    pub pid: &'a AtomicU32,
 }
 
-struct Shared {
-    spec: BackendSpec,
-    status: Status,
-    /// The current run's mux while it is Ready.
-    conn: super::mux::Current,
-    /// The current child's pid (0 when none).
-    pid: AtomicU32,
-    stop: CancellationToken,
-}
-
-impl StdioBackend {
-    /// Starts the supervisor, which spawns the process and keeps it running. Must be called
-    /// inside a Tokio runtime.
-    pub fn start(spec: BackendSpec) -> Self {
-        let shared = Arc::new(Shared {
-            spec,
-            status: Status::default(),
-            conn: Default::default(),
-            pid: AtomicU32::new(0),
-            stop: CancellationToken::new(),
-        });
-        let supervisor =
-            super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
-        Self { shared, supervisor }
-    }
-
-    /// The session of the current run, shared by every client request (see [`Mux`]), or
-    /// why there is none.
-    pub fn mux(&self) -> Result<Arc<Mux>, BackendError> {
-        self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
-    }
-
-    /// The pid of the running child (also its process group id), for diagnostics.
-    pub fn pid(&self) -> Option<u32> {
-        match self.shared.pid.load(Ordering::Relaxed) {
-            0 => None,
-            pid => Some(pid),
-        }
-    }
-
-    /// Connection status (state, server info, last error, change feed).
-    pub fn status(&self) -> &Status {
-        &self.shared.status
-    }
-
-    /// See [`super::Backend::shutdown`]. Stops the supervisor, terminates the process group and
-    /// reaps the child before returning. Idempotent; concurrent calls all wait for the first.
-    pub async fn shutdown(&self) {
-        self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status).await;
-    }
-}
-
-async fn supervise(shared: Arc<Shared>) {
-    let mut backoff = Backoff::new();
-    loop {
-        let started = Instant::now();
-        run_once(&shared).await;
-        if shared.stop.is_cancelled() {
-            return;
-        }
-        let delay = backoff.delay(started.elapsed());
-        tracing::info!(backend = %shared.spec.name, ?delay, "stdio backend down; restarting");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shared.stop.cancelled() => return,
-        }
-        shared.status.connecting();
-    }
-}
-
-/// One run of the child: spawn, handshake, serve. Returns once the run is over and the process
-/// group is gone; status is Down (with the reason) unless the backend is stopping.
-async fn run_once(shared: &Shared) {
-    let name = &shared.spec.name;
-    let mut child = match spawn(shared) {
+/// One run of the child: spawn, handshake, serve. `ready` gets the mux once the handshake is
+/// done. `gone` is told why the run ended (`None`: stopped) as soon as it ends, before the mux is
+/// closed and the group torn down, so callers stop routing to it first. Returns once the process
+/// group is gone.
+pub(super) async fn run(
+    r: Run<'_>,
+    ready: impl FnOnce(&Arc<Mux>, ServerInfo) + Send,
+    gone: impl FnOnce(Option<&str>) + Send,
+) {
+    let name = &r.spec.name;
+    let mut child = match spawn(r.spec) {
         Ok(child) => child,
         Err(reason) => {
             tracing::warn!(backend = %name, %reason, "stdio backend failed to start");
-            shared.status.down(reason);
+            gone(Some(&reason));
             return;
         }
     };
     let pid = child.id().unwrap_or(0);
-    shared.pid.store(pid, Ordering::Relaxed);
+    r.pid.store(pid, Ordering::Relaxed);
     // `process_group(0)` makes the child the leader of a group whose id is its pid.
     let pgid = Pid::from_raw(pid as i32);
 
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
         // Cannot happen with all three piped; clean up rather than panic.
-        shared.status.down("child pipes unavailable");
+        gone(Some("child pipes unavailable"));
         terminate_group(&mut child, pgid).await;
-        shared.pid.store(0, Ordering::Relaxed);
+        r.pid.store(0, Ordering::Relaxed);
         return;
     };
     // Detached on purpose: it ends at EOF, once every process of the group has closed stderr.
@@ -148,13 +86,14 @@ async fn run_once(shared: &Shared) {
     let mux = Arc::new(Mux::new(
         name.clone(),
         Arc::new(StdinOutbound { tx, backend: name.clone() }),
-        shared.spec.events.clone(),
+        r.spec.events.clone(),
+        r.routing,
     ));
     let mut reader = tokio::spawn(read_stdout(stdout, (*mux).clone(), name.clone()));
 
     let outcome = tokio::select! {
-        _ = shared.stop.cancelled() => None,
-        reason = serve(shared, &mux) => Some(reason),
+        _ = r.stop.cancelled() => None,
+        reason = serve(r.spec, &mux, ready) => Some(reason),
         status = child.wait() => Some(match status {
             Ok(status) => format!("process exited: {status}"),
             Err(e) => format!("waiting for process: {e}"),
@@ -164,24 +103,16 @@ async fn run_once(shared: &Shared) {
     };
 
     // Stop routing to this run first, so new requests fail fast while the group is torn down.
-    shared.conn.set(None);
-    let reason = match &outcome {
-        Some(reason) => {
-            tracing::warn!(backend = %name, %reason, "stdio backend down");
-            shared.status.down(reason.clone());
-            reason.as_str()
-        }
-        None => "backend shut down",
-    };
-    mux.close(reason);
+    gone(outcome.as_deref());
+    mux.close(outcome.as_deref().unwrap_or("backend shut down"));
     reader.abort();
     writer.abort();
     terminate_group(&mut child, pgid).await;
-    shared.pid.store(0, Ordering::Relaxed);
+    r.pid.store(0, Ordering::Relaxed);
 }
 
-fn spawn(shared: &Shared) -> Result<Child, String> {
-    let config = &shared.spec.config;
+fn spawn(spec: &BackendSpec) -> Result<Child, String> {
+    let config = &spec.config;
     let program = config.command.as_deref().ok_or("no command configured")?;
     let mut cmd = Command::new(program);
     cmd.args(&config.args)
@@ -195,20 +126,27 @@ fn spawn(shared: &Shared) -> Result<Child, String> {
     if let Some(cwd) = &config.cwd {
         cmd.current_dir(cwd);
     }
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe. Should the gateway die without its cleanup (SIGKILL, a crash), the
+    // kernel then kills the child instead of leaving it orphaned.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
     cmd.spawn().map_err(|e| format!("spawning {program}: {e}"))
 }
 
-/// Handshake, then mark Ready and serve until the run ends elsewhere (this never returns after a
-/// successful handshake). Returns why the handshake failed.
-async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
-    match mux.initialize(shared.spec.timeout).await {
+/// Handshake, then hand the mux to `ready` and serve until the run ends elsewhere (this never
+/// returns after a successful handshake). Returns why the handshake failed.
+async fn serve(
+    spec: &BackendSpec,
+    mux: &Arc<Mux>,
+    ready: impl FnOnce(&Arc<Mux>, ServerInfo),
+) -> String {
+    match mux.initialize(spec.timeout).await {
         Err(reason) => return reason,
-        Ok(info) => {
-            tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "stdio backend ready");
-            // Connection first: readers react to Ready at once and must find it.
-            shared.conn.set(Some(mux.clone()));
-            shared.status.ready(info);
-        }
+        Ok(info) => ready(mux, info),
     }
     std::future::pending().await
 }
@@ -348,7 +286,7 @@ impl Outbound for StdinOutbound {
     fn send<'a>(
         &'a self,
         _caller: &'a Caller,
-        _headers: &'a super::Forwarded,
+        _headers: &'a crate::backend::Forwarded,
         message: Message,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {

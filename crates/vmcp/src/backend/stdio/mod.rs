@@ -1,0 +1,213 @@
+//! The stdio transport: MCP servers run as child processes speaking newline-delimited JSON-RPC
+//! on stdin/stdout.
+//!
+//! Every stdio backend has the gateway's own child, kept running by a supervisor that restarts it
+//! with backoff: discovery, catalog refreshes and `/status` use it, and so does every client when
+//! the backend's `isolation` is `shared`. With `perPrincipal` or `perSession`, client requests go
+//! to children of their own ([`pool`]), keyed by the request's [`Owner`].
+//!
+//! Invariants:
+//! - Requests are accepted only while the gateway's child is Ready; otherwise they fail at once
+//!   with [`BackendError::Unavailable`] (no queueing).
+//! - A request reaches the child of its owner (or the shared one); answers to server-to-client
+//!   requests and notifications go to the child the request ran on and never start one.
+//! - Stdio backends get no per-request credentials, only their static `env`; the caller decides
+//!   which child serves a request and is passed to the mux for cancellation.
+//! - No child outlives the backend: shutdown stops the supervisor and every pooled child and
+//!   returns once their process groups are gone (see [`child`]).
+
+mod child;
+mod pool;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::mux::{Backoff, Mux, Owner, Routing};
+use super::{BackendError, BackendSpec, Status};
+use crate::auth::Caller;
+use crate::config::{DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_IDLE_TIMEOUT, Isolation};
+
+/// A backend reached over stdio.
+pub struct StdioBackend {
+    shared: Arc<Shared>,
+    supervisor: super::mux::Supervisor,
+    /// Dedicated children; `None` with `isolation: shared`.
+    pool: Option<pool::Pool>,
+}
+
+struct Shared {
+    spec: BackendSpec,
+    status: Status,
+    /// The gateway's child's mux while it is Ready.
+    conn: super::mux::Current,
+    /// The gateway's child's pid (0 when none).
+    pid: AtomicU32,
+    stop: CancellationToken,
+}
+
+impl StdioBackend {
+    /// Starts the supervisor, which spawns the gateway's child and keeps it running. Must be
+    /// called inside a Tokio runtime.
+    pub fn start(spec: BackendSpec) -> Self {
+        let status = Status::default();
+        let stop = CancellationToken::new();
+        let pool = match spec.isolation {
+            Isolation::Shared => None,
+            Isolation::PerPrincipal | Isolation::PerSession => Some(pool::Pool::new(
+                spec.clone(),
+                spec.config.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES),
+                spec.config.process_idle_timeout.unwrap_or(DEFAULT_PROCESS_IDLE_TIMEOUT),
+                status.unroutable.clone(),
+                stop.child_token(),
+            )),
+        };
+        let shared = Arc::new(Shared {
+            spec,
+            status,
+            conn: Default::default(),
+            pid: AtomicU32::new(0),
+            stop,
+        });
+        let supervisor =
+            super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
+        Self { shared, supervisor, pool }
+    }
+
+    /// The gateway's own child's session (shared by every client with `isolation: shared`), or
+    /// why there is none.
+    pub fn mux(&self) -> Result<Arc<Mux>, BackendError> {
+        self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
+    }
+
+    /// Whose child a request by `caller` for client session `session` runs on; `None`: the
+    /// shared one.
+    fn owner(&self, caller: &Caller, session: Option<u64>) -> Option<Owner> {
+        if matches!(caller, Caller::System) {
+            return None;
+        }
+        match self.shared.spec.isolation {
+            Isolation::Shared => None,
+            Isolation::PerPrincipal => Some(Owner::of(caller, None)),
+            Isolation::PerSession => Some(Owner::of(caller, session)),
+        }
+    }
+
+    /// The session a request runs on: the shared child's, or its owner's own (started on first
+    /// use).
+    pub async fn mux_for(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Arc<Mux>, BackendError> {
+        // The gateway's child being down means the backend is down for everyone.
+        let shared = self.mux()?;
+        match (&self.pool, self.owner(caller, session)) {
+            (Some(pool), Some(owner)) => pool.acquire(&owner).await,
+            _ => Ok(shared),
+        }
+    }
+
+    /// The session an answer or notification for `caller` goes to: the child its requests run
+    /// on, if it is running (`None` when it is not, so nothing is started for it).
+    pub fn mux_existing(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Option<Arc<Mux>>, BackendError> {
+        match (&self.pool, self.owner(caller, session)) {
+            (Some(pool), Some(owner)) => Ok(pool.existing(&owner)),
+            _ => self.mux().map(Some),
+        }
+    }
+
+    /// Stops the child dedicated to client session `session` (`perSession`); the principal's
+    /// children under `perPrincipal` live on until idle.
+    pub fn end_session(&self, session: u64) {
+        if let (Some(pool), Isolation::PerSession) = (&self.pool, self.shared.spec.isolation) {
+            pool.end(|o| o.session == Some(session));
+        }
+    }
+
+    /// The isolation mode, how many dedicated children are starting or serving, and how many
+    /// requests are in flight on all children.
+    pub fn isolation(&self) -> (Isolation, usize, usize) {
+        let shared = self.mux().map_or(0, |m| m.in_flight());
+        let (children, in_flight) = self.pool.as_ref().map_or((0, 0), |p| (p.len(), p.in_flight()));
+        (self.shared.spec.isolation, children, shared + in_flight)
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    /// The pid of the gateway's child (also its process group id), for diagnostics.
+    pub fn pid(&self) -> Option<u32> {
+        match self.shared.pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// Connection status (state, server info, last error, change feed).
+    pub fn status(&self) -> &Status {
+        &self.shared.status
+    }
+
+    /// See [`super::Backend::shutdown`]. Stops the supervisor and every dedicated child; returns
+    /// once every process group is gone and reaped. Idempotent; concurrent calls all wait.
+    pub async fn shutdown(&self) {
+        let pool = async {
+            if let Some(pool) = &self.pool {
+                pool.shutdown().await;
+            }
+        };
+        let supervisor = self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status);
+        futures::join!(pool, supervisor);
+    }
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        run_once(&shared).await;
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let delay = backoff.delay(started.elapsed());
+        tracing::info!(backend = %shared.spec.name, ?delay, "stdio backend down; restarting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        shared.status.connecting();
+    }
+}
+
+/// One run of the gateway's child. Returns once it is over and the process group is gone;
+/// status is Down (with the reason) unless the backend is stopping.
+async fn run_once(shared: &Shared) {
+    let routing = Routing { owner: None, unroutable: shared.status.unroutable.clone() };
+    let r = child::Run { spec: &shared.spec, routing, stop: &shared.stop, pid: &shared.pid };
+    child::run(
+        r,
+        |mux, info| {
+            tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "stdio backend ready");
+            // Connection first: readers react to Ready at once and must find it.
+            shared.conn.set(Some(mux.clone()));
+            shared.status.ready(info);
+        },
+        |why| {
+            shared.conn.set(None);
+            if let Some(reason) = why {
+                tracing::warn!(backend = %shared.spec.name, %reason, "stdio backend down");
+                shared.status.down(reason);
+            }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,270 @@
+//! Child processes of one stdio backend dedicated to one principal (`isolation: perPrincipal`) or
+//! one client session (`perSession`), started on first use and stopped when idle.
+//!
+//! Invariants:
+//! - A child serves only requests whose [`Owner`] is its key, so everything it sends belongs to
+//!   that owner; its mux knows the owner and tags backend-level events with the client session.
+//! - At most `max` children are starting or serving; when full, the least recently used idle one
+//!   (no request in flight) is stopped to make room, and if none is idle the request fails at once
+//!   with [`BackendError::Unavailable`] naming the limit (no queueing).
+//! - A child with no request in flight for `idle` is stopped; a child that exits is forgotten at
+//!   once, and the next request for its owner starts a new one.
+//! - Each key starts one child at a time: concurrent first requests wait for the same start,
+//!   which runs in its own task so a caller that gives up cannot orphan it.
+//! - [`Pool::shutdown`] stops every child and returns once their process groups are gone.
+//! - The slot map sits behind a `std::sync::Mutex` held for map operations only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::child;
+use crate::backend::mux::{Mux, Owner, Routing};
+use crate::backend::{BackendError, BackendSpec};
+
+/// How far a child's start has got.
+#[derive(Clone)]
+enum Start {
+    Starting,
+    Ready(Arc<Mux>),
+    Failed(String),
+}
+
+/// One owner's child.
+struct Slot {
+    state: watch::Sender<Start>,
+    stop: CancellationToken,
+    pid: AtomicU32,
+    /// Milliseconds since the pool's epoch at the last request.
+    last_used: AtomicU64,
+}
+
+impl Slot {
+    fn mux(&self) -> Option<Arc<Mux>> {
+        match &*self.state.borrow() {
+            Start::Ready(mux) => Some(mux.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether it can be stopped without failing anyone: started and nothing in flight.
+    fn idle(&self) -> bool {
+        self.mux().is_some_and(|m| m.in_flight() == 0)
+    }
+}
+
+struct Inner {
+    spec: BackendSpec,
+    max: usize,
+    unroutable: Arc<AtomicU64>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    slots: Mutex<HashMap<Owner, Arc<Slot>>>,
+    epoch: Instant,
+}
+
+impl Inner {
+    fn slots(&self) -> MutexGuard<'_, HashMap<Owner, Arc<Slot>>> {
+        // Every critical section is a single map operation, so a poisoned lock is still sound.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Drops `slot` from the map if it is still the one for `owner`.
+    fn forget(&self, owner: &Owner, slot: &Arc<Slot>) {
+        let mut slots = self.slots();
+        if slots.get(owner).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(owner);
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> BackendError {
+        BackendError::Unavailable { backend: self.spec.name.to_string(), reason }
+    }
+}
+
+/// The dedicated children of one stdio backend.
+pub(super) struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl Pool {
+    /// A pool for `spec`, holding at most `max` children and stopping those idle for `idle`.
+    /// `stop` ends every child (the backend's shutdown).
+    pub fn new(
+        spec: BackendSpec,
+        max: usize,
+        idle: Duration,
+        unroutable: Arc<AtomicU64>,
+        stop: CancellationToken,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            spec,
+            max: max.max(1),
+            unroutable,
+            stop,
+            tracker: TaskTracker::new(),
+            slots: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        });
+        inner.tracker.spawn(reap(Arc::downgrade(&inner), inner.stop.clone(), idle));
+        Self { inner }
+    }
+
+    /// The mux of `owner`'s child, starting one if it has none.
+    pub async fn acquire(&self, owner: &Owner) -> Result<Arc<Mux>, BackendError> {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return Err(inner.unavailable("shut down".into()));
+        }
+        let slot = {
+            let mut slots = inner.slots();
+            match slots.get(owner) {
+                Some(slot) => slot.clone(),
+                None => {
+                    if slots.len() >= inner.max && !evict_one(&mut slots) {
+                        return Err(inner.unavailable(format!(
+                            "all {} client processes are busy (maxProcesses)",
+                            inner.max
+                        )));
+                    }
+                    let slot = Arc::new(Slot {
+                        state: watch::channel(Start::Starting).0,
+                        stop: inner.stop.child_token(),
+                        pid: AtomicU32::new(0),
+                        last_used: AtomicU64::new(inner.now_ms()),
+                    });
+                    slots.insert(owner.clone(), slot.clone());
+                    inner.tracker.spawn(run(inner.clone(), owner.clone(), slot.clone()));
+                    slot
+                }
+            }
+        };
+        slot.last_used.store(inner.now_ms(), Ordering::Relaxed);
+        let mut rx = slot.state.subscribe();
+        let started = rx.wait_for(|s| !matches!(s, Start::Starting)).await.map(|s| s.clone());
+        match started {
+            Ok(Start::Ready(mux)) => Ok(mux),
+            Ok(Start::Failed(reason)) => {
+                Err(inner.unavailable(format!("starting a process for this client: {reason}")))
+            }
+            // The run ended without a word: only on shutdown.
+            Ok(Start::Starting) | Err(_) => Err(inner.unavailable("shut down".into())),
+        }
+    }
+
+    /// The mux of `owner`'s running child, if it has one (answers and notifications go only to
+    /// a child that exists; they never start one).
+    pub fn existing(&self, owner: &Owner) -> Option<Arc<Mux>> {
+        self.inner.slots().get(owner).and_then(|s| s.mux())
+    }
+
+    /// Stops the children of every owner `matches` picks (a client session that ended).
+    pub fn end(&self, matches: impl Fn(&Owner) -> bool) {
+        let ended: Vec<Arc<Slot>> = {
+            let mut slots = self.inner.slots();
+            let owners: Vec<Owner> = slots.keys().filter(|o| matches(o)).cloned().collect();
+            owners.iter().filter_map(|o| slots.remove(o)).collect()
+        };
+        for slot in ended {
+            slot.stop.cancel();
+        }
+    }
+
+    /// Children starting or serving.
+    pub fn len(&self) -> usize {
+        self.inner.slots().len()
+    }
+
+    /// Requests in flight on all children.
+    pub fn in_flight(&self) -> usize {
+        self.inner.slots().values().filter_map(|s| s.mux()).map(|m| m.in_flight()).sum()
+    }
+
+    /// Stops every child and waits until their process groups are gone.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+/// Stops the least recently used idle child to make room; `false` when none is idle.
+fn evict_one(slots: &mut HashMap<Owner, Arc<Slot>>) -> bool {
+    let victim = slots
+        .iter()
+        .filter(|(_, s)| s.idle())
+        .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+        .map(|(o, _)| o.clone());
+    match victim.and_then(|o| slots.remove(&o)) {
+        Some(slot) => {
+            slot.stop.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// One child's life: started for `owner`, gone from the map the moment it ends.
+async fn run(inner: Arc<Inner>, owner: Owner, slot: Arc<Slot>) {
+    let routing = Routing { owner: Some(owner.clone()), unroutable: inner.unroutable.clone() };
+    let r = child::Run { spec: &inner.spec, routing, stop: &slot.stop, pid: &slot.pid };
+    child::run(
+        r,
+        |mux, _info| {
+            tracing::info!(
+                backend = %inner.spec.name,
+                pid = slot.pid.load(Ordering::Relaxed),
+                session = ?owner.session,
+                "stdio process started for a client"
+            );
+            slot.state.send_replace(Start::Ready(mux.clone()));
+        },
+        |why| {
+            inner.forget(&owner, &slot);
+            if let Some(reason) = why {
+                tracing::info!(backend = %inner.spec.name, %reason, "client stdio process ended");
+            }
+            // Also releases the mux of a run that was ready.
+            slot.state.send_replace(Start::Failed(why.unwrap_or("stopped").to_owned()));
+        },
+    )
+    .await;
+}
+
+/// Stops children idle for longer than `idle`, checking a few times per period.
+async fn reap(inner: std::sync::Weak<Inner>, stop: CancellationToken, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let now = inner.now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let expired: Vec<Arc<Slot>> = {
+            let mut slots = inner.slots();
+            let owners: Vec<Owner> = slots
+                .iter()
+                .filter(|(_, s)| {
+                    s.idle() && now.saturating_sub(s.last_used.load(Ordering::Relaxed)) >= idle_ms
+                })
+                .map(|(o, _)| o.clone())
+                .collect();
+            owners.iter().filter_map(|o| slots.remove(o)).collect()
+        };
+        for slot in expired {
+            tracing::debug!(backend = %inner.spec.name, "idle client stdio process stopped");
+            slot.stop.cancel();
+        }
+    }
+}
