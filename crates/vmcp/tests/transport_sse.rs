@@ -77,6 +77,7 @@ fn spec(url: String) -> BackendSpec {
         timeout: Duration::from_secs(20),
         auth: OutgoingAuth::Unauthenticated,
         events,
+        limits: Default::default(),
     }
 }
 

@@ -38,6 +38,7 @@ fn spec() -> Option<BackendSpec> {
         timeout: Duration::from_secs(20),
         auth: OutgoingAuth::Unauthenticated,
         events,
+        limits: Default::default(),
     })
 }
 

@@ -16,6 +16,7 @@
 //! - Dropping a request future before it completes cancels the request at the backend
 //!   (`notifications/cancelled`).
 
+pub mod limit;
 pub mod mux;
 pub mod registry;
 pub mod sse;
@@ -301,6 +302,8 @@ pub struct BackendSpec {
     pub auth: crate::auth::outgoing::OutgoingAuth,
     /// Where backend-level notifications go.
     pub events: EventSender,
+    /// Reply size and session limits (HTTP transports).
+    pub limits: limit::BackendLimits,
 }
 
 /// Connection status shared between a transport's tasks and readers. Cheap to read.

@@ -48,6 +48,7 @@ impl Backends {
                     http.clone(),
                 )?,
                 events: events.clone(),
+                limits: super::limit::BackendLimits::from_config(&config.operational),
             };
             let backend = match b.transport {
                 TransportKind::StreamableHttp => {
