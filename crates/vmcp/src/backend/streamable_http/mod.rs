@@ -424,7 +424,10 @@ impl Inner {
             Some(r) => r,
             None => return false,
         };
-        let mut events = SseByteStream::new(resp.bytes_stream());
+        let mut events = SseByteStream::new(crate::backend::limit::sse_bytes(
+            resp,
+            self.spec.limits.max_reply_bytes,
+        ));
         loop {
             let event = tokio::select! {
                 // The subscription set changed: reopen with the new one.

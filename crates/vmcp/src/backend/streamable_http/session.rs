@@ -249,7 +249,10 @@ impl Inner {
                     {
                         let lease = Lease { slot, session: session.clone() };
                         if let Err(e) = self.renew(&Caller::System, &lease, None).await {
+                            // Without its own session the gateway would miss list_changed:
+                            // let the supervisor reconnect with backoff instead.
                             tracing::warn!(backend = %self.spec.name, error = %e, "renewing the gateway's backend session failed");
+                            self.status.down(e.to_string());
                         }
                     } else {
                         session.listener.cancel();
