@@ -187,6 +187,52 @@ async fn idle_principal_session_is_ended_with_its_principals_credentials() {
     assert_ne!(again, first, "a new session after the idle one ended");
 }
 
+/// With room for one pooled session: while the first principal's session is busy, a second
+/// principal's request fails at once naming the limit; once it is idle, it is ended (with its own
+/// principal's latest credentials) to make room.
+#[tokio::test]
+async fn full_pool_ends_the_least_recently_used_idle_session() {
+    let idp = idp("full_pool_ends_the_least_recently_used_idle_session").await;
+    let h = Fixture::http("legacy", "h");
+    let gw = oidc_gateway(&idp, &h, "operational:\n  backendSessions:\n    maxPerBackend: 1\n");
+    let mut alice = gw.client();
+    alice.bearer = Some(token(&idp, "alice").await);
+    let sa = session_of(&alice.tool(true, "h_whoami", json!({})).await);
+    let mut bob = gw.client();
+    bob.bearer = Some(token(&idp, "bob").await);
+
+    // Alice's session is busy (her call has reached the backend): no room for bob, and he is
+    // told so at once.
+    let ta = token(&idp, "alice").await;
+    alice.bearer = Some(ta.clone());
+    let busy = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.tool(true, "h_sleep", json!({ "ms": 3000 })).await })
+    };
+    let seen = json!(format!("Bearer {ta}"));
+    poll(Duration::from_secs(10), "alice's call at the backend", || async {
+        request_log(&h.url).await.iter().any(|e| e["authorization"] == seen).then_some(())
+    })
+    .await;
+    let r = bob.tool(true, "h_whoami", json!({})).await;
+    assert_eq!(r.error_code(), -32001, "{:?}", r.message);
+    let msg = r.error()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("operational.backendSessions.maxPerBackend"), "{msg}");
+    assert_eq!(busy.await.expect("alice's call").text(), "Slept 3000 ms");
+
+    // Idle now: alice's session is ended to make room for bob's, with alice's credentials.
+    let r = bob.tool(true, "h_whoami", json!({})).await;
+    assert_ne!(session_of(&r), sa);
+    let delete = poll(Duration::from_secs(10), "the evicted session's DELETE", || async {
+        request_log(&h.url)
+            .await
+            .into_iter()
+            .find(|e| e["method"] == "DELETE" && e["session"] == json!(sa))
+    })
+    .await;
+    assert_eq!(delete["authorization"], json!(format!("Bearer {ta}")));
+}
+
 /// The backend forgets every session (as after a restart on the same port). Each pool entry is
 /// renewed with its own caller: a principal's with that principal's token of the request that
 /// found it gone, the gateway's own as System (no credentials); list_changed still reaches the
