@@ -130,17 +130,18 @@ impl HttpBackend {
             let current = session_of(&lease);
             result = inner.post(caller, Post { session: current.as_deref(), ..base }).await;
         }
-        if let (Ok(_), Some(lease)) = (&result, &lease)
-            && ARMS_LISTENER.contains(&method)
-        {
-            inner.arm(&info, lease);
-        }
         let reply = match result {
             Ok(resp) => inner.read_reply(resp, id, &ctx).await,
             // Modern backends answer protocol errors (-32021, -32602, ...) with 4xx and a body.
             Err(PostError::Status(_, Some(Message::Error(e)))) => Ok(Reply::Error(e.error)),
             Err(e) => Err(inner.failed(e)),
         };
+        if let (Ok(Reply::Result(_)), Some(lease)) = (&reply, &lease)
+            && ARMS_LISTENER.contains(&method)
+        {
+            // From now on the backend reports on this session's GET stream.
+            inner.arm(&info, lease);
+        }
         // A transport failure may leave the request running at the backend: cancel it there.
         guard.armed = matches!(reply, Err(BackendError::Transport { .. }));
         reply

@@ -145,6 +145,11 @@ impl Inner {
         caller: &Caller,
         client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Arc<LegacySession>, BackendError> {
+        // The pool's promise, checked where a session is opened: an entry's session is only
+        // ever opened (or renewed) with the credentials of the principal it belongs to.
+        if Key::of(caller, slot.key.client) != slot.key {
+            return Err(self.unavailable("backend session belongs to another principal"));
+        }
         let cell = slot.cell.load_full();
         let session = cell
             .get_or_try_init(|| async {
@@ -189,7 +194,9 @@ impl Inner {
     /// backend reports on the GET stream (a resource subscription, a log level).
     pub(super) fn arm(self: &Arc<Self>, info: &ServerInfo, lease: &Lease) {
         if !lease.slot.listening.swap(true, Ordering::Relaxed) {
-            self.spawn_listener(info.clone(), lease.session.clone(), &lease.slot);
+            // The entry's current session: `lease`'s may have been renewed meanwhile.
+            let session = lease.slot.current().unwrap_or_else(|| lease.session.clone());
+            self.spawn_listener(info.clone(), session, &lease.slot);
         }
     }
 
