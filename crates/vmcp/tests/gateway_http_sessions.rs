@@ -372,3 +372,38 @@ async fn oversized_reply_fails_fast_naming_the_limit() {
         }
     }
 }
+
+/// The legacy SSE transport caps each event too: a backend whose stream sends an event over
+/// `operational.maxBackendReplyBytes` is refused at once (and retried), with the limit named in
+/// `/status`, instead of being buffered.
+// Multi-threaded: the stub server must serve while `Gateway::start` blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_sse_transport_event_is_refused_naming_the_limit() {
+    // A legacy HTTP+SSE "server" whose stream starts with one 100 kB event and then idles.
+    async fn stream() -> axum::response::Response {
+        let big = format!("event: message\ndata: {}\n\n", "x".repeat(100_000));
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(big))])
+            .chain(futures::stream::pending());
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(body))
+            .unwrap()
+    }
+    use futures::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sse", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/sse", axum::routing::get(stream));
+    let _server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = Gateway::start(&format!(
+        "name: sse-capped\noperational:\n  maxBackendReplyBytes: 65536\n  timeouts:\n    default: 60s\n\
+         backends:\n  - name: big\n    transport: sse\n    url: {url}\n"
+    ));
+    let status =
+        poll(Duration::from_secs(10), "the backend refused for its event size", || async {
+            let b = gw.backend_status("big").await;
+            let error = b["lastError"].as_str().unwrap_or_default().to_owned();
+            error.contains("operational.maxBackendReplyBytes").then_some(b)
+        })
+        .await;
+    assert_ne!(status["state"], "ready", "{status}");
+}
