@@ -327,7 +327,7 @@ impl Inner {
             .map_err(|e| BackendError::Transport { backend: self.spec.name.to_string(), reason: e })
     }
 
-    /// Probes the era; a Legacy backend gets its shared session.
+    /// Probes the era; a Legacy backend gets the gateway's own (System) pool entry, listening.
     async fn connect(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, String> {
         if let Some(info) = self.try_discover(caller).await {
             self.end_slots(self.pool.drain());
