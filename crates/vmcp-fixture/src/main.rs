@@ -10,6 +10,7 @@
 mod conformance;
 mod extra;
 mod fault;
+mod faults;
 mod server;
 
 use std::{io::Write, sync::Arc};
@@ -60,6 +61,9 @@ enum Command {
         /// Never answer these requests (fault injection for tests; repeatable).
         #[arg(long, value_enum)]
         hang_on: Vec<fault::HangOn>,
+        /// Answer every GET with this HTTP status instead of a stream (e.g. 405).
+        #[arg(long)]
+        get_status: Option<u16>,
     },
 }
 
@@ -102,12 +106,13 @@ async fn main() -> anyhow::Result<()> {
                 .context("starting the stdio server")?;
             service.waiting().await.context("serving stdio")?;
         }
-        Command::Http { port, host, json_response, hang_on } => {
+        Command::Http { port, host, json_response, hang_on, get_status } => {
+            let faults = Arc::new(faults::Faults::new(get_status)?);
             let listener = tokio::net::TcpListener::bind((host.as_str(), port))
                 .await
                 .with_context(|| format!("binding {host}:{port}"))?;
             let addr = listener.local_addr().context("reading the bound address")?;
-            let router = fault::layer(http_router(shared, json_response), hang_on);
+            let router = fault::layer(http_router(shared, json_response, faults), hang_on);
             // Tests wait for exactly this line before connecting.
             let host_part =
                 if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
@@ -131,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Builds the axum router serving the fixture at `/mcp`.
-pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
+pub fn http_router(
+    shared: Arc<Shared>,
+    json_response: bool,
+    faults: Arc<faults::Faults>,
+) -> axum::Router {
     let era = shared.settings.era;
     let shared_for_log = shared.clone();
     let config = StreamableHttpServerConfig::default()
@@ -147,6 +156,9 @@ pub fn http_router(shared: Arc<Shared>, json_response: bool) -> axum::Router {
     );
     axum::Router::new()
         .nest_service("/mcp", service)
+        .route("/test/forget-sessions", axum::routing::post(faults::forget))
+        .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::layer))
+        .with_state(faults)
         .layer(axum::middleware::from_fn_with_state(shared_for_log, record_request))
 }
 
@@ -188,7 +200,8 @@ mod tests {
         }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(axum::serve(listener, http_router(shared, false)).into_future());
+        let router = http_router(shared, false, Default::default());
+        tokio::spawn(axum::serve(listener, router).into_future());
         format!("http://{addr}/mcp")
     }
 

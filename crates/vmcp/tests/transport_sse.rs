@@ -80,6 +80,7 @@ fn spec(url: String) -> BackendSpec {
         auth: OutgoingAuth::Unauthenticated,
         events,
         isolation: vmcp::config::Isolation::Shared,
+        limits: Default::default(),
     }
 }
 

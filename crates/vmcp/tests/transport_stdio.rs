@@ -41,6 +41,7 @@ fn spec() -> BackendSpec {
         auth: OutgoingAuth::Unauthenticated,
         events,
         isolation: vmcp::config::Isolation::Shared,
+        limits: Default::default(),
     }
 }
 

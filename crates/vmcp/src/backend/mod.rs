@@ -16,6 +16,7 @@
 //! - Dropping a request future before it completes cancels the request at the backend
 //!   (`notifications/cancelled`).
 
+pub mod limit;
 pub mod mux;
 pub mod registry;
 pub mod sse;
@@ -343,6 +344,8 @@ pub struct BackendSpec {
     pub events: EventSender,
     /// stdio: which clients share a child process (resolved: config or the auth-based default).
     pub isolation: crate::config::Isolation,
+    /// Reply size and session limits (HTTP transports).
+    pub limits: limit::BackendLimits,
 }
 
 /// Connection status shared between a transport's tasks and readers. Cheap to read.

@@ -61,6 +61,7 @@ impl Backends {
                 )?,
                 events: events.clone(),
                 isolation: b.isolation.unwrap_or_else(|| default_isolation(config, &b.name)),
+                limits: super::limit::BackendLimits::from_config(&config.operational),
             };
             let backend = match b.transport {
                 TransportKind::StreamableHttp => {

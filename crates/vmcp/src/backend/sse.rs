@@ -155,7 +155,10 @@ async fn connect(shared: &Shared) -> Result<(Events, Url), String> {
     if !response.status().is_success() {
         return Err(format!("GET returned {}", response.status()));
     }
-    let mut events: Events = Box::pin(SseByteStream::new(response.bytes_stream()));
+    // Each event is capped (`operational.maxBackendReplyBytes`): a stream must not make the
+    // gateway buffer without bound.
+    let capped = super::limit::sse_bytes(response, shared.spec.limits.max_reply_bytes);
+    let mut events: Events = Box::pin(SseByteStream::new(capped));
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| format!("event stream: {e}"))?;
         if event.event.as_deref() != Some("endpoint") {

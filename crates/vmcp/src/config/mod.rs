@@ -227,6 +227,12 @@ pub struct OperationalConfig {
     /// Request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Backend sessions of Streamable HTTP backends (see `backend_sessions.rs`).
+    #[serde(default)]
+    pub backend_sessions: BackendSessionsConfig,
+    /// Largest HTTP backend reply (JSON body or one SSE event) in bytes; default 16 MiB.
+    #[serde(default)]
+    pub max_backend_reply_bytes: Option<usize>,
 }
 
 /// `operational.timeouts`.
@@ -285,6 +291,7 @@ impl Config {
 }
 
 pub mod auth;
+pub mod backend_sessions;
 pub mod duration;
 pub mod limits;
 
@@ -292,6 +299,7 @@ pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
     IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
 };
+pub use backend_sessions::BackendSessionsConfig;
 mod auth_validate;
 mod load;
 mod locate;

@@ -3,16 +3,19 @@
 //! At connect the era is probed: `server/discover` (2026-07-28) first, then `initialize`.
 //! - A Modern backend is called statelessly: each request carries `_meta` and the standard headers,
 //!   and one `subscriptions/listen` stream carries its list_changed notifications.
-//! - A Legacy backend gets a shared session at connect (discovery, Modern clients, background
-//!   work) and one session per Legacy client session ([`session`]), opened on that client's first
-//!   request and ended with it. A session the backend forgets (404) is re-opened once.
+//! - A Legacy backend's sessions come from a principal-aware [`pool`]: the gateway's own (opened
+//!   at connect, for discovery and list_changed), one per Legacy client session, one per
+//!   principal for its Modern clients. A session the backend forgets (404) is renewed in its
+//!   entry, with the credentials of the request that found it gone ([`session`]).
 //!
 //! Each POST is answered as JSON or as an SSE stream carrying the request's notifications and
-//! server-to-client requests before its response ([`post`]).
+//! server-to-client requests before its response ([`post`]); replies are read through the size
+//! cap of [`crate::backend::limit`].
 //!
 //! Invariant: the credentials on each POST come from that request's `Caller`; sessions hold only
-//! ids and versions.
+//! ids and versions, and the pool only bindings.
 
+mod pool;
 mod post;
 mod session;
 
@@ -20,14 +23,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use sse_stream::SseByteStream;
 use tokio_util::sync::CancellationToken;
 
+use self::pool::Pool;
 use self::post::{Post, PostError};
-use self::session::{ClientSessions, LegacySession};
+use self::session::{Lease, LegacySession};
 use super::{
     BackendError, BackendEvent, BackendSpec, CallContext, Reply, ServerInfo, State, Status,
 };
@@ -43,10 +46,8 @@ struct Inner {
     spec: BackendSpec,
     client: reqwest::Client,
     status: Status,
-    /// The shared Legacy session, when the backend is Legacy and connected.
-    shared: ArcSwapOption<LegacySession>,
-    /// Legacy sessions of individual client sessions.
-    clients: ClientSessions,
+    /// Legacy backend sessions, by whom they serve.
+    pool: Pool,
     next_id: AtomicI64,
     stop: CancellationToken,
     /// Resource URIs carried on a Modern backend's listen stream.
@@ -57,27 +58,35 @@ struct Inner {
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Upper bound on establishing a TCP (and TLS) connection to a backend.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive interval on backend connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 impl HttpBackend {
     /// Starts connecting in the background.
     pub fn start(spec: BackendSpec) -> Self {
         let client = reqwest::Client::builder()
-            .connect_timeout(spec.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(spec.timeout.min(CONNECT_TIMEOUT))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Long-lived GET and listen streams sit idle for long stretches: keepalive probes
+            // notice a peer that vanished without closing the connection.
+            .tcp_keepalive(TCP_KEEPALIVE)
             .build()
             .unwrap_or_default();
+        let pool = Pool::new(spec.limits.max_sessions, spec.limits.session_idle);
         let inner = Arc::new(Inner {
             spec,
             client,
             status: Status::default(),
-            shared: ArcSwapOption::empty(),
-            clients: ClientSessions::default(),
+            pool,
             next_id: AtomicI64::new(1),
             stop: CancellationToken::new(),
             listened: Default::default(),
             relisten: tokio::sync::Notify::new(),
         });
         tokio::spawn(supervise(inner.clone()));
+        tokio::spawn(expire_idle(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -94,12 +103,12 @@ impl HttpBackend {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let params = inner.outgoing_params(&info, params, ctx.client_meta.as_ref())?;
         let body = Message::Request(Request::new(Id::Number(id), method, params.clone()));
-        let mut session = inner.legacy_session(&info, caller, &ctx).await?;
+        let mut lease = inner.legacy_lease(&info, caller, &ctx).await?;
         let mut guard = CancelGuard {
             inner: inner.clone(),
             caller: caller.clone(),
             id,
-            session: session.clone(),
+            session: lease.as_ref().map(|l| l.session.clone()),
             armed: true,
         };
         let schema = ctx.tool_schema.as_ref();
@@ -112,13 +121,14 @@ impl HttpBackend {
             tool_schema: schema,
             headers: Some(&ctx.headers),
         };
-        let mut result = inner.post(caller, Post { session: session.as_deref(), ..base }).await;
-        if let (Err(PostError::SessionExpired), Some(stale)) = (&result, &session) {
-            tracing::info!(backend = %inner.spec.name, "backend session expired; opening a new one");
-            inner.renew(caller, stale).await?;
-            session = inner.legacy_session(&info, caller, &ctx).await?;
-            guard.session = session.clone();
-            result = inner.post(caller, Post { session: session.as_deref(), ..base }).await;
+        let session_of = |l: &Option<Lease>| l.as_ref().map(|l| l.session.clone());
+        let current = session_of(&lease);
+        let mut result = inner.post(caller, Post { session: current.as_deref(), ..base }).await;
+        if let (Err(PostError::SessionExpired), Some(stale)) = (&result, &lease) {
+            lease = Some(inner.renew(caller, stale, ctx.client_meta.as_ref()).await?);
+            guard.session = session_of(&lease);
+            let current = session_of(&lease);
+            result = inner.post(caller, Post { session: current.as_deref(), ..base }).await;
         }
         let reply = match result {
             Ok(resp) => inner.read_reply(resp, id, &ctx).await,
@@ -126,6 +136,12 @@ impl HttpBackend {
             Err(PostError::Status(_, Some(Message::Error(e)))) => Ok(Reply::Error(e.error)),
             Err(e) => Err(inner.failed(e)),
         };
+        if let (Ok(Reply::Result(_)), Some(lease)) = (&reply, &lease)
+            && ARMS_LISTENER.contains(&method)
+        {
+            // From now on the backend reports on this session's GET stream.
+            inner.arm(&info, lease);
+        }
         // A transport failure may leave the request running at the backend: cancel it there.
         guard.armed = matches!(reply, Err(BackendError::Transport { .. }));
         reply
@@ -161,12 +177,13 @@ impl HttpBackend {
     ) -> Result<(), BackendError> {
         let inner = &self.inner;
         let info = inner.ready_info()?;
-        let session = match info.era {
-            Era::Legacy => Some(inner.session_for(caller, session, None).await?),
+        let lease = match info.era {
+            Era::Legacy => Some(inner.lease(caller, session, None).await?),
             Era::Modern => None,
         };
+        let session = lease.as_ref().map(|l| &*l.session);
         inner
-            .post(caller, Post::plain(&info, session.as_deref(), msg))
+            .post(caller, Post::plain(&info, session, msg))
             .await
             .map(drop)
             .map_err(|e| inner.failed(e))
@@ -175,9 +192,12 @@ impl HttpBackend {
     /// Ends the backend session of a client session, with the credentials of `caller` (the
     /// principal's current ones, resolved now).
     pub async fn end_session(&self, caller: &Caller, session: u64) {
-        if let Some(s) = self.inner.take_client(session) {
+        let sessions = self.inner.pool.remove_client(session);
+        let sessions = sessions.iter().filter_map(|slot| slot.current());
+        futures::future::join_all(sessions.map(|s| async move {
             self.inner.close_session(caller, &s).await;
-        }
+        }))
+        .await;
     }
 
     /// See [`super::Backend::listen_resource`].
@@ -199,10 +219,14 @@ impl HttpBackend {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.stop.cancel();
-        let mut sessions = inner.take_all_clients();
-        sessions.extend(inner.shared.swap(None));
-        futures::future::join_all(sessions.iter().map(|s| inner.close_session(&Caller::System, s)))
-            .await;
+        // Each entry ends with its own ending caller: the gateway's as System, a principal's
+        // with that principal's current credentials.
+        let slots = inner.pool.drain();
+        futures::future::join_all(slots.iter().filter_map(|slot| {
+            let session = slot.current()?;
+            Some(async move { inner.close_session(&slot.key.ending_caller(), &session).await })
+        }))
+        .await;
         inner.status.stopped();
     }
 }
@@ -265,37 +289,19 @@ impl Inner {
         e.into_backend(&self.spec.name)
     }
 
-    /// The Legacy session for this request: `None` for Modern backends.
-    async fn legacy_session(
+    /// The pool lease for this request: `None` for Modern backends (stateless).
+    async fn legacy_lease(
         self: &Arc<Self>,
         info: &ServerInfo,
         caller: &Caller,
         ctx: &CallContext,
-    ) -> Result<Option<Arc<LegacySession>>, BackendError> {
+    ) -> Result<Option<Lease>, BackendError> {
         match info.era {
             Era::Legacy => {
-                Ok(Some(self.session_for(caller, ctx.session, ctx.client_meta.as_ref()).await?))
+                Ok(Some(self.lease(caller, ctx.session, ctx.client_meta.as_ref()).await?))
             }
             Era::Modern => Ok(None),
         }
-    }
-
-    /// Replaces a session the backend no longer knows: a client's is forgotten (re-opened on
-    /// next use); the shared one is re-opened now.
-    async fn renew(&self, caller: &Caller, stale: &Arc<LegacySession>) -> Result<(), BackendError> {
-        if stale.key.is_some() {
-            self.forget(stale);
-            return Ok(());
-        }
-        let (info, fresh) =
-            self.open_session(caller, None, None).await.map_err(|e| self.unavailable(e))?;
-        let previous = self.shared.compare_and_swap(stale, Some(fresh));
-        if !previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, stale)) {
-            // Someone else renewed it first; theirs stands.
-            return Ok(());
-        }
-        self.status.ready(info);
-        Ok(())
     }
 
     /// Params as the backend's era wants them: Modern backends get the protocol `_meta`.
@@ -321,15 +327,15 @@ impl Inner {
             .map_err(|e| BackendError::Transport { backend: self.spec.name.to_string(), reason: e })
     }
 
-    /// Probes the era; a Legacy backend gets its shared session.
+    /// Probes the era; a Legacy backend gets the gateway's own (System) pool entry, listening.
     async fn connect(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, String> {
         if let Some(info) = self.try_discover(caller).await {
-            self.shared.store(None);
+            self.end_slots(self.pool.drain());
             return Ok(info);
         }
         let (info, session) = self.open_session(caller, None, None).await?;
-        self.shared.store(Some(session.clone()));
-        tokio::spawn(self.clone().listen(info.clone(), session));
+        let slot = self.pool.install_system(session.clone());
+        self.spawn_listener(info.clone(), session, &slot);
         Ok(info)
     }
 
@@ -419,7 +425,10 @@ impl Inner {
             Some(r) => r,
             None => return false,
         };
-        let mut events = SseByteStream::new(resp.bytes_stream());
+        let mut events = SseByteStream::new(crate::backend::limit::sse_bytes(
+            resp,
+            self.spec.limits.max_reply_bytes,
+        ));
         loop {
             let event = tokio::select! {
                 // The subscription set changed: reopen with the new one.
@@ -498,12 +507,11 @@ async fn supervise(inner: Arc<Inner>) {
                         _ = tokio::time::sleep(BACKOFF_START * 4) => {}
                     }
                 }
-                // The backend went away: its sessions are gone with it.
-                if let Some(shared) = inner.shared.swap(None) {
-                    shared.listener.cancel();
-                }
-                for s in inner.take_all_clients() {
-                    s.listener.cancel();
+                // The backend went away: its sessions are gone with it (no DELETE to send).
+                for slot in inner.pool.drain() {
+                    if let Some(s) = slot.current() {
+                        s.listener.cancel();
+                    }
                 }
                 if inner.stop.is_cancelled() {
                     return;
@@ -521,5 +529,32 @@ async fn supervise(inner: Arc<Inner>) {
                 inner.status.connecting();
             }
         }
+    }
+}
+
+/// Methods after which a Legacy backend reports on the session's GET stream, so the session's
+/// entry keeps a listener from then on.
+const ARMS_LISTENER: [&str; 2] = ["resources/subscribe", "logging/setLevel"];
+
+/// Ends principals' backend sessions that have been idle for the configured time, until the
+/// backend stops.
+async fn expire_idle(inner: std::sync::Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.pool.sweep_every(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        let idle = inner.pool.expire();
+        if !idle.is_empty() {
+            tracing::debug!(backend = %inner.spec.name, ended = idle.len(), "ending idle backend sessions");
+        }
+        inner.end_slots(idle);
     }
 }

@@ -8,6 +8,7 @@ use sse_stream::SseByteStream;
 use super::Inner;
 use super::session::LegacySession;
 use crate::auth::Caller;
+use crate::backend::limit::{CappedError, read_body, sse_bytes};
 use crate::backend::{BackendError, CallContext, Reply, ServerInfo};
 use crate::protocol::{self, Era, Id, Message, headers};
 
@@ -108,7 +109,7 @@ impl Inner {
             return Err(PostError::SessionExpired);
         }
         // Modern servers answer protocol errors with 4xx and a JSON-RPC error body.
-        let bytes = resp.bytes().await.unwrap_or_default();
+        let bytes = read_body(resp, self.spec.limits.max_reply_bytes).await.unwrap_or_default();
         Err(PostError::Status(status, Message::parse(&bytes).ok()))
     }
 
@@ -129,7 +130,9 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_sse {
-            let bytes = resp.bytes().await.map_err(|e| transport(describe(&e)))?;
+            let bytes = read_body(resp, self.spec.limits.max_reply_bytes)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
             return match Message::parse(&bytes) {
                 Ok(Message::Response(r)) => Ok(Reply::Result(r.result)),
                 Ok(Message::Error(e)) => Ok(Reply::Error(e.error)),
@@ -137,9 +140,12 @@ impl Inner {
                 Err(e) => Err(transport(format!("unreadable response: {e}"))),
             };
         }
-        let mut events = SseByteStream::new(resp.bytes_stream());
+        let mut events = SseByteStream::new(sse_bytes(resp, self.spec.limits.max_reply_bytes));
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| transport(format!("event stream failed: {e}")))?;
+            let event = event.map_err(|e| match CappedError::too_large_in(&e) {
+                Some(too_large) => transport(too_large.to_string()),
+                None => transport(format!("event stream failed: {e}")),
+            })?;
             let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
             match Message::parse(data.as_bytes()) {
                 Ok(Message::Response(r)) if r.id == Id::Number(id) => {

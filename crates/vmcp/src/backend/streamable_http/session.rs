@@ -1,20 +1,30 @@
-//! Legacy (2025-11-25 and older) backend sessions: the shared one the gateway opens at connect
-//! (discovery, Modern clients, background work) and one per Legacy client session, opened on the
-//! client's first request with the client's own capabilities and ended when the client's session
-//! ends.
+//! Legacy (2025-11-25 and older) backend sessions: opening (`initialize`), ending (DELETE),
+//! leasing one from the pool ([`super::pool`] decides which), renewing one the backend forgot, and
+//! the GET listener that carries the backend's server-initiated notifications.
 //!
-//! Invariant: a session holds its id, version and listener; never a credential. Every exchange on
-//! it takes the caller of the request that causes it.
+//! Invariants:
+//! - A session holds its id, version and listener token; never a credential. Every exchange on
+//!   it takes the caller of the request that causes it; background work is `Caller::System`, and
+//!   ending a session without a request behind it uses the entry's `Caller::Teardown(binding)`.
+//! - At most one listener runs per session, and a session's listener stops when the session is
+//!   renewed, ended, or the backend says there is no stream (405) or no session (404).
+//! - A GET stream is held only where something arrives on it for someone: the gateway's own
+//!   entry (list_changed for the catalog) and entries that subscribed to resources or set a log
+//!   level. An idle client session costs no connection.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures::StreamExt;
 use sse_stream::SseByteStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::pool::{Key, Slot};
 use super::post::{Post, describe};
 use crate::auth::Caller;
+use crate::backend::limit::sse_bytes;
 use crate::backend::{BackendError, BackendEvent, CallContext, Reply, ServerInfo};
 use crate::protocol::{self, Id, Message, Notification, Request, meta};
 
@@ -25,16 +35,9 @@ pub(super) struct LegacySession {
     pub id: Option<String>,
     /// Negotiated version.
     pub version: String,
-    /// The client session this backend session serves; `None` for the shared one.
-    pub key: Option<u64>,
     /// Stops this session's notification listener.
     pub listener: CancellationToken,
 }
-
-/// Per-client sessions, opened once even when a client's first requests race.
-pub(super) type ClientSessions = std::sync::Mutex<
-    std::collections::HashMap<u64, Arc<tokio::sync::OnceCell<Arc<LegacySession>>>>,
->;
 
 impl Inner {
     /// `initialize` + `notifications/initialized`. With `client_meta`, the backend is told the
@@ -42,9 +45,11 @@ impl Inner {
     pub(super) async fn open_session(
         &self,
         caller: &Caller,
-        key: Option<u64>,
+        client: Option<u64>,
         client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<(ServerInfo, Arc<LegacySession>), String> {
+        // Only a client's own entry tells the backend that client's capabilities.
+        let client_meta = client_meta.filter(|_| client.is_some());
         let mut params: serde_json::Value =
             serde_json::from_str(crate::backend::initialize_params().get())
                 .map_err(|e| e.to_string())?;
@@ -88,7 +93,6 @@ impl Inner {
         let session = Arc::new(LegacySession {
             id,
             version: info.protocol_version.clone(),
-            key,
             listener: self.stop.child_token(),
         });
         let note = Message::Notification(Notification::new("notifications/initialized", None));
@@ -115,24 +119,49 @@ impl Inner {
         }
     }
 
-    /// The session a Legacy request uses: its client's own (opened on first use) or the shared one.
-    pub(super) async fn session_for(
+    /// The backend session a Legacy-backend request by `caller` for client session `client` uses:
+    /// its pool entry's (see [`super::pool`]), opened on first use with `caller`'s credentials
+    /// and, for a client's entry, the client's capabilities.
+    pub(super) async fn lease(
         self: &Arc<Self>,
         caller: &Caller,
-        key: Option<u64>,
+        client: Option<u64>,
+        client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Lease, BackendError> {
+        let (slot, evicted) = self
+            .pool
+            .checkout(Key::of(caller, client))
+            .map_err(|full| self.unavailable(full.to_string()))?;
+        self.end_slots(evicted);
+        let session = self.session_of(&slot, caller, client_meta).await?;
+        Ok(Lease { slot, session })
+    }
+
+    /// The entry's current session, or a new one opened with `caller` (who owns the entry: its
+    /// key was derived from this caller).
+    async fn session_of(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        caller: &Caller,
         client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Arc<LegacySession>, BackendError> {
-        let Some(key) = key else {
-            return self.shared.load_full().ok_or_else(|| self.unavailable("no backend session"));
-        };
-        let cell = {
-            let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(key).or_default().clone()
-        };
+        // The pool's promise, checked where a session is opened: an entry's session is only
+        // ever opened (or renewed) with the credentials of the principal it belongs to.
+        if Key::of(caller, slot.key.client) != slot.key {
+            return Err(self.unavailable("backend session belongs to another principal"));
+        }
+        let cell = slot.cell.load_full();
         let session = cell
             .get_or_try_init(|| async {
-                let (info, session) = self.open_session(caller, Some(key), client_meta).await?;
-                tokio::spawn(self.clone().listen(info, session.clone()));
+                let (info, session) =
+                    self.open_session(caller, slot.key.client, client_meta).await?;
+                if slot.listening.load(Ordering::Relaxed) {
+                    self.spawn_listener(info.clone(), session.clone(), slot);
+                }
+                if slot.key == Key::system() {
+                    // A renewed gateway session: rediscover, the backend may have changed.
+                    self.status.ready(info);
+                }
                 Ok::<_, String>(session)
             })
             .await
@@ -140,42 +169,102 @@ impl Inner {
         Ok(session.clone())
     }
 
-    /// Forgets a client's backend session the backend no longer knows, so the next request opens
-    /// a new one.
-    pub(super) fn forget(&self, stale: &LegacySession) {
-        let Some(key) = stale.key else { return };
-        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&key).and_then(|c| c.get()).is_some_and(|s| s.id == stale.id) {
-            map.remove(&key);
+    /// The backend answered 404 for `lease`'s session: it forgot it. Stops that session's
+    /// listener and opens the entry's next session with `caller`, the caller of the request that
+    /// found it gone (the entry's own principal, by its key; `Caller::System` for the gateway's).
+    /// Concurrent renewals of one entry open one session.
+    pub(super) async fn renew(
+        self: &Arc<Self>,
+        caller: &Caller,
+        lease: &Lease,
+        client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Lease, BackendError> {
+        let current = lease.slot.cell.load_full();
+        if current.get().is_some_and(|s| Arc::ptr_eq(s, &lease.session)) {
+            // Only the first to notice replaces the cell; later ones find the new one.
+            lease.slot.cell.compare_and_swap(&current, Arc::new(tokio::sync::OnceCell::new()));
         }
-        stale.listener.cancel();
+        lease.session.listener.cancel();
+        tracing::info!(backend = %self.spec.name, client = ?lease.slot.key.client, "backend session expired; opening a new one");
+        let session = self.session_of(&lease.slot, caller, client_meta).await?;
+        Ok(Lease { slot: lease.slot.clone(), session })
     }
 
-    /// Removes a client's backend session, if it has one.
-    pub(super) fn take_client(&self, key: u64) -> Option<Arc<LegacySession>> {
-        let cell = self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&key)?;
-        cell.get().cloned()
+    /// Keeps a GET listener on `lease`'s entry from now on, after a request whose effects the
+    /// backend reports on the GET stream (a resource subscription, a log level).
+    pub(super) fn arm(self: &Arc<Self>, info: &ServerInfo, lease: &Lease) {
+        if !lease.slot.listening.swap(true, Ordering::Relaxed) {
+            // The entry's current session: `lease`'s may have been renewed meanwhile.
+            let session = lease.slot.current().unwrap_or_else(|| lease.session.clone());
+            self.spawn_listener(info.clone(), session, &lease.slot);
+        }
     }
 
-    /// Every client session, for shutdown.
-    pub(super) fn take_all_clients(&self) -> Vec<Arc<LegacySession>> {
-        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        map.drain().filter_map(|(_, c)| c.get().cloned()).collect()
+    pub(super) fn spawn_listener(
+        self: &Arc<Self>,
+        info: ServerInfo,
+        session: Arc<LegacySession>,
+        slot: &Arc<Slot>,
+    ) {
+        tokio::spawn(self.clone().listen(info, session, Arc::downgrade(slot)));
     }
 
-    /// Holds the session's GET stream open for server-initiated notifications, tagged with the
-    /// client session it serves, until the session ends. Background work: `Caller::System`.
-    pub(super) async fn listen(self: Arc<Self>, info: ServerInfo, session: Arc<LegacySession>) {
-        let mut delay = std::time::Duration::from_millis(500);
+    /// Ends the sessions of entries removed from the pool (evicted or idle), each with its
+    /// entry's ending caller, in the background: the request that made room does not wait.
+    pub(super) fn end_slots(self: &Arc<Self>, slots: Vec<Arc<Slot>>) {
+        for slot in slots {
+            let Some(session) = slot.current() else { continue };
+            session.listener.cancel();
+            let inner = self.clone();
+            tokio::spawn(async move {
+                inner.close_session(&slot.key.ending_caller(), &session).await;
+            });
+        }
+    }
+
+    /// Holds the session's GET stream open for server-initiated notifications until the session
+    /// ends. Background work: `Caller::System`. A 405 means the backend offers no stream: the
+    /// listener stops for good. A 404 means the backend forgot the session: the listener stops
+    /// (the gateway's own entry is renewed at once, so list_changed keeps reaching the catalog;
+    /// a client's is renewed by its next request).
+    async fn listen(
+        self: Arc<Self>,
+        info: ServerInfo,
+        session: Arc<LegacySession>,
+        slot: Weak<Slot>,
+    ) {
+        let mut delay = LISTEN_RETRY_START;
+        let key = match slot.upgrade() {
+            Some(s) => s.key.clone(),
+            None => return,
+        };
         while !session.listener.is_cancelled() {
-            tokio::select! {
+            let outcome = tokio::select! {
                 _ = session.listener.cancelled() => return,
-                opened = self.listen_once(&info, &session) => {
-                    if opened {
-                        delay = std::time::Duration::from_millis(500);
+                o = self.listen_once(&info, &session, &key) => o,
+            };
+            match outcome {
+                Listened::Streamed => delay = LISTEN_RETRY_START,
+                Listened::Failed => delay = (delay * 2).min(LISTEN_RETRY_MAX),
+                Listened::NoStream => {
+                    tracing::debug!(backend = %self.spec.name, "backend offers no GET stream (405); not listening");
+                    return;
+                }
+                Listened::Gone => {
+                    if key == Key::system()
+                        && let Some(slot) = slot.upgrade()
+                    {
+                        let lease = Lease { slot, session: session.clone() };
+                        if let Err(e) = self.renew(&Caller::System, &lease, None).await {
+                            // Without its own session the gateway would miss list_changed:
+                            // let the supervisor reconnect with backoff instead.
+                            tracing::warn!(backend = %self.spec.name, error = %e, "renewing the gateway's backend session failed");
+                            self.status.down(e.to_string());
+                        }
                     } else {
-                        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                        session.listener.cancel();
                     }
+                    return;
                 }
             }
             tokio::select! {
@@ -185,8 +274,8 @@ impl Inner {
         }
     }
 
-    /// One GET stream; `false` when it could not be opened (the backend may not offer one).
-    async fn listen_once(&self, info: &ServerInfo, session: &LegacySession) -> bool {
+    /// One GET stream, read to its end.
+    async fn listen_once(&self, info: &ServerInfo, session: &LegacySession, key: &Key) -> Listened {
         let mut req = self
             .client
             .get(self.url())
@@ -195,31 +284,65 @@ impl Inner {
         if let Some(id) = &session.id {
             req = req.header(protocol::HEADER_SESSION_ID, id);
         }
-        let Ok(req) = self.spec.auth.apply(&Caller::System, req).await else { return false };
+        let Ok(req) = self.spec.auth.apply(&Caller::System, req).await else {
+            return Listened::Failed;
+        };
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                if e.is_connect() && session.key.is_none() {
-                    // The shared session's stream cannot reach the backend: it is down.
+                if e.is_connect() && *key == Key::system() {
+                    // The gateway's stream cannot reach the backend: it is down.
                     self.status.down(describe(&e));
                 }
-                return false;
+                return Listened::Failed;
             }
         };
-        if !resp.status().is_success() {
-            return false;
+        match resp.status() {
+            s if s.is_success() => {}
+            reqwest::StatusCode::METHOD_NOT_ALLOWED => return Listened::NoStream,
+            reqwest::StatusCode::NOT_FOUND if session.id.is_some() => return Listened::Gone,
+            _ => return Listened::Failed,
         }
-        let mut events = SseByteStream::new(resp.bytes_stream());
+        let mut events = SseByteStream::new(sse_bytes(resp, self.spec.limits.max_reply_bytes));
         while let Some(Ok(event)) = events.next().await {
             let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
-            if let Ok(Message::Notification(n)) = Message::parse(data.as_bytes()) {
-                let _ = self.spec.events.send(BackendEvent {
-                    backend: self.spec.name.clone(),
-                    session: session.key,
-                    notification: n,
-                });
+            let Ok(Message::Notification(n)) = Message::parse(data.as_bytes()) else { continue };
+            // A principal's Modern entry is shared by no client session, so what it hears has
+            // no single recipient; only resource updates (for subscriptions the gateway keeps per
+            // URI across clients) go on. Nothing else is broadcast.
+            if key.is_principal_modern() && n.method != "notifications/resources/updated" {
+                tracing::debug!(backend = %self.spec.name, method = %n.method, "dropped a notification of a principal's backend session");
+                continue;
             }
+            let _ = self.spec.events.send(BackendEvent {
+                backend: self.spec.name.clone(),
+                session: key.client,
+                notification: n,
+            });
         }
-        true
+        Listened::Streamed
     }
+}
+
+/// How one GET stream went.
+enum Listened {
+    /// It opened and later ended.
+    Streamed,
+    /// It could not be opened (transport failure, an unexpected status): retry with backoff.
+    Failed,
+    /// 405: the backend has no GET stream.
+    NoStream,
+    /// 404: the backend forgot the session.
+    Gone,
+}
+
+const LISTEN_RETRY_START: Duration = Duration::from_millis(500);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A request's hold on a pool entry and the session serving it. While a lease lives, the entry is
+/// not evicted or idled out.
+#[derive(Clone)]
+pub(super) struct Lease {
+    pub slot: Arc<Slot>,
+    pub session: Arc<LegacySession>,
 }
