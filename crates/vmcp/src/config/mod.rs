@@ -237,6 +237,9 @@ pub struct ServerConfig {
     /// item in one page.
     #[serde(default)]
     pub page_size: usize,
+    /// Client connection bounds and shutdown deadlines.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
 }
 
 impl Config {
@@ -250,12 +253,14 @@ impl Config {
 }
 
 pub mod auth;
+pub mod connections;
 pub mod duration;
 
 pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
     IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
 };
+pub use connections::ConnectionsConfig;
 mod auth_validate;
 mod load;
 mod locate;
