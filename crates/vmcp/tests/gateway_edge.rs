@@ -127,6 +127,35 @@ async fn silent_connections_are_closed_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_stalled_request_body_gets_the_connection_dropped() {
+    let gw = Gateway::start(&config(&["bodyReadTimeout: 700ms"]));
+    let mut tcp = TcpStream::connect(addr(&gw)).await.expect("connect");
+    let sent = Instant::now();
+    tcp.write_all(
+        b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"jsonrpc\":",
+    )
+    .await
+    .unwrap();
+    // Closed without an answer: no status line is ever read.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await {
+            Err(_) => panic!("connection still open after 10s"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let took = sent.elapsed();
+    assert!(got.is_empty(), "answered: {}", String::from_utf8_lossy(&got));
+    assert!(took >= Duration::from_millis(650), "dropped after {took:?}, before the timeout");
+    // A body sent in time is still served.
+    let c = gw.client();
+    assert_eq!(c.modern_call("tools/list", json!({})).await.result()["tools"], json!([]));
+}
+
+#[tokio::test]
 async fn kept_alive_connections_close_after_the_idle_timeout_not_the_header_timeout() {
     let gw = Gateway::start(&config(&["headerReadTimeout: 600ms", "idleTimeout: 2500ms"]));
     let mut tcp = TcpStream::connect(addr(&gw)).await.expect("connect");

@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `headerReadTimeout` (nginx's `client_header_timeout` is 60s; MCP clients send their
 /// headers at once, so 10s only ever cuts off slow or silent peers).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `bodyReadTimeout`: a whole request body, at most `maxRequestBodyBytes` (4 MiB by
+/// default) of JSON, in 30s is about 1 Mbit/s; anything slower is a stalled or hostile client.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `idleTimeout`, nginx's `keepalive_timeout`. A load balancer in front should close its
 /// pooled connections before vmcp does (else a request can race the close), and the common ones
 /// idle out at 60s.
@@ -46,6 +49,10 @@ pub struct ConnectionsConfig {
     /// kept-alive connection the rest of a request's headers once the first byte arrived.
     #[serde(default = "default_header_read_timeout", with = "duration")]
     pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive in full, counted from when vmcp starts
+    /// reading it; then the connection is dropped.
+    #[serde(default = "default_body_read_timeout", with = "duration")]
+    pub body_read_timeout: Duration,
     /// How long a kept-alive connection may sit between requests before vmcp closes it.
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
@@ -64,6 +71,7 @@ impl Default for ConnectionsConfig {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             backend_shutdown_timeout: DEFAULT_BACKEND_SHUTDOWN_TIMEOUT,
@@ -77,6 +85,10 @@ fn default_max_connections() -> usize {
 
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
+}
+
+fn default_body_read_timeout() -> Duration {
+    DEFAULT_BODY_READ_TIMEOUT
 }
 
 fn default_idle_timeout() -> Duration {
@@ -102,10 +114,11 @@ pub(crate) fn check(c: &ConnectionsConfig) -> Vec<Finding> {
     } else if c.max_connections > MAX_MAX_CONNECTIONS {
         report("maxConnections", format!("must be at most {MAX_MAX_CONNECTIONS}"));
     }
-    // Zero would close every connection at once (the two client timeouts); the shutdown
+    // Zero would close every connection at once (the client timeouts); the shutdown
     // deadlines may be zero ("do not wait").
     for (key, value, zero_ok) in [
         ("headerReadTimeout", c.header_read_timeout, false),
+        ("bodyReadTimeout", c.body_read_timeout, false),
         ("idleTimeout", c.idle_timeout, false),
         ("shutdownGracePeriod", c.shutdown_grace_period, true),
         ("backendShutdownTimeout", c.backend_shutdown_timeout, true),
@@ -138,6 +151,7 @@ mod tests {
             (
                 c.max_connections,
                 c.header_read_timeout,
+                c.body_read_timeout,
                 c.idle_timeout,
                 c.shutdown_grace_period,
                 c.backend_shutdown_timeout,
@@ -148,6 +162,7 @@ mod tests {
             Ok((
                 10_000,
                 Duration::from_secs(10),
+                Duration::from_secs(30),
                 Duration::from_secs(75),
                 Duration::from_secs(15),
                 Duration::from_secs(5)
@@ -159,13 +174,14 @@ mod tests {
     fn values_are_read() {
         let text = format!(
             "{HEAD}server:\n  connections:\n    maxConnections: 7\n    headerReadTimeout: 250ms\n    \
-             idleTimeout: 1m30s\n    shutdownGracePeriod: 0s\n    backendShutdownTimeout: 2s\n"
+             bodyReadTimeout: 3s\n    idleTimeout: 1m30s\n    shutdownGracePeriod: 0s\n    backendShutdownTimeout: 2s\n"
         );
         let c = parse(&text, "t.yaml").map(|c| c.server.connections).map_err(|e| e.to_string());
         let c = c.as_ref().map(|c| {
             (
                 c.max_connections,
                 c.header_read_timeout,
+                c.body_read_timeout,
                 c.idle_timeout,
                 c.shutdown_grace_period,
                 c.backend_shutdown_timeout,
@@ -176,6 +192,7 @@ mod tests {
             Ok((
                 7,
                 Duration::from_millis(250),
+                Duration::from_secs(3),
                 Duration::from_secs(90),
                 Duration::ZERO,
                 Duration::from_secs(2)

@@ -15,7 +15,9 @@
 //!   accept, a kept-alive one that has not finished the next request's headers
 //!   `headerReadTimeout` after its first byte, and one idle between requests for `idleTimeout`
 //!   are closed. A request in progress (from its headers to the end of its response, streams
-//!   included) is never cut by these timers; backend timeouts and shutdown bound it.
+//!   included) is never cut by these timers; backend timeouts and shutdown bound it. Only its
+//!   body is timed: a body not received in full `bodyReadTimeout` after the handler starts
+//!   reading it gets the connection dropped without an answer.
 //! - An accept error never ends the loop and never makes it spin: errors of one connection are
 //!   skipped, anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off, 5 ms doubling to 1 s,
 //!   like Go's `net/http`. Connections already open are served meanwhile.
@@ -55,6 +57,8 @@ pub const ABORT_FLUSH: Duration = Duration::from_secs(1);
 /// First and longest pause after an accept error that is not one connection's.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Shortest interval between two "connection limit reached" warnings.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The running server: its accept loop and its connections.
 pub struct Server {
@@ -75,6 +79,7 @@ impl Server {
             app,
             header_read_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
+            body_read_timeout: cfg.body_read_timeout,
             drain: drain.clone(),
             abort: abort.clone(),
         });
@@ -127,6 +132,7 @@ struct Shared {
     app: Router,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    body_read_timeout: Duration,
     drain: CancellationToken,
     abort: CancellationToken,
 }
@@ -156,14 +162,19 @@ async fn accept_loop(
     connections: TaskTracker,
 ) {
     let mut backoff: Option<Duration> = None;
+    // At most one cap warning per CAP_WARN_EVERY: under sustained load every accept hits it.
+    let mut cap_warned: Option<Instant> = None;
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                tracing::warn!(
-                    max_connections = max,
-                    "connection limit reached; new connections wait in the listen backlog"
-                );
+                if cap_warned.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
+                    cap_warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = max,
+                        "connection limit reached; new connections wait in the listen backlog"
+                    );
+                }
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p {
                         Ok(p) => p,
@@ -235,6 +246,8 @@ struct Activity {
 
 struct ActivityState {
     phase: Phase,
+    /// A request body stopped arriving before its deadline: the connection is dropped.
+    body_stalled: bool,
     in_flight: usize,
     /// Whether any request began on this connection (a response may have been written).
     served: bool,
@@ -245,6 +258,7 @@ impl Activity {
         Self {
             state: Mutex::new(ActivityState {
                 phase: Phase::Fresh(Instant::now()),
+                body_stalled: false,
                 in_flight: 0,
                 served: false,
             }),
@@ -286,6 +300,15 @@ impl Activity {
             }
             Phase::Idle(t) => Some((t + shared.idle_timeout, "idle")),
         }
+    }
+
+    fn stall(&self) {
+        self.lock().body_stalled = true;
+        self.changed.notify_one();
+    }
+
+    fn body_stalled(&self) -> bool {
+        self.lock().body_stalled
     }
 
     fn busy(&self) -> bool {
@@ -339,11 +362,51 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
+/// A request body that must arrive in full within `limit` of the handler's first read.
+struct TimedBody {
+    body: Incoming,
+    limit: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let limit = this.limit;
+        let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            // No error to the handler (it would answer one); the connection task drops the
+            // connection, and this future with it.
+            this.activity.stall();
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The router as a hyper service, marking each request in flight.
 #[derive(Clone)]
 struct Service {
     app: Router,
     activity: Arc<Activity>,
+    body_read_timeout: Duration,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -355,6 +418,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         // Tests wait for this line to know a request is in progress.
         tracing::trace!(method = %request.method(), path = request.uri().path(), "request started");
         let in_flight = self.activity.begin();
+        let activity = self.activity.clone();
+        let limit = self.body_read_timeout;
+        let request = request.map(|body| TimedBody { body, limit, deadline: None, activity });
         let response = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await?;
@@ -419,7 +485,11 @@ impl AsyncWrite for Watched {
 async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { tcp, activity: activity.clone() });
-    let service = Service { app: shared.app.clone(), activity: activity.clone() };
+    let service = Service {
+        app: shared.app.clone(),
+        activity: activity.clone(),
+        body_read_timeout: shared.body_read_timeout,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Our own timers close silent connections (see the module docs); hyper's would also close
     // idle kept-alive ones at the header timeout.
@@ -434,10 +504,11 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, _permit: OwnedSem
         // A change between reading the deadline and waiting is not missed: `notify_one` leaves
         // a permit when nobody waits.
         let changed = activity.changed.notified();
-        let deadline = match (activity.deadline(&shared), hard_close) {
-            (Some((t, why)), Some(h)) if t < h => Some((t, why)),
-            (_, Some(h)) => Some((h, "closing")),
-            (d, None) => d,
+        // Once closing, only the hard deadline counts (a passed phase deadline would fire
+        // again at once).
+        let deadline = match hard_close {
+            Some(h) => Some((h, "closing")),
+            None => activity.deadline(&shared),
         };
         let sleep_until =
             deadline.map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| d.0);
@@ -448,7 +519,13 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, _permit: OwnedSem
                 }
                 return;
             }
-            _ = changed => {}
+            _ = changed => {
+                if activity.body_stalled() {
+                    // Dropped without an answer, like a connection whose headers never came.
+                    tracing::debug!("closing client connection: request body not received in time");
+                    return;
+                }
+            }
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                 let Some((_, why)) = deadline else { continue };
                 if hard_close.is_some_and(|h| Instant::now() >= h) {
