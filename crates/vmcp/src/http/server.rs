@@ -293,12 +293,16 @@ impl Activity {
 
     /// When the current phase runs out, and what it is.
     fn deadline(&self, shared: &Shared) -> Option<(Instant, &'static str)> {
+        self.deadline_with(shared.header_read_timeout, shared.idle_timeout)
+    }
+
+    fn deadline_with(&self, header: Duration, idle: Duration) -> Option<(Instant, &'static str)> {
         match self.lock().phase {
             Phase::Busy => None,
             Phase::Fresh(t) | Phase::Reading(t) => {
-                Some((t + shared.header_read_timeout, "request headers not received in time"))
+                Some((t + header, "request headers not received in time"))
             }
-            Phase::Idle(t) => Some((t + shared.idle_timeout, "idle")),
+            Phase::Idle(t) => Some((t + idle, "idle")),
         }
     }
 
@@ -558,5 +562,68 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, _permit: OwnedSem
                 hard_close = Some(hard_close.map_or(h, |c| c.min(h)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(75);
+
+    fn deadline(a: &Activity) -> Option<(Instant, &'static str)> {
+        a.deadline_with(HEADER, IDLE)
+    }
+
+    /// `f`'s result with the instants just before and after it.
+    fn timed<T>(f: impl FnOnce() -> T) -> (Instant, T, Instant) {
+        let before = Instant::now();
+        let t = f();
+        (before, t, Instant::now())
+    }
+
+    #[test]
+    fn phases_and_their_deadlines() {
+        let (t0, a, t1) = timed(|| Arc::new(Activity::new()));
+        // A new connection: the header timeout runs from accept, and bytes do not restart it.
+        let (fresh, why) = deadline(&a).expect("a new connection has a deadline");
+        assert!(fresh >= t0 + HEADER && fresh <= t1 + HEADER);
+        assert_eq!(why, "request headers not received in time");
+        a.bytes_read();
+        assert_eq!(deadline(&a).map(|d| d.0), Some(fresh));
+        assert!(!a.served());
+        // A request in progress has no deadline.
+        let request = a.begin();
+        assert!(deadline(&a).is_none() && a.busy() && a.served());
+        a.bytes_read();
+        assert!(deadline(&a).is_none());
+        // Done: idle from the end of the response.
+        let (t0, (), t1) = timed(|| drop(request));
+        let (idle, why) = deadline(&a).expect("an idle connection has a deadline");
+        assert!(idle >= t0 + IDLE && idle <= t1 + IDLE);
+        assert_eq!(why, "idle");
+        assert!(!a.busy());
+        // The next request's first byte starts the header timeout.
+        let (t0, (), t1) = timed(|| a.bytes_read());
+        let (reading, why) = deadline(&a).expect("a request being read has a deadline");
+        assert!(reading >= t0 + HEADER && reading <= t1 + HEADER);
+        assert_eq!(why, "request headers not received in time");
+        // Later bytes of the same headers do not extend it.
+        a.bytes_read();
+        assert_eq!(deadline(&a).map(|d| d.0), Some(reading));
+        assert!(!a.body_stalled());
+        a.stall();
+        assert!(a.body_stalled());
+    }
+
+    #[test]
+    fn connection_errors_are_told_from_listener_errors() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_connection_error(&Error::from(ErrorKind::ConnectionAborted)));
+        assert!(is_connection_error(&Error::from(ErrorKind::ConnectionReset)));
+        // EMFILE, ENFILE: back off.
+        assert!(!is_connection_error(&Error::from_raw_os_error(24)));
+        assert!(!is_connection_error(&Error::from_raw_os_error(23)));
     }
 }
