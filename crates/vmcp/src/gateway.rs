@@ -171,7 +171,7 @@ impl Gateway {
     pub async fn shutdown(&self, deadline: std::time::Duration) {
         let until = tokio::time::Instant::now() + deadline;
         // End client sessions first, so their backend sessions end with the principals'
-        // teardown credentials rather the gateway's.
+        // teardown credentials rather than the gateway's.
         let ended = self.sessions.expire(std::time::Duration::ZERO);
         let teardown = futures::StreamExt::for_each_concurrent(
             futures::stream::iter(ended),
