@@ -188,16 +188,28 @@ impl Gateway {
         tracing::info!(session = session.key, "session ended");
     }
 
-    /// Stops background work and every backend (child processes are killed).
-    pub async fn shutdown(&self) {
+    /// Stops background work and every backend (child processes are killed), all within
+    /// `deadline`: a backend that hangs is left behind (the caller kills stdio groups still
+    /// alive) rather than holding shutdown for its whole request timeout.
+    pub async fn shutdown(&self, deadline: std::time::Duration) {
+        let until = tokio::time::Instant::now() + deadline;
         // End client sessions first, so their backend sessions end with the principals'
         // teardown credentials rather than the gateway's.
         let ended = self.sessions.expire(std::time::Duration::ZERO);
-        futures::StreamExt::for_each_concurrent(futures::stream::iter(ended), 16, |s| async move {
-            self.end_backend_sessions(&s).await
-        })
-        .await;
+        let teardown = futures::StreamExt::for_each_concurrent(
+            futures::stream::iter(ended),
+            16,
+            |s| async move { self.end_backend_sessions(&s).await },
+        );
+        if tokio::time::timeout_at(until, teardown).await.is_err() {
+            tracing::warn!(?deadline, "ending client sessions' backend sessions took too long");
+        }
         self.stop.cancel();
-        self.backends.shutdown().await;
+        futures::future::join_all(self.backends.iter().map(|(name, b)| async move {
+            if tokio::time::timeout_at(until, b.shutdown()).await.is_err() {
+                tracing::warn!(backend = %name, ?deadline, "backend did not stop in time");
+            }
+        }))
+        .await;
     }
 }

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 use crate::catalog::live::settle;
 use crate::config;
 use crate::gateway::Gateway;
+use crate::http::server::Server;
+
+mod shutdown;
 
 /// vmcp: many MCP servers behind one endpoint.
 #[derive(Debug, Parser)]
@@ -141,26 +144,41 @@ async fn serve(
             return Ok(1);
         }
     };
-    settle(&gw.backends, &gw.catalog, Duration::from_secs(10)).await;
-    print_summary(&gw, local);
-    let app = crate::http::router(gw.clone(), &cfg.server);
-    let stop = gw.stop.clone();
-    // Replies are written in pieces (headers, SSE events): without TCP_NODELAY a reused
-    // connection waits on the peer's delayed ACK for each later piece (~40 ms).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    // From here on a signal goes through the orderly shutdown below, even during start-up.
+    let mut signals = shutdown::Signals::install();
+    let connections = &cfg.server.connections;
+    let signal = tokio::select! {
+        _ = settle(&gw.backends, &gw.catalog, Duration::from_secs(10)) => None,
+        s = signals.recv() => Some(s),
+    };
+    let mut server = None;
+    let signal = match signal {
+        Some(s) => s,
+        None => {
+            print_summary(&gw, local);
+            let app = crate::http::router(gw.clone(), &cfg.server);
+            server = Some(Server::start(listener, app, connections));
+            signals.recv().await
         }
+    };
+    tracing::info!(%signal, grace = ?connections.shutdown_grace_period, "shutting down");
+    // A second signal exits at once, whatever the orderly path is waiting for.
+    let backends = gw.backends.clone();
+    tokio::spawn(async move {
+        let again = signals.recv().await;
+        shutdown::force_exit(&backends, again)
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        stop.cancel();
-    });
-    let result = server.await;
-    tracing::info!("shutting down");
-    gw.shutdown().await;
-    result?;
+    // Long-lived streams (Legacy GET streams, `subscriptions/listen`) end now: they would
+    // otherwise hold every drained connection until the grace period is over.
+    gw.stop.cancel();
+    if let Some(mut server) = server {
+        server.drain().await;
+        server.finish(connections.shutdown_grace_period).await;
+    }
+    gw.shutdown(connections.backend_shutdown_timeout).await;
+    // Backends that missed their deadline may have left a process group behind.
+    shutdown::kill_stdio_groups(&gw.backends);
+    tracing::info!("stopped");
     Ok(0)
 }
 
@@ -190,25 +208,4 @@ fn print_summary(gw: &Gateway, addr: SocketAddr) {
         "  catalog: {} tools, {} resources, {} resource templates, {} prompts",
         counts.tools, counts.resources, counts.resource_templates, counts.prompts
     );
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -278,6 +278,9 @@ pub struct ServerConfig {
     /// Bounds on what clients can make the gateway hold (`config/limits.rs`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Client connection bounds and shutdown deadlines.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
 }
 
 impl Config {
@@ -292,6 +295,7 @@ impl Config {
 
 pub mod auth;
 pub mod backend_sessions;
+pub mod connections;
 pub mod duration;
 pub mod limits;
 
@@ -300,6 +304,7 @@ pub use auth::{
     IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
 };
 pub use backend_sessions::BackendSessionsConfig;
+pub use connections::ConnectionsConfig;
 mod auth_validate;
 mod load;
 mod locate;

@@ -80,6 +80,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     check_operational(cfg, &names, &mut c);
     c.findings.extend(super::auth_validate::check(cfg, &names, c.index));
     c.findings.extend(super::backend_sessions::check(cfg, c.index));
+    c.findings.extend(super::connections::check(&cfg.server.connections));
     if cfg.server.max_request_body_bytes == Some(0) {
         c.report("server.maxRequestBodyBytes", "must be greater than zero");
     }

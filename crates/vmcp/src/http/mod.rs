@@ -1,5 +1,5 @@
 //! The front door: the axum router for `/mcp`, `/health` and `/status`, with the Host/Origin guard
-//! and the request body limit.
+//! and the request body limit; `server.rs` is the accept loop and connection handling under it.
 //!
 //! Invariant: nothing here knows MCP methods; requests are classified (era, session) and handed to
 //! `dispatch`.
@@ -8,6 +8,7 @@ pub mod auth;
 mod guard;
 mod listen;
 mod mcp;
+pub mod server;
 mod status;
 mod stream;
 
@@ -40,12 +41,16 @@ pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
     let guard = Arc::new(HostGuard::new(&server.allowed_hosts, &server.allowed_origins));
     Router::new()
         .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
+        // `/status` names backends, their errors and the catalog's problems: not for a page a
+        // browser was tricked into loading, so it sits behind the guard like `/mcp`.
+        .route("/status", get(status::status))
         // `post` enforces `server.maxRequestBodyBytes` itself.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+        // Routes added after the guard layer are not wrapped by it: liveness probes and OAuth
+        // discovery must work whatever Host the prober or client uses.
         .route("/health", get(status::health))
         .route("/.well-known/oauth-protected-resource", get(status::resource_metadata))
         .route("/.well-known/oauth-protected-resource/{*path}", get(status::resource_metadata))
-        .route("/status", get(status::status))
         .with_state(state)
 }
