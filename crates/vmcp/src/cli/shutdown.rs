@@ -54,22 +54,23 @@ impl Signals {
     }
 }
 
-/// SIGKILLs the process group of every stdio backend's current child. Synchronous, so it can run
-/// right before `exit`.
+/// SIGKILLs the process group of every stdio backend's children (the gateway's own and those
+/// dedicated to clients). Synchronous, so it can run right before `exit`.
 pub fn kill_stdio_groups(backends: &Backends) -> usize {
     let mut killed = 0;
     for (name, backend) in backends.iter() {
         let Backend::Stdio(b) = &**backend else { continue };
-        let Some(pid) = b.pid() else { continue };
-        // Never group 0 (our own) or 1; a pid that does not fit is not one we spawned.
-        let Ok(pgid) = i32::try_from(pid) else { continue };
-        if pgid <= 1 {
-            continue;
-        }
-        // ESRCH: the group is already gone, which is the point.
-        if killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
-            tracing::warn!(backend = %name, pgid, "killed stdio backend process group");
-            killed += 1;
+        for pid in b.pids() {
+            // Never group 0 (our own) or 1; a pid that does not fit is not one we spawned.
+            let Ok(pgid) = i32::try_from(pid) else { continue };
+            if pgid <= 1 {
+                continue;
+            }
+            // ESRCH: the group is already gone, which is the point.
+            if killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
+                tracing::warn!(backend = %name, pgid, "killed stdio backend process group");
+                killed += 1;
+            }
         }
     }
     killed

@@ -144,6 +144,14 @@ impl StdioBackend {
         &self.shared.spec.name
     }
 
+    /// The pids (also process group ids) of every running child: the gateway's and the
+    /// dedicated ones.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = self.pool.as_ref().map(pool::Pool::pids).unwrap_or_default();
+        pids.extend(self.pid());
+        pids
+    }
+
     /// The pid of the gateway's child (also its process group id), for diagnostics.
     pub fn pid(&self) -> Option<u32> {
         match self.shared.pid.load(Ordering::Relaxed) {

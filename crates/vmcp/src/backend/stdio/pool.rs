@@ -184,6 +184,12 @@ impl Pool {
         self.inner.slots().len()
     }
 
+    /// The pids (process group ids) of the running children.
+    pub fn pids(&self) -> Vec<u32> {
+        let slots = self.inner.slots();
+        slots.values().map(|s| s.pid.load(Ordering::Relaxed)).filter(|&p| p != 0).collect()
+    }
+
     /// Requests in flight on all children.
     pub fn in_flight(&self) -> usize {
         self.inner.slots().values().filter_map(|s| s.mux()).map(|m| m.in_flight()).sum()
