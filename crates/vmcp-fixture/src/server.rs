@@ -388,6 +388,13 @@ impl ServerHandler for Fixture {
         request: SubscribeRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // Lets tests see a backend refuse a subscription (as one that authorises it would).
+        if request.uri.contains("/refused/") {
+            return Err(ErrorData::invalid_request(
+                format!("subscription to {} refused", request.uri),
+                None,
+            ));
+        }
         self.register_peer(&cx.peer);
         lock(&self.subscriptions).insert(request.uri);
         Ok(())

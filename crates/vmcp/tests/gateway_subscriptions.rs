@@ -111,3 +111,26 @@ async fn modern_client_listen_stream_carries_resource_updates() {
         );
     }
 }
+
+/// A subscription the backend refuses is refused to the client and leaves nothing behind: the
+/// same client asking again, and another client sharing the backend session, are each asked
+/// about at the backend again (and refused), never waved through on a stale count.
+#[tokio::test]
+async fn a_refused_subscription_is_rolled_back() {
+    let gw = Gateway::start(&format!("name: subs\nbackends:\n{}", stdio_backend("st")));
+    let refused = "test://template/refused/data";
+    let mut a = gw.client();
+    a.legacy_init().await;
+    let mut b = gw.client();
+    b.legacy_init().await;
+    for (who, c) in [("a", &a), ("a again", &a), ("b", &b)] {
+        let r = c.call("resources/subscribe", json!({ "uri": refused })).await;
+        let e = r.error();
+        assert!(e["message"].as_str().unwrap_or("").contains("refused"), "{who}: {e}");
+    }
+    // An accepted one still works, and unsubscribing the refused one is a no-op, not an error.
+    let r = a.call("resources/subscribe", json!({ "uri": URI })).await;
+    assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+    let r = a.call("resources/unsubscribe", json!({ "uri": refused })).await;
+    assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+}

@@ -161,6 +161,19 @@ pub struct BackendEvent {
     pub notification: Notification,
 }
 
+/// Who shares the backend session a request runs on (see [`Backend::session_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    /// The client session's own.
+    Client,
+    /// Its principal's: every client of that principal.
+    Principal,
+    /// Everyone's.
+    Shared,
+    /// No backend session: a Modern backend, stateless.
+    Stateless,
+}
+
 /// A connected backend, whatever its transport.
 pub enum Backend {
     /// Streamable HTTP.
@@ -284,14 +297,23 @@ impl Backend {
         }
     }
 
-    /// Whether per-client state a client sets at the backend (log level) stays with its
-    /// principal: false for a connection shared by every client, whose state would leak across
-    /// principals.
-    pub fn keeps_client_state(&self) -> bool {
+    /// Whose backend session serves requests of a client session `session` (`None`: a Modern
+    /// client), and so where state such a client sets at the backend (log level, resource
+    /// subscriptions) lives.
+    pub fn session_scope(&self, session: Option<u64>) -> SessionScope {
+        use crate::config::Isolation;
         match self {
-            Backend::Http(_) => true,
-            Backend::Sse(_) => false,
-            Backend::Stdio(b) => b.isolation().0 != crate::config::Isolation::Shared,
+            Backend::Http(b) if b.status().get().info.is_some_and(|i| i.era == Era::Modern) => {
+                SessionScope::Stateless
+            }
+            Backend::Http(_) if session.is_some() => SessionScope::Client,
+            Backend::Http(_) => SessionScope::Principal,
+            Backend::Sse(_) => SessionScope::Shared,
+            Backend::Stdio(b) => match (b.isolation().0, session) {
+                (Isolation::Shared, _) => SessionScope::Shared,
+                (Isolation::PerSession, Some(_)) => SessionScope::Client,
+                (Isolation::PerPrincipal | Isolation::PerSession, _) => SessionScope::Principal,
+            },
         }
     }
 

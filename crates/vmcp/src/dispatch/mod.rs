@@ -180,7 +180,14 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     if changed {
         let target =
             subscriptions::Target { name: &name, backend, timeout: gw.backends.timeout(&name) };
-        gw.subscriptions.change(&cx.caller, Some(session.key), target, &uri, on).await?;
+        let result = gw.subscriptions.change(&cx.caller, Some(session.key), target, &uri, on).await;
+        if let Err(e) = result {
+            // The backend refused (or never answered): the session is not subscribed either.
+            if on {
+                session.unsubscribe(&uri);
+            }
+            return Err(e);
+        }
     }
     Ok(raw(&serde_json::json!({})))
 }
@@ -238,7 +245,7 @@ async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outc
     // level would change for everyone.
     for (name, backend) in gw.backends.iter() {
         let logs = backend.info().is_some_and(|i| i.capabilities.get("logging").is_some())
-            && backend.keeps_client_state();
+            && backend.session_scope(Some(session.key)) != crate::backend::SessionScope::Shared;
         if logs && backend.state() == crate::backend::State::Ready {
             let _ = forward(gw, cx, name, "logging/setLevel", params.clone()).await;
         }

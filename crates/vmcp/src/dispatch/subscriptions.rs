@@ -1,27 +1,34 @@
 //! Resource subscriptions, kept by the gateway across clients and backend kinds.
 //!
-//! How a subscription reaches the backend depends on the backend:
-//! - a Legacy HTTP backend serving a Legacy client gives that client its own backend session, so
-//!   the client's subscribe/unsubscribe go there as they are;
-//! - a backend session shared by many clients (stdio, SSE, or a Legacy HTTP backend serving Modern
-//!   clients) is subscribed when the first subscriber arrives and unsubscribed when the last one
-//!   leaves (reference counts per backend and URI);
+//! Where a subscription lives at the backend depends on who shares the backend session the
+//! request runs on ([`SessionScope`]):
+//! - the client session's own (a Legacy HTTP backend serving a Legacy client, a `perSession`
+//!   stdio child): the client's subscribe/unsubscribe go there as they are;
+//! - a principal's, or everyone's (a Legacy HTTP backend serving Modern clients, `perPrincipal`
+//!   or `shared` stdio children, SSE): every subscriber's `resources/subscribe` goes to the
+//!   backend with that subscriber's own credentials, so the backend authorises each one, and
+//!   counts only once it succeeded; `resources/unsubscribe` goes when the last subscriber of that
+//!   session leaves. Counts are kept per (backend, principal, URI) for a principal's session and
+//!   per (backend, URI) for a shared one, so one principal's leaving never unsubscribes another's
+//!   session;
 //! - a Modern backend has no `resources/subscribe`: its URIs ride on the gateway's
-//!   `subscriptions/listen` stream to it, also reference counted.
+//!   `subscriptions/listen` stream to it, reference counted.
 //!
 //! Invariants:
 //! - backend calls made here carry the caller of the request that caused them, or
 //!   `Caller::Teardown(binding)` when a session ends;
+//! - a subscribe the backend refused leaves no count behind (the caller rolls back its session's
+//!   record too);
 //! - every backend call has a deadline ([`Target::timeout`]): these calls sit on the DELETE,
 //!   idle-expiry and shutdown paths, where one silent backend must not stall the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::auth::Caller;
-use crate::backend::{Backend, CallContext, Reply};
+use crate::auth::{Binding, Caller};
+use crate::backend::{Backend, CallContext, Reply, SessionScope};
 use crate::protocol::jsonrpc::{code, raw};
-use crate::protocol::{Era, ErrorObject};
+use crate::protocol::ErrorObject;
 
 /// The backend a subscription change goes to, and how long to wait for it.
 pub struct Target<'a> {
@@ -34,47 +41,47 @@ pub struct Target<'a> {
     pub timeout: std::time::Duration,
 }
 
-/// Subscriber counts for shared backend subscriptions.
+/// Subscriber counts of backend sessions several clients share.
 #[derive(Default)]
 pub struct Subscriptions {
-    counts: Mutex<HashMap<(Arc<str>, String), usize>>,
+    counts: Mutex<HashMap<Key, usize>>,
 }
 
-enum Regime {
-    PerClient,
-    Shared,
-    Listen,
-}
-
-fn regime(backend: &Backend, session: Option<u64>) -> Regime {
-    match (backend.transport_name(), backend.info().map(|i| i.era)) {
-        ("streamable-http", Some(Era::Modern)) => Regime::Listen,
-        ("streamable-http", _) if session.is_some() => Regime::PerClient,
-        _ => Regime::Shared,
-    }
-}
+/// (backend, the principal whose session it is or `None` for a shared one, URI).
+type Key = (Arc<str>, Option<Binding>, String);
 
 impl Subscriptions {
-    /// Changes the count; returns whether the backend must be told (first in, last out).
-    fn step(&self, name: &Arc<str>, uri: &str, on: bool) -> bool {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (name.clone(), uri.to_owned());
-        let n = counts.entry(key.clone()).or_default();
-        if on {
-            *n += 1;
-            *n == 1
-        } else {
-            *n = n.saturating_sub(1);
-            let last = *n == 0;
-            if last {
-                counts.remove(&key);
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Key, usize>> {
+        // Each critical section is one map operation, so a poisoned lock is still sound.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One subscriber more.
+    fn add(&self, key: Key) -> usize {
+        let mut counts = self.counts();
+        let n = counts.entry(key).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// One subscriber less; returns whether it was the last one.
+    fn remove(&self, key: &Key) -> bool {
+        let mut counts = self.counts();
+        match counts.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
             }
-            last
+            Some(_) => {
+                counts.remove(key);
+                true
+            }
+            None => false,
         }
     }
 
-    /// One subscriber more (`on`) or less for `uri` at backend `name`. `session` is the Legacy
-    /// client session asking, if any.
+    /// One subscriber more (`on`) or less for `uri` at the target backend. `session` is the
+    /// Legacy client session asking, if any.
     pub async fn change(
         &self,
         caller: &Caller,
@@ -84,21 +91,33 @@ impl Subscriptions {
         on: bool,
     ) -> Result<(), ErrorObject> {
         let Target { name, backend, timeout } = target;
-        match regime(backend, session) {
-            Regime::PerClient => send(caller, session, backend, uri, on, timeout).await,
-            Regime::Shared => {
-                if self.step(name, uri, on) {
-                    send(caller, None, backend, uri, on, timeout).await
-                } else {
-                    Ok(())
+        let principal = match backend.session_scope(session) {
+            SessionScope::Client => return send(caller, session, backend, uri, on, timeout).await,
+            SessionScope::Stateless => {
+                let key = (name.clone(), None, uri.to_owned());
+                if on {
+                    if self.add(key) == 1 {
+                        backend.listen_resource(uri, true);
+                    }
+                } else if self.remove(&key) {
+                    backend.listen_resource(uri, false);
                 }
+                return Ok(());
             }
-            Regime::Listen => {
-                if self.step(name, uri, on) {
-                    backend.listen_resource(uri, on);
-                }
-                Ok(())
-            }
+            SessionScope::Principal => Some(caller.binding()),
+            SessionScope::Shared => None,
+        };
+        let key = (name.clone(), principal, uri.to_owned());
+        if on {
+            // Every subscriber asks with its own credentials; the backend treats a repeated
+            // subscribe on one session as one subscription.
+            send(caller, session, backend, uri, true, timeout).await?;
+            self.add(key);
+            Ok(())
+        } else if self.remove(&key) {
+            send(caller, session, backend, uri, false, timeout).await
+        } else {
+            Ok(())
         }
     }
 }
