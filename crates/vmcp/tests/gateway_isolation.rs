@@ -175,20 +175,38 @@ async fn max_processes_refuses_when_every_child_is_busy() {
 
 #[tokio::test]
 async fn idle_children_are_stopped() {
-    let gw = gateway("perPrincipal", "    processIdleTimeout: 300ms\n");
+    let gw = gateway("perPrincipal", "    processIdleTimeout: 1s\n");
     let a = legacy_client(&gw).await;
-    let r =
-        a.call("tools/call", json!({ "name": "st_echo", "arguments": { "message": "hi" } })).await;
-    assert_eq!(r.text(), "Echo: hi");
-    assert_eq!(gw.backend_status("st").await["isolation"]["clientProcesses"], 1);
+    let count = || async {
+        a.call("tools/call", json!({ "name": "st_counter", "arguments": {} })).await.text()
+    };
+    let (first, second) = (count().await, count().await);
+    assert_ne!(first, second, "back-to-back calls share the principal's child");
     poll(Duration::from_secs(10), "idle child stopped", || async {
         let st = gw.backend_status("st").await;
         (st["isolation"]["clientProcesses"] == 0).then_some(())
     })
     .await;
-    // And the next call starts a new one.
-    let r = a
-        .call("tools/call", json!({ "name": "st_echo", "arguments": { "message": "again" } }))
-        .await;
-    assert_eq!(r.text(), "Echo: again");
+    // The next call starts a new child: its counter starts over.
+    assert_eq!(count().await, first);
+}
+
+#[tokio::test]
+async fn an_oversized_stdio_reply_fails_its_call_at_once() {
+    let yaml = format!(
+        "name: iso\nbackends:\n{}    timeout: 5m\noperational:\n  maxBackendReplyBytes: 65536\n",
+        stdio_backend("st")
+    );
+    let gw = Gateway::start(&yaml);
+    let a = legacy_client(&gw).await;
+    let big = "x".repeat(100_000);
+    // The timeout is minutes: an answer within the test's step means the line limit failed it.
+    let r =
+        a.call("tools/call", json!({ "name": "st_echo", "arguments": { "message": big } })).await;
+    let msg = r.error()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("operational.maxBackendReplyBytes"), "{msg}");
+    // The child is still serving.
+    let r =
+        a.call("tools/call", json!({ "name": "st_echo", "arguments": { "message": "hi" } })).await;
+    assert_eq!(r.text(), "Echo: hi");
 }

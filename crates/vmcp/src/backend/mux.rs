@@ -361,6 +361,14 @@ impl Mux {
         }
     }
 
+    /// Fails pending request `id` (the mux's own): its reply arrived but could not be used.
+    pub fn fail(&self, id: i64, error: BackendError) {
+        let entry = self.inner.table().pending.remove(&id);
+        if let Some(pending) = entry {
+            let _ = pending.reply.send(Err(error));
+        }
+    }
+
     fn complete(&self, id: &Id, reply: Reply) {
         let entry = match id {
             Id::Number(n) => self.inner.table().pending.remove(n),

@@ -9,7 +9,8 @@
 //! - The child gets SIGKILL if the gateway dies without cleaning up (`PR_SET_PDEATHSIG`), and
 //!   `kill_on_drop` covers a dropped run.
 //! - stderr is always drained (logged at debug level), so the child never blocks on a full pipe.
-//! - stdout lines are bounded by [`MAX_MESSAGE_BYTES`]; longer ones are skipped.
+//! - stdout lines are bounded by `operational.maxBackendReplyBytes`; a longer one is skipped,
+//!   and the request it answers (its `id` read from the line's first bytes) fails at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,9 +29,8 @@ use crate::backend::mux::{Mux, Outbound, Routing};
 use crate::backend::{BackendError, BackendSpec, ServerInfo};
 use crate::protocol::Message;
 
-/// Longest stdout line accepted (a message); longer ones are skipped, so a misbehaving child
-/// cannot make the gateway buffer without bound.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How much of an overlong line is kept, to find the id of the request it answers.
+const HEAD_KEPT: usize = 256;
 /// Longest stderr line logged whole.
 const MAX_STDERR_LINE: usize = 64 * 1024;
 /// Grace period between TERM and KILL.
@@ -89,7 +89,8 @@ pub(super) async fn run(
         r.spec.events.clone(),
         r.routing,
     ));
-    let mut reader = tokio::spawn(read_stdout(stdout, (*mux).clone(), name.clone()));
+    let limit = r.spec.limits.max_reply_bytes;
+    let mut reader = tokio::spawn(read_stdout(stdout, (*mux).clone(), name.clone(), limit));
 
     let outcome = tokio::select! {
         _ = r.stop.cancelled() => None,
@@ -185,16 +186,27 @@ async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Vec<u8>>) -> 
     "stdin closed".into()
 }
 
-/// Reads stdout line by line into the mux; returns why it stopped.
-async fn read_stdout(stdout: impl AsyncRead + Unpin, mux: Mux, backend: Arc<str>) -> String {
+/// Reads stdout line by line into the mux, each line at most `limit` bytes; returns why it
+/// stopped.
+async fn read_stdout(
+    stdout: impl AsyncRead + Unpin,
+    mux: Mux,
+    backend: Arc<str>,
+    limit: usize,
+) -> String {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
-        match read_line(&mut reader, &mut line, MAX_MESSAGE_BYTES).await {
+        match read_line(&mut reader, &mut line, limit).await {
             Err(e) => return format!("reading stdout: {e}"),
             Ok(Line::Eof) => return "stdout closed".into(),
             Ok(Line::TooLong) => {
-                tracing::warn!(backend = %backend, limit = MAX_MESSAGE_BYTES, "stdout line too long; skipped");
+                tracing::warn!(backend = %backend, limit, "stdout line too long; skipped");
+                // Its request would otherwise wait for a reply that never comes.
+                if let Some(id) = leading_id(&line) {
+                    let reason = crate::backend::limit::TooLarge { limit }.to_string();
+                    mux.fail(id, BackendError::Transport { backend: backend.to_string(), reason });
+                }
             }
             Ok(Line::Complete) => {
                 let text = line.trim_ascii();
@@ -240,7 +252,9 @@ enum Line {
     Eof,
 }
 
-/// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `max` bytes.
+/// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `max` bytes. A
+/// longer line is consumed whole and reported as [`Line::TooLong`], with only its first
+/// [`HEAD_KEPT`] bytes left in `buf`.
 async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
@@ -264,7 +278,10 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         if !too_long {
             if buf.len() + chunk.len() > max {
                 too_long = true;
-                buf.clear();
+                let keep = HEAD_KEPT.min(max);
+                let room = keep.saturating_sub(buf.len()).min(chunk.len());
+                buf.extend_from_slice(&chunk[..room]);
+                buf.truncate(keep);
             } else {
                 buf.extend_from_slice(chunk);
             }
@@ -274,6 +291,48 @@ async fn read_line<R: AsyncBufRead + Unpin>(
             return Ok(if too_long { Line::TooLong } else { Line::Complete });
         }
     }
+}
+
+/// The numeric `id` of a JSON-RPC message, read from the first bytes of its line: found when it
+/// is a top-level key before any nested object or array, as common SDKs write it. Only numeric ids
+/// matter here: the mux's own are numbers.
+fn leading_id(head: &[u8]) -> Option<i64> {
+    let valid = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(head.get(..e.valid_up_to())?).ok()?,
+    };
+    let mut rest = valid.trim_start().strip_prefix('{')?;
+    loop {
+        let (key, after) = json_string(rest.trim_start())?;
+        rest = after.trim_start().strip_prefix(':')?.trim_start();
+        if key == "id" {
+            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))?;
+            return rest[..end].parse().ok();
+        }
+        if rest.starts_with('"') {
+            rest = json_string(rest)?.1;
+        } else if rest.starts_with(['{', '[']) {
+            return None;
+        } else {
+            rest = &rest[rest.find([',', '}'])?..];
+        }
+        rest = rest.trim_start().strip_prefix(',')?;
+    }
+}
+
+/// A JSON string at the start of `s`: its raw contents (escapes left as they are) and the rest.
+fn json_string(s: &str) -> Option<(&str, &str)> {
+    let body = s.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '"') => return Some((&body[..i], &body[i + 1..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Sends messages by queueing lines for the stdin writer.
@@ -310,6 +369,18 @@ impl Outbound for StdinOutbound {
 mod tests {
     use super::*;
 
+    #[test]
+    fn leading_ids_are_found_before_nested_values() {
+        let id = |s: &str| leading_id(s.as_bytes());
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"te"#), Some(42));
+        assert_eq!(id(r#"{ "id" : 7 , "jsonrpc": "2.0""#), Some(7));
+        assert_eq!(id(r#"{"jsonrpc":"2.0","x":"a\"id\":3","id":5,"#), Some(5));
+        assert_eq!(id(r#"{"jsonrpc":"2.0","result":{"id":9},"id":1}"#), None);
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":"s","result""#), None);
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":12"#), None); // cut inside the number
+        assert_eq!(id("not json"), None);
+    }
+
     #[tokio::test]
     async fn reads_lines_with_a_limit() {
         let input: &[u8] = b"one\n\nthis-is-long\ntwo\nlast";
@@ -326,7 +397,7 @@ mod tests {
         let expect = [
             ("Complete", "one"),
             ("Complete", ""),
-            ("TooLong", ""),
+            ("TooLong", "this-is-"),
             ("Complete", "two"),
             ("Complete", "last"),
         ];
