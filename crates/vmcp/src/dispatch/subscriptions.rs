@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::{Binding, Caller};
 use crate::backend::{Backend, CallContext, Reply, SessionScope};
-use crate::protocol::jsonrpc::{code, raw};
 use crate::protocol::ErrorObject;
+use crate::protocol::jsonrpc::{code, raw};
 
 /// The backend a subscription change goes to, and how long to wait for it.
 pub struct Target<'a> {
