@@ -119,7 +119,7 @@ async fn serve(
                 return Ok(2);
             }
         };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot listen on {addr}: {e}");
@@ -208,4 +208,20 @@ fn print_summary(gw: &Gateway, addr: SocketAddr) {
         "  catalog: {} tools, {} resources, {} resource templates, {} prompts",
         counts.tools, counts.resources, counts.resource_templates, counts.prompts
     );
+}
+
+/// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`): those arriving
+/// while vmcp is at `maxConnections` or out of descriptors wait here. `TcpListener::bind` would
+/// use 128 (mio's, like std's), and the handshakes of connections beyond are dropped.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The client listener: `SO_REUSEADDR` as `TcpListener::bind` sets it, and [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
