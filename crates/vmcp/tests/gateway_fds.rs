@@ -63,6 +63,7 @@ fn addr(gw: &Gateway) -> String {
 
 /// A client of `/health` and `/status` that keeps its connection open, so it is served while
 /// vmcp accepts nothing new.
+#[derive(Clone)]
 struct Watcher {
     http: reqwest::Client,
     base: String,
@@ -166,7 +167,7 @@ struct StormCounts {
 /// as soon as vmcp closes it. Everything is dropped (closed) when the returned task ends.
 ///
 /// The first connections are opened in batches, each once vmcp has accepted the previous one (or
-/// stopped accepting: at its cap, or out of descriptors). All at once, they would overflow the
+/// stopped accepting: at its cap, or out of descriptors). All at once, they could overflow the
 /// listen backlog, and connections whose handshake the kernel drops never reach vmcp.
 fn idle_storm(
     addr: String,
@@ -358,6 +359,10 @@ async fn out_of_descriptors_a_backend_is_not_marked_down() {
         counts.closed.load(Ordering::Relaxed),
         counts.failed.load(Ordering::Relaxed),
     );
+    // Only requests that needed a descriptor at that moment failed, and said why.
+    for e in &failed {
+        assert!(e.contains("-32603") && e.contains("Too many open files"), "{e}");
+    }
     // Once the storm is over, every client is served again.
     for c in &clients {
         poll(Duration::from_secs(10), "a healthy client's call succeeding", || async move {
@@ -389,6 +394,7 @@ async fn legacy_session_storm_does_not_run_out_of_descriptors() {
     let measure = {
         let c = c.clone();
         let done = done.clone();
+        let watch = watch.clone();
         tokio::spawn(async move {
             let mut during = Vec::new();
             let mut max_fds = 0;
@@ -402,6 +408,10 @@ async fn legacy_session_storm_does_not_run_out_of_descriptors() {
                 during
                     .push(echo(&c, n).await.unwrap_or_else(|e| panic!("healthy call failed: {e}")));
                 max_fds = max_fds.max(open_fds(pid).unwrap_or(0));
+                if n % 25 == 0 {
+                    assert_eq!(watch.health().await, 200);
+                    watch.assert_backend_up("during the storm").await;
+                }
             }
             (during, max_fds)
         })
