@@ -253,6 +253,8 @@ async fn idle_connection_storm_below_the_connection_cap_hurts_no_one() {
     );
     let watch = Watcher::new(&gw).await;
     watch.assert_backend_up("before the storm").await;
+    // 900 connections leave enough of 1,024 descriptors: no warning at start.
+    assert!(!gw.proc.stderr().contains("open-file limit"), "{}", gw.proc.stderr());
     let c = healthy(&gw).await;
     let before = latencies(&c, BEFORE).await;
     eprintln!("idle storm (maxConnections 900): before: {}", summary(before));
@@ -316,6 +318,13 @@ async fn out_of_descriptors_a_backend_is_not_marked_down() {
     let fixture = Fixture::http("legacy", "h");
     let gw = Gateway::start_fd_limited(&config(&fixture.url, &["headerReadTimeout: 4s"]), NOFILE);
     let watch = Watcher::new(&gw).await;
+    // vmcp said at start that 10,000 connections do not fit in 1,024 descriptors.
+    let warned = gw.proc.stderr();
+    assert!(
+        warned.contains("maxConnections leaves under 100 of the open-file limit")
+            && warned.contains("open_file_limit=1024"),
+        "{warned}"
+    );
     // Several healthy clients, so their concurrent calls need more backend connections than
     // the sequential calls before left in the pool.
     let mut clients = Vec::new();

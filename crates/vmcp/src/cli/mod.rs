@@ -111,6 +111,7 @@ async fn serve(
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");
     }
+    warn_fd_limit(cfg.server.connections.max_connections);
     let addr: SocketAddr =
         match format!("{host}:{port}").parse().or_else(|_| format!("[{host}]:{port}").parse()) {
             Ok(a) => a,
@@ -224,4 +225,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Descriptors kept for all but client connections (backend connections and pipes, the
+/// listener, the runtime) when `maxConnections` is checked against the open-file limit.
+const FD_RESERVE: u64 = 100;
+
+/// Warns when `maxConnections` client connections would leave fewer than [`FD_RESERVE`] of the
+/// soft open-file limit (`ulimit -n`) for the rest: vmcp could run out of descriptors before it
+/// reaches the cap (see docs/operations.md, client connections).
+fn warn_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft != RLIM_INFINITY && (max_connections as u64).saturating_add(FD_RESERVE) > soft {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            "server.connections.maxConnections leaves under {FD_RESERVE} of the open-file limit \
+             (ulimit -n) for backends: out of descriptors, new connections wait and a request \
+             needing a new backend connection fails; raise ulimit -n or lower maxConnections"
+        );
+    }
 }
