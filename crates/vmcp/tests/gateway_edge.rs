@@ -252,8 +252,8 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     .await;
     assert_eq!(get_on(&mut served, "/health", "localhost").await, 200);
     // More silent connections than vmcp has descriptors for (the limit is 48 and vmcp uses
-    // about a dozen itself); the rest wait in the listen backlog, which holds about 128 here,
-    // so no connect stalls on a full queue.
+    // about a dozen itself); the rest wait in the listen backlog (1,024, or
+    // `net.core.somaxconn` if lower), so no connect stalls on a full queue.
     let mut silent = Vec::new();
     for _ in 0..64 {
         silent.push(TcpStream::connect(&addr).await.expect("connect (backlog)"));

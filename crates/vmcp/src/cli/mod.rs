@@ -111,6 +111,7 @@ async fn serve(
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");
     }
+    warn_fd_limit(cfg.server.connections.max_connections);
     let addr: SocketAddr =
         match format!("{host}:{port}").parse().or_else(|_| format!("[{host}]:{port}").parse()) {
             Ok(a) => a,
@@ -119,7 +120,7 @@ async fn serve(
                 return Ok(2);
             }
         };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot listen on {addr}: {e}");
@@ -208,4 +209,41 @@ fn print_summary(gw: &Gateway, addr: SocketAddr) {
         "  catalog: {} tools, {} resources, {} resource templates, {} prompts",
         counts.tools, counts.resources, counts.resource_templates, counts.prompts
     );
+}
+
+/// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`): those arriving
+/// while vmcp is at `maxConnections` or out of descriptors wait here. `TcpListener::bind` would
+/// use 128 (mio's, like std's), and the handshakes of connections beyond are dropped.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The client listener: `SO_REUSEADDR` as `TcpListener::bind` sets it, and [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Descriptors kept for all but client connections (backend connections and pipes, the
+/// listener, the runtime) when `maxConnections` is checked against the open-file limit.
+const FD_RESERVE: u64 = 100;
+
+/// Warns when `maxConnections` client connections would leave fewer than [`FD_RESERVE`] of the
+/// soft open-file limit (`ulimit -n`) for the rest: vmcp could run out of descriptors before it
+/// reaches the cap (see docs/operations.md, client connections).
+fn warn_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft != RLIM_INFINITY && (max_connections as u64).saturating_add(FD_RESERVE) > soft {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            "server.connections.maxConnections leaves under {FD_RESERVE} of the open-file limit \
+             (ulimit -n) for backends: out of descriptors, new connections wait and a request \
+             needing a new backend connection fails; raise ulimit -n or lower maxConnections"
+        );
+    }
 }

@@ -252,9 +252,38 @@ impl Gateway {
 
     /// [`Gateway::start`] with extra environment variables for the vmcp process.
     pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(yaml, env, None)
+    }
+
+    /// [`Gateway::start`] with vmcp's soft limit of open files (`RLIMIT_NOFILE`) set to
+    /// `soft_nofile` by `prlimit` (the hard limit is left as it is). Fails the test when `prlimit`
+    /// (util-linux) is missing or the limit did not take.
+    pub fn start_fd_limited(yaml: &str, soft_nofile: u32) -> Gateway {
+        let found = Command::new("prlimit")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "this test needs `prlimit` (util-linux) on PATH to limit vmcp's open files");
+        let gw = Self::launch(yaml, &[], Some(soft_nofile));
+        let soft = fd_limit(gw.pid());
+        assert_eq!(soft, Some(soft_nofile as u64), "vmcp's soft limit of open files");
+        gw
+    }
+
+    fn launch(yaml: &str, env: &[(&str, &str)], soft_nofile: Option<u32>) -> Gateway {
         let config = temp_path("config", "yaml");
         std::fs::write(&config, yaml).expect("writing the config");
-        let mut cmd = Command::new(vmcp_bin());
+        // `prlimit` execs vmcp, so the child's pid is vmcp's.
+        let mut cmd = match soft_nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:")).arg("--").arg(vmcp_bin());
+                c
+            }
+            None => Command::new(vmcp_bin()),
+        };
         cmd.arg("serve").arg("--config").arg(&config).args(["--port", "0"]);
         cmd.env("VMCP_LOG", std::env::var("VMCP_LOG").unwrap_or_else(|_| "info".into()));
         for (k, v) in env {
@@ -363,6 +392,19 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+/// The soft limit of open files of process `pid` (`/proc/PID/limits`), `None` if unlimited or
+/// unreadable.
+pub fn fd_limit(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+/// How many file descriptors process `pid` has open (`/proc/PID/fd`), `None` if unreadable.
+pub fn open_fds(pid: i32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// Whether a process with this pid exists and is not a zombie.

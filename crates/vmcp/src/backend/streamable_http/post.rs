@@ -18,7 +18,8 @@ pub(super) enum PostError {
     SessionExpired,
     /// A non-success status, with the JSON-RPC message in the body if there was one.
     Status(reqwest::StatusCode, Option<Message>),
-    /// The connection failed or timed out.
+    /// The connection failed or timed out. `connect`: the backend could not be reached (not set
+    /// when connecting failed for want of a local resource, see [`local_exhaustion`]).
     Transport { reason: String, connect: bool },
     /// Outgoing credentials could not be resolved.
     Auth(crate::auth::outgoing::OutgoingAuthError),
@@ -100,7 +101,7 @@ impl Inner {
         let resp = req
             .send()
             .await
-            .map_err(|e| PostError::Transport { reason: describe(&e), connect: e.is_connect() })?;
+            .map_err(|e| PostError::Transport { reason: describe(&e), connect: unreachable(&e) })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -166,6 +167,31 @@ impl Inner {
         }
         Err(transport("event stream ended before the response".into()))
     }
+}
+
+/// Whether connecting failed because the backend could not be reached, so it is down. Not when
+/// vmcp itself is out of a local resource (see [`local_exhaustion`]): that fails the request at
+/// hand, but says nothing about the backend, and marking it down would fail every client's
+/// requests to it.
+pub(super) fn unreachable(e: &reqwest::Error) -> bool {
+    e.is_connect() && !local_exhaustion(e)
+}
+
+/// Whether `e` comes from vmcp running out of a local resource: file descriptors (`EMFILE`,
+/// `ENFILE`, e.g. for the socket of a new connection), buffers or memory (`ENOBUFS`, `ENOMEM`).
+pub(super) fn local_exhaustion(e: &reqwest::Error) -> bool {
+    use nix::errno::Errno;
+    let local = [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM].map(|e| e as i32);
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_some_and(|n| local.contains(&n))
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A reqwest error without its URL (whose query string may carry secrets).

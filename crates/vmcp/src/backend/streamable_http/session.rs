@@ -290,7 +290,7 @@ impl Inner {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                if e.is_connect() && *key == Key::system() {
+                if super::post::unreachable(&e) && *key == Key::system() {
                     // The gateway's stream cannot reach the backend: it is down.
                     self.status.down(describe(&e));
                 }
