@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::idp::Idp;
@@ -35,24 +34,7 @@ async fn token(idp: &Idp, sub: &str) -> String {
 
 /// `vmcp-fixture http` with extra arguments (`--get-status 405`, `--json-response`).
 fn fixture(era: &str, name: &str, extra: &[&str]) -> Fixture {
-    let mut cmd = Command::new(fixture_bin());
-    cmd.args(["http", "--port", "0", "--era", era, "--name", name]).args(extra);
-    let proc = Proc::start(&format!("fixture {name}"), cmd);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let line = loop {
-        if let Some(l) = proc.lines().into_iter().find(|l| l.starts_with("listening on ")) {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "fixture {name} did not start: {}", proc.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let url = line.trim_start_matches("listening on ").trim().to_owned();
-    let port = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Fixture { proc, url, port }
+    Fixture::http_args(0, era, name, extra)
 }
 
 /// A gateway requiring tokens from `idp` that passes each caller's token through to `h`.

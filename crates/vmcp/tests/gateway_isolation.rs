@@ -210,3 +210,49 @@ async fn an_oversized_stdio_reply_fails_its_call_at_once() {
         a.call("tools/call", json!({ "name": "st_echo", "arguments": { "message": "hi" } })).await;
     assert_eq!(r.text(), "Echo: hi");
 }
+
+/// The third-party server: two clients of a `perSession` server-everything ask for sampling at
+/// the same time and each answers its own; a roots request reaches the client whose call raised
+/// it.
+#[tokio::test]
+async fn server_everything_per_session_sampling_and_roots() {
+    let (node, script) = (tools::node(), tools::everything());
+    let yaml = format!(
+        "name: iso\nbackends:\n  - name: ev\n    transport: stdio\n    command: '{node}'\n    args: ['{script}', stdio]\n    isolation: perSession\n"
+    );
+    let gw = Gateway::start(&yaml);
+    poll(Duration::from_secs(30), "server-everything listed", || async {
+        let c = legacy_client(&gw).await;
+        c.tool_names(false).await.iter().any(|n| n == "ev_trigger-sampling-request").then_some(())
+    })
+    .await;
+    let mut a = gw.client();
+    a.legacy_init_with(json!({ "sampling": {}, "roots": {} })).await;
+    let mut b = gw.client();
+    b.legacy_init_with(json!({ "sampling": {}, "roots": {} })).await;
+
+    /// Calls `tool`, answers the one server-to-client request it raises with `answer`.
+    async fn call_answering(c: &Client, tool: &str, args: Value, answer: Value) -> String {
+        let (id, mut ev) = c.start("tools/call", json!({ "name": tool, "arguments": args })).await;
+        let req = ev.next().await;
+        assert!(req["method"].is_string() && req.get("id").is_some(), "{req}");
+        let reply = json!({ "jsonrpc": "2.0", "id": req["id"], "result": answer });
+        assert_eq!(c.open(c.post().json(&reply)).await.status, 202);
+        let r = ev.reply(id, Duration::from_secs(20)).await;
+        format!("{} {}", req["method"], r.msg())
+    }
+    let sampled = |who: &'static str| json!({ "role": "assistant", "content": { "type": "text", "text": format!("answer-{who}") }, "model": "m" });
+    let tool = "ev_trigger-sampling-request";
+    let (ra, rb) = tokio::join!(
+        call_answering(&a, tool, json!({ "prompt": "from-a" }), sampled("a")),
+        call_answering(&b, tool, json!({ "prompt": "from-b" }), sampled("b")),
+    );
+    assert!(ra.starts_with("\"sampling/createMessage\"") && ra.contains("answer-a"), "{ra}");
+    assert!(!ra.contains("answer-b"), "{ra}");
+    assert!(rb.contains("answer-b") && !rb.contains("answer-a"), "{rb}");
+
+    let roots = json!({ "roots": [{ "uri": "file:///a-root", "name": "a" }] });
+    let r = call_answering(&a, "ev_get-roots-list", json!({}), roots).await;
+    assert!(r.starts_with("\"roots/list\"") && r.contains("a-root"), "{r}");
+    assert_eq!(gw.backend_status("ev").await["unroutableMessages"], 0);
+}

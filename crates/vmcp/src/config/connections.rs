@@ -143,20 +143,23 @@ mod tests {
 
     const HEAD: &str = "name: gw\nbackends: []\n";
 
+    /// Every field, for one comparison.
+    fn fields(c: &ConnectionsConfig) -> (usize, Duration, Duration, Duration, Duration, Duration) {
+        (
+            c.max_connections,
+            c.header_read_timeout,
+            c.body_read_timeout,
+            c.idle_timeout,
+            c.shutdown_grace_period,
+            c.backend_shutdown_timeout,
+        )
+    }
+
     #[test]
     fn defaults_when_absent() {
         let cfg = parse(HEAD, "t.yaml").map_err(|e| e.to_string());
         let c = cfg.map(|c| c.server.connections);
-        let c = c.as_ref().map(|c| {
-            (
-                c.max_connections,
-                c.header_read_timeout,
-                c.body_read_timeout,
-                c.idle_timeout,
-                c.shutdown_grace_period,
-                c.backend_shutdown_timeout,
-            )
-        });
+        let c = c.as_ref().map(fields);
         assert_eq!(
             c,
             Ok((
@@ -177,16 +180,7 @@ mod tests {
              bodyReadTimeout: 3s\n    idleTimeout: 1m30s\n    shutdownGracePeriod: 0s\n    backendShutdownTimeout: 2s\n"
         );
         let c = parse(&text, "t.yaml").map(|c| c.server.connections).map_err(|e| e.to_string());
-        let c = c.as_ref().map(|c| {
-            (
-                c.max_connections,
-                c.header_read_timeout,
-                c.body_read_timeout,
-                c.idle_timeout,
-                c.shutdown_grace_period,
-                c.backend_shutdown_timeout,
-            )
-        });
+        let c = c.as_ref().map(fields);
         assert_eq!(
             c,
             Ok((

@@ -207,8 +207,13 @@ impl Fixture {
 
     /// The same on a given port.
     pub fn http_on(port: u16, era: &str, name: &str) -> Fixture {
+        Self::http_args(port, era, name, &[])
+    }
+
+    /// The same with extra arguments (`--get-status 405`, `--json-response`, ...).
+    pub fn http_args(port: u16, era: &str, name: &str, extra: &[&str]) -> Fixture {
         let mut cmd = Command::new(fixture_bin());
-        cmd.args(["http", "--port", &port.to_string(), "--era", era, "--name", name]);
+        cmd.args(["http", "--port", &port.to_string(), "--era", era, "--name", name]).args(extra);
         let mut proc = Proc::spawn(&format!("fixture {name}"), cmd);
         let line = proc.wait_line(Duration::from_secs(20), |l| l.starts_with("listening on "));
         let url = line.trim_start_matches("listening on ").trim().to_owned();
