@@ -479,7 +479,14 @@ async fn pending_relays_per_session_are_capped() {
 
 #[tokio::test]
 async fn parked_calls_per_principal_are_capped() {
-    let yaml = yaml_with(&["maxParkedCalls: 5", "maxParkedCallsPerPrincipal: 1"]);
+    // A Legacy HTTP backend: each call's sampling request comes on that call's own response
+    // stream. (On a shared stdio child, two Modern calls in flight could not be told apart, and
+    // the second call's sampling request would be refused before reaching the cap.)
+    let f = Fixture::http("legacy", "s");
+    let yaml = format!(
+        "name: limits\nbackends:\n{}server:\n  limits:\n    maxParkedCalls: 5\n    maxParkedCallsPerPrincipal: 1\n",
+        http_backend("s", &f.url)
+    );
     let gw = Gateway::start(&yaml);
     let c = gw.client();
     let call = json!({ "name": "s_test_sampling", "arguments": { "prompt": "q" }, "_meta": sampling_meta() });
