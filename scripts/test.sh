@@ -67,7 +67,7 @@ run_tests() {
       "(the tools stage) or source .tools/env.sh" >&2
     return 1
   fi
-  cargo test --workspace
+  cargo test --workspace --no-fail-fast
 }
 stage test run_tests
 stage conformance scripts/e2e-conformance.sh
