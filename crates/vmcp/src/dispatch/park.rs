@@ -208,17 +208,24 @@ pub async fn call(
 const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// `first` and the server-to-client requests that follow it within [`GATHER_WINDOW`] of each
-/// other; notifications meanwhile are relayed as usual.
+/// other (in all at most ten windows, so a backend streaming notifications cannot hold the round
+/// back); notifications meanwhile are relayed as usual.
 async fn gather(
     call: &mut ParkedCall,
     cx: &Cx,
     backend: &Arc<Backend>,
     first: Request,
 ) -> Vec<Request> {
+    let start = tokio::time::Instant::now();
+    let cap = start + GATHER_WINDOW * 10;
+    let mut deadline = start + GATHER_WINDOW;
     let mut batch = vec![first];
-    while let Ok(Some(msg)) = tokio::time::timeout(GATHER_WINDOW, call.events.recv()).await {
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, call.events.recv()).await {
         match msg {
-            Message::Request(r) => batch.push(r),
+            Message::Request(r) => {
+                batch.push(r);
+                deadline = (tokio::time::Instant::now() + GATHER_WINDOW).min(cap);
+            }
             other => super::forward::relay(cx, backend, other).await,
         }
     }
