@@ -26,8 +26,9 @@ mkdir -p "$OUT"
 # (or, with UPDATE_BASELINE=1, those files rewritten from the run). Results in $OUT/NAME.
 # Sets FIXTURE_URL to this run's fixture.
 gated_run() {
-  local name="$1" prefix="$2" rc=0 rev f entries baseline
+  local name="$1" prefix="$2" rc=0 rev f entries baseline what
   shift 2
+  what="vmcp-fixture${*:+ $*}"
   start_fixture_http "fixture-$name" "$@"
   cat >"$WORK/vmcp-$name.yaml" <<YAML
 name: conformance
@@ -46,13 +47,13 @@ YAML
     printf 'server: []\nclient: []\n' >"$WORK/empty.yaml"
     baseline="$WORK/empty.yaml"
   fi
-  log "gated run '$name': vmcp in front of vmcp-fixture $*"
+  log "gated run '$name': vmcp in front of $what"
   "$ROOT/scripts/run-conformance.sh" "$VMCP_URL" "$OUT/$name" "$baseline" || rc=1
   if [[ "${UPDATE_BASELINE:-0}" == 1 ]]; then
     for rev in ${REVISIONS:-2025-11-25 2026-07-28}; do
       f="$ROOT/conformance/$prefix.$rev.yaml"
       {
-        echo "# Known conformance failures of vmcp (gateway in front of vmcp-fixture $*, priority"
+        echo "# Known conformance failures of vmcp (gateway in front of $what, priority"
         echo "# names), requirements $rev. Debt: each entry is a gateway bug or gap to fix; the comment"
         echo "# is the check's own message. A listed check that passes again fails the run (stale"
         echo "# entry): delete it. Regenerate: UPDATE_BASELINE=1 scripts/e2e-conformance.sh"
