@@ -352,19 +352,32 @@ pub async fn call_tool(
         }
         "test_missing_capability" => {
             let has_sampling = cx.client_capabilities().is_some_and(|c| c.sampling.is_some());
+            let missing = || -> Result<CallToolResponse, ErrorData> {
+                let required: ClientCapabilities = from_json(json!({ "sampling": {} }))?;
+                Err(ErrorData::missing_required_client_capability(required))
+            };
             if !has_sampling {
-                let required: ClientCapabilities = match from_json(json!({ "sampling": {} })) {
-                    Ok(c) => c,
-                    Err(e) => return Some(Err(e)),
-                };
-                return Some(Err(ErrorData::missing_required_client_capability(required)));
+                return Some(missing());
+            }
+            // On a Legacy session the tool really samples, so a peer that declared sampling at
+            // initialize but cannot sample now (a gateway bridging a 2026-07-28 client that did
+            // not declare it) refuses the request and the call fails the same way.
+            if !is_modern(cx) {
+                let ask = sampling_request("Say anything", 10);
+                if ask_peer(cx, &ask).await.is_err() {
+                    return Some(missing());
+                }
             }
             ok(vec![text("The client declared sampling")])
         }
         name if name.starts_with("test_input_required_result_")
             || name == "test_streaming_elicitation" =>
         {
-            Some(mrtr_tool(fixture, name, request, cx))
+            if is_modern(cx) {
+                Some(mrtr_tool(fixture, name, request, cx))
+            } else {
+                Some(legacy_input_tool(name, request, cx).await)
+            }
         }
         _ => None,
     }
@@ -559,12 +572,6 @@ fn mrtr_tool(
     request: &CallToolRequestParams,
     cx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
-    if !is_modern(cx) {
-        return Ok(CallToolResult::error(vec![text(format!(
-            "{name} needs protocol version 2026-07-28 (input_required results)"
-        ))])
-        .into());
-    }
     let responses = request.input_responses.as_ref();
     // A state that is present must verify, whatever the round.
     let state = match request.request_state.as_deref() {
@@ -702,6 +709,179 @@ fn mrtr_tool(
 }
 
 // ---------------------------------------------------------------------------
+// The same tools on a Legacy session: real server-to-client requests.
+// ---------------------------------------------------------------------------
+
+/// Times a Legacy-era tool asks again for an answer it did not get (or could not use), as the
+/// Modern tools re-ask with a fresh `input_required` round.
+const LEGACY_ASKS: usize = 3;
+
+/// Sends one input request (`{method, params}`, as in `inputRequests`) to the peer as a real
+/// server-to-client request and returns its result as JSON.
+async fn ask_peer(cx: &RequestContext<RoleServer>, request: &Value) -> Result<Value, String> {
+    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
+    let result = match request["method"].as_str() {
+        Some("elicitation/create") => {
+            let params: ElicitRequestParams =
+                from_json(params).map_err(|e| e.message.to_string())?;
+            serde_json::to_value(
+                cx.peer.create_elicitation(params).await.map_err(|e| e.to_string())?,
+            )
+        }
+        Some("sampling/createMessage") => {
+            let params: CreateMessageRequestParams =
+                from_json(params).map_err(|e| e.message.to_string())?;
+            serde_json::to_value(cx.peer.create_message(params).await.map_err(|e| e.to_string())?)
+        }
+        Some("roots/list") => {
+            serde_json::to_value(cx.peer.list_roots().await.map_err(|e| e.to_string())?)
+        }
+        other => return Err(format!("no such input request: {other:?}")),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// The answers to `requests` (key → input request): those the call already carries in
+/// `inputResponses` and `read` accepts are kept (a bridging gateway may pass a 2026-07-28
+/// client's up-front answers along); the others are asked of the peer, all at once, again while
+/// `read` rejects an answer, at most [`LEGACY_ASKS`] times.
+async fn legacy_answers(
+    cx: &RequestContext<RoleServer>,
+    request: &CallToolRequestParams,
+    requests: &[(&str, Value)],
+    read: impl Fn(&InputResponses, &str) -> bool,
+) -> Result<InputResponses, ErrorData> {
+    let mut answers: InputResponses = request.input_responses.clone().unwrap_or_default();
+    for _ in 0..LEGACY_ASKS {
+        let missing: Vec<&(&str, Value)> =
+            requests.iter().filter(|(key, _)| !read(&answers, key)).collect();
+        if missing.is_empty() {
+            return Ok(answers);
+        }
+        let asked = futures::future::join_all(missing.iter().map(|(_, r)| ask_peer(cx, r))).await;
+        for ((key, _), answer) in missing.iter().zip(asked) {
+            match answer {
+                Ok(v) => answers.insert((*key).to_owned(), v),
+                Err(e) => {
+                    tracing::debug!("input request {key} failed: {e}");
+                    answers.remove(*key)
+                }
+            };
+        }
+    }
+    let missing: Vec<&str> =
+        requests.iter().filter(|(key, _)| !read(&answers, key)).map(|(k, _)| *k).collect();
+    if missing.is_empty() {
+        return Ok(answers);
+    }
+    Err(ErrorData::invalid_params(format!("no usable answer to {}", missing.join(", ")), None))
+}
+
+/// Whether `key` holds a usable answer to the input request `request`.
+fn usable(answers: &InputResponses, key: &str, request: &Value) -> bool {
+    let answers = Some(answers);
+    match request["method"].as_str() {
+        Some("sampling/createMessage") => sampled(answers, key).is_some(),
+        Some("roots/list") => roots(answers, key).is_some(),
+        _ => {
+            let field = request["params"]["requestedSchema"]["required"][0].as_str().unwrap_or("");
+            accepted(answers, key).is_some_and(|c| c.contains_key(field))
+        }
+    }
+}
+
+/// The `test_input_required_result_*` tools on a Legacy session: the same questions as their
+/// 2026-07-28 versions, as real server-to-client requests (which a gateway bridging a
+/// 2026-07-28 client turns back into `input_required` rounds). There is no `requestState` of
+/// the fixture's own here: the call stays open between rounds.
+async fn legacy_input_tool(
+    name: &str,
+    request: &CallToolRequestParams,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ErrorData> {
+    let name_q = || ("user_name", elicitation_request("What is your name?", "name", "string"));
+    let mut requests: Vec<(&str, Value)> = match name {
+        "test_input_required_result_elicitation" | "test_streaming_elicitation" => vec![name_q()],
+        "test_input_required_result_sampling" => {
+            vec![("capital_question", sampling_request("What is the capital of France?", 100))]
+        }
+        "test_input_required_result_list_roots" => vec![("client_roots", roots_request())],
+        "test_input_required_result_request_state"
+        | "test_input_required_result_tampered_state" => {
+            vec![("confirm", elicitation_request("Please confirm", "ok", "boolean"))]
+        }
+        "test_input_required_result_multiple_inputs" => vec![
+            name_q(),
+            ("greeting", sampling_request("Generate a greeting", 50)),
+            ("client_roots", roots_request()),
+        ],
+        "test_input_required_result_multi_round" => {
+            vec![("step1", elicitation_request("Step 1: What is your name?", "name", "string"))]
+        }
+        "test_input_required_result_capabilities" => {
+            // A Legacy server cannot tell which of these the client will answer: it asks all
+            // three at once and is content with any answer.
+            let asks = [
+                ("capital_question", sampling_request("What is the capital of France?", 100)),
+                name_q(),
+                ("client_roots", roots_request()),
+            ];
+            if request.input_responses.as_ref().is_some_and(|r| !r.is_empty()) {
+                return done("Received the requested input".into());
+            }
+            let answered =
+                futures::future::join_all(asks.iter().map(|(_, r)| ask_peer(cx, r))).await;
+            return match answered.iter().filter(|a| a.is_ok()).count() {
+                0 => done("The client answered none of the requests".into()),
+                _ => done("Received the requested input".into()),
+            };
+        }
+        _ => return Err(ErrorData::invalid_params(format!("Unknown tool: {name}"), None)),
+    };
+    let check = requests.clone();
+    let read = move |a: &InputResponses, key: &str| {
+        check.iter().find(|(k, _)| *k == key).is_some_and(|(_, r)| usable(a, key, r))
+    };
+    let answers = legacy_answers(cx, request, &requests, &read).await?;
+    let a = Some(&answers);
+    match name {
+        "test_input_required_result_sampling" => {
+            done(format!("LLM response: {}", sampled(a, "capital_question").unwrap_or_default()))
+        }
+        "test_input_required_result_list_roots" => done(format!(
+            "Client roots: {}",
+            roots(a, "client_roots").unwrap_or_default().join(", ")
+        )),
+        "test_input_required_result_request_state"
+        | "test_input_required_result_tampered_state" => {
+            let ok = accepted(a, "confirm").and_then(|c| c.get("ok")).and_then(Value::as_bool);
+            done(format!("state-ok: confirmed in the open call, ok={}", ok.unwrap_or(false)))
+        }
+        "test_input_required_result_multiple_inputs" => done(format!(
+            "Hello, {}! Greeting: {}. Roots: {}",
+            accepted_str(a, "user_name", "name").unwrap_or_default(),
+            sampled(a, "greeting").unwrap_or_default(),
+            roots(a, "client_roots").unwrap_or_default().join(", ")
+        )),
+        "test_input_required_result_multi_round" => {
+            let user = accepted_str(a, "step1", "name").unwrap_or_default();
+            requests = vec![(
+                "step2",
+                elicitation_request("Step 2: What is your favorite color?", "color", "string"),
+            )];
+            let check = requests.clone();
+            let read = move |a: &InputResponses, key: &str| {
+                check.iter().find(|(k, _)| *k == key).is_some_and(|(_, r)| usable(a, key, r))
+            };
+            let answers = legacy_answers(cx, request, &requests, &read).await?;
+            let color = accepted_str(Some(&answers), "step2", "color").unwrap_or_default();
+            done(format!("Hello, {user}! Your favorite color is {color}."))
+        }
+        _ => done(format!("Hello, {}!", accepted_str(a, "user_name", "name").unwrap_or_default())),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Resources, prompts, completion.
 // ---------------------------------------------------------------------------
 
@@ -790,7 +970,7 @@ pub fn prompts() -> Result<Vec<Prompt>, ErrorData> {
     ]))
 }
 
-pub fn get_prompt(
+pub async fn get_prompt(
     fixture: &Fixture,
     request: GetPromptRequestParams,
     cx: &RequestContext<RoleServer>,
@@ -829,25 +1009,31 @@ pub fn get_prompt(
             { "role": "user", "content": { "type": "text", "text": "Please analyze the image above." } }
         ]),
         "test_input_required_result_prompt" => {
-            if !is_modern(cx) {
-                return Err(ErrorData::invalid_params(
-                    "test_input_required_result_prompt needs protocol version 2026-07-28",
-                    None,
-                ));
+            let ask =
+                || elicitation_request("What context should the prompt use?", "context", "string");
+            let mut given =
+                accepted_str(request.input_responses.as_ref(), "user_context", "context");
+            // On a Legacy session the same question is a real elicitation request.
+            if given.is_none() && !is_modern(cx) {
+                for _ in 0..LEGACY_ASKS {
+                    let answer = ask_peer(cx, &ask()).await.map_err(|e| {
+                        ErrorData::invalid_params(format!("elicitation failed: {e}"), None)
+                    });
+                    let answers: InputResponses =
+                        [("user_context".to_owned(), answer?)].into_iter().collect();
+                    given = accepted_str(Some(&answers), "user_context", "context");
+                    if given.is_some() {
+                        break;
+                    }
+                }
             }
-            match accepted_str(request.input_responses.as_ref(), "user_context", "context") {
+            match given {
                 Some(context) => json!([{
                     "role": "user",
                     "content": { "type": "text", "text": format!("Prompt using context: {context}") }
                 }]),
                 None => {
-                    return Ok(input_required(
-                        json!({
-                            "user_context": elicitation_request("What context should the prompt use?", "context", "string")
-                        }),
-                        None,
-                    )?
-                    .into());
+                    return Ok(input_required(json!({ "user_context": ask() }), None)?.into());
                 }
             }
         }

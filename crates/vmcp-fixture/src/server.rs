@@ -356,7 +356,7 @@ impl ServerHandler for Fixture {
         request: GetPromptRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        conformance::get_prompt(self, request, &cx)
+        conformance::get_prompt(self, request, &cx).await
     }
 
     async fn list_resources(

@@ -63,13 +63,17 @@ pub async fn forward_with(
         let target =
             super::park::Call { backend, name, method, client_meta: client_meta(cx), tool_schema };
         let result = super::park::call(gw, cx, target, params).await?;
-        return Ok(fix_result(cx, result));
+        return Ok(fix_result(cx, method, result));
     }
     for _ in 0..MAX_INPUT_ROUNDS {
         let result =
             call_once(gw, cx, backend, name, method, params.clone(), tool_schema.clone()).await?;
-        let Client::Legacy(session) = &cx.client else { return Ok(fix_result(cx, result)) };
-        let Some(round) = InputRequired::parse(&result) else { return Ok(fix_result(cx, result)) };
+        let Client::Legacy(session) = &cx.client else {
+            return Ok(fix_result(cx, method, result));
+        };
+        let Some(round) = InputRequired::parse(&result) else {
+            return Ok(fix_result(cx, method, result));
+        };
         let responses = ask_client(gw, cx, session, name, round.input_requests).await?;
         let mut next = params::set(params.as_deref(), "inputResponses", &responses)
             .map_err(super::invalid_params)?;
@@ -240,11 +244,21 @@ fn client_meta(cx: &Cx) -> Option<serde_json::Map<String, serde_json::Value>> {
     }
 }
 
-/// Results relayed to Modern clients carry `resultType` (a Legacy backend omits it); Legacy
-/// clients get results without the 2026-07-28 fields a Modern backend adds.
-fn fix_result(cx: &Cx, result: Box<RawValue>) -> Box<RawValue> {
+/// Methods whose 2026-07-28 results are cacheable and so must carry `ttlMs` and `cacheScope`
+/// (SEP-2549); the list methods are answered from the catalog (`lists.rs`), this one is relayed.
+const CACHEABLE_RELAYED: &[&str] = &["resources/read"];
+
+/// Results relayed to Modern clients carry `resultType` (a Legacy backend omits it) and, for a
+/// cacheable method, the caching hints a Legacy backend cannot give: `ttlMs: 0` and
+/// `cacheScope: "private"`, as for the catalog's lists, since the gateway cannot know how long the
+/// backend's content stays fresh nor whether it differs per principal. Legacy clients get results
+/// without the 2026-07-28 fields a Modern backend adds.
+fn fix_result(cx: &Cx, method: &str, result: Box<RawValue>) -> Box<RawValue> {
     let has_type = result.get().contains("\"resultType\"");
-    if cx.is_modern() == has_type {
+    let needs_cache_hints = cx.is_modern()
+        && CACHEABLE_RELAYED.contains(&method)
+        && !(result.get().contains("\"ttlMs\"") && result.get().contains("\"cacheScope\""));
+    if cx.is_modern() == has_type && !needs_cache_hints {
         return result;
     }
     let Ok(mut map) =
@@ -253,7 +267,11 @@ fn fix_result(cx: &Cx, result: Box<RawValue>) -> Box<RawValue> {
         return result;
     };
     if cx.is_modern() {
-        map.insert("resultType".into(), "complete".into());
+        map.entry("resultType").or_insert("complete".into());
+        // An `input_required` result is not cacheable content; only complete ones get hints.
+        if needs_cache_hints && map.get("resultType").and_then(|v| v.as_str()) == Some("complete") {
+            super::lists::modern_fields(&mut map);
+        }
     } else if map.get("resultType").and_then(|v| v.as_str()) == Some("complete") {
         map.remove("resultType");
         map.remove("ttlMs");

@@ -24,7 +24,7 @@ use crate::backend::{Backend, CallContext, Reply};
 use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::{code, raw};
-use crate::protocol::{ErrorObject, ErrorResponse, Id, Message, Response, params};
+use crate::protocol::{ErrorObject, ErrorResponse, Id, Message, Request, Response, params};
 use crate::session::LimitError;
 
 /// Prefix of the `requestState` values the gateway issues for parked calls.
@@ -132,42 +132,65 @@ pub async fn call(
         None => start(gw, cx, target.clone_parts(), params),
     };
     while let Some(msg) = call.events.recv().await {
-        let Message::Request(r) = msg else {
+        let Message::Request(first) = msg else {
             super::forward::relay(cx, backend, msg).await;
             continue;
         };
-        let Some(cap) = super::forward::capability_for(&r.method) else {
-            let refusal = ErrorObject::new(
-                code::METHOD_NOT_FOUND,
-                format!("{} is not relayed to 2026-07-28 clients", r.method),
-            );
-            let reply = Message::Error(ErrorResponse::new(Some(r.id), refusal));
-            let _ = backend.respond(&cx.caller, None, reply).await;
-            continue;
-        };
-        let declared = match &cx.client {
-            super::Client::Modern(m) => m.has_capability(cap),
-            super::Client::Legacy(_) => true,
-        };
-        if !declared {
-            return Err(ErrorObject::with_data(
+        let batch = gather(&mut call, cx, backend, first).await;
+        let mut asks = Vec::new();
+        let mut undeclared = Vec::new();
+        for r in batch {
+            match super::forward::capability_for(&r.method) {
+                None => {
+                    let refusal = ErrorObject::new(
+                        code::METHOD_NOT_FOUND,
+                        format!("{} is not relayed to 2026-07-28 clients", r.method),
+                    );
+                    refuse(cx, backend, r.id, refusal).await;
+                }
+                Some(cap) if declared(cx, cap) => asks.push(r),
+                Some(cap) => undeclared.push((r, cap)),
+            }
+        }
+        let missing = |cap: &str| {
+            ErrorObject::with_data(
                 code::MISSING_REQUIRED_CLIENT_CAPABILITY,
                 format!(
                     "backend {} needs the client's {cap} capability, which the request did not declare",
                     target.name
                 ),
                 &serde_json::json!({ "requiredCapabilities": { cap: {} } }),
-            ));
+            )
+        };
+        if asks.is_empty() {
+            // The backend can go no further without what the client lacks: the client is told
+            // which capability, and the call, dropped here, is cancelled at the backend.
+            if let Some((_, cap)) = undeclared.first() {
+                return Err(missing(cap));
+            }
+            continue;
         }
-        let key = format!("{}-{}", r.method.replace('/', "-"), call.pending.len());
-        let request_params: Option<serde_json::Value> =
-            r.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
-        let request = serde_json::json!({ "method": r.method, "params": request_params });
-        call.pending.push((key.clone(), r.id));
+        // Asked together with things the client can answer, an undeclared capability may be
+        // optional to the backend: it hears the refusal and decides, and the client is asked
+        // only what it declared.
+        for (r, cap) in undeclared {
+            refuse(cx, backend, r.id, missing(cap)).await;
+        }
+        let mut requests = serde_json::Map::new();
+        for r in asks {
+            let key = format!("{}-{}", r.method.replace('/', "-"), call.pending.len());
+            let request_params: Option<serde_json::Value> =
+                r.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
+            requests.insert(
+                key.clone(),
+                serde_json::json!({ "method": r.method, "params": request_params }),
+            );
+            call.pending.push((key, r.id));
+        }
         let token = gw.parked.insert(call, gw.sessions.limits()).map_err(|e| e.to_error())?;
         return Ok(raw(&serde_json::json!({
             "resultType": "input_required",
-            "inputRequests": { key: request },
+            "inputRequests": requests,
             "requestState": format!("{STATE_PREFIX}{token}"),
         })));
     }
@@ -177,6 +200,50 @@ pub async fn call(
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ErrorObject::new(code::INTERNAL_ERROR, "the backend call was abandoned")),
     }
+}
+
+/// How long to wait, after a server-to-client request, for more that the backend sends at once
+/// (a Legacy server may ask for several inputs concurrently): they go to the client in one
+/// `input_required` round instead of one round each.
+const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// `first` and the server-to-client requests that follow it within [`GATHER_WINDOW`] of each
+/// other (in all at most ten windows, so a backend streaming notifications cannot hold the round
+/// back); notifications meanwhile are relayed as usual.
+async fn gather(
+    call: &mut ParkedCall,
+    cx: &Cx,
+    backend: &Arc<Backend>,
+    first: Request,
+) -> Vec<Request> {
+    let start = tokio::time::Instant::now();
+    let cap = start + GATHER_WINDOW * 10;
+    let mut deadline = start + GATHER_WINDOW;
+    let mut batch = vec![first];
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, call.events.recv()).await {
+        match msg {
+            Message::Request(r) => {
+                batch.push(r);
+                deadline = (tokio::time::Instant::now() + GATHER_WINDOW).min(cap);
+            }
+            other => super::forward::relay(cx, backend, other).await,
+        }
+    }
+    batch
+}
+
+fn declared(cx: &Cx, cap: &str) -> bool {
+    match &cx.client {
+        super::Client::Modern(m) => m.has_capability(cap),
+        super::Client::Legacy(_) => true,
+    }
+}
+
+/// Answers one of the backend's requests with an error, so it does not wait for an answer that
+/// will never come.
+async fn refuse(cx: &Cx, backend: &Arc<Backend>, id: Id, error: ErrorObject) {
+    let reply = Message::Error(ErrorResponse::new(Some(id), error));
+    let _ = backend.respond(&cx.caller, None, reply).await;
 }
 
 struct Parts {
@@ -232,14 +299,28 @@ async fn resume(
     token: &str,
     params: Option<&RawValue>,
 ) -> Result<ParkedCall, ErrorObject> {
+    // Checked before the call is taken, so a malformed retry leaves it parked for a good one.
+    let responses: serde_json::Map<String, serde_json::Value> =
+        match params.and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok()) {
+            Some(v) => match v.get("inputResponses") {
+                None => serde_json::Map::new(),
+                Some(serde_json::Value::Object(m)) => m.clone(),
+                Some(_) => return Err(invalid_params("inputResponses must be an object")),
+            },
+            None => serde_json::Map::new(),
+        };
     let mut call = gw.parked.take(token, &cx.caller.binding())?;
-    let responses: serde_json::Map<String, serde_json::Value> = params
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
-        .and_then(|v| v.get("inputResponses").and_then(|r| r.as_object()).cloned())
-        .unwrap_or_default();
     for (key, backend_id) in std::mem::take(&mut call.pending) {
         let answer = match responses.get(&key) {
-            Some(v) => Message::Response(Response::new(backend_id, raw(v))),
+            // Every answer to sampling, elicitation or roots is a result object.
+            Some(v) if v.is_object() => Message::Response(Response::new(backend_id, raw(v))),
+            Some(_) => Message::Error(ErrorResponse::new(
+                Some(backend_id),
+                ErrorObject::new(
+                    code::INVALID_PARAMS,
+                    "the client's answer is not a result object",
+                ),
+            )),
             None => Message::Error(ErrorResponse::new(
                 Some(backend_id),
                 ErrorObject::new(code::INVALID_PARAMS, "the client did not answer this request"),
