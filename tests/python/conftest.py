@@ -2,7 +2,7 @@
 
 Environment:
   VMCP_URL         streamable HTTP MCP endpoint, e.g. http://127.0.0.1:8080/mcp (required;
-                   without it every test is skipped)
+                   without it every test fails)
   VMCP_MODES       comma list of client modes to run (default "legacy,2026-07-28");
                    each is a `Client(mode=...)` value: "legacy", "auto" or "2026-07-28"
   VMCP_TOOL        tool to call (default "echo")
@@ -62,7 +62,7 @@ def modes() -> list[str]:
 def settings() -> Settings:
     s = _settings()
     if s is None:
-        pytest.skip("VMCP_URL is not set")
+        pytest.fail("VMCP_URL is not set: run through scripts/e2e-python.sh", pytrace=False)
     return s
 
 

@@ -20,9 +20,11 @@ from mcp_helpers import connect
 pytestmark = pytest.mark.anyio
 
 BAD = json.loads(os.environ.get("VMCP_BAD_TOKENS", "{}"))
+if not BAD:
+    # Run by scripts/e2e-python.sh against an OIDC-protected gateway; never skipped quietly.
+    pytest.fail("VMCP_BAD_TOKENS is not set: run these tests through scripts/e2e-python.sh", pytrace=False)
 
 
-@pytest.mark.skipif(not BAD, reason="VMCP_BAD_TOKENS not set")
 @pytest.mark.parametrize("label", sorted(BAD))
 async def test_bad_token_is_refused_with_a_challenge(settings: Settings, label: str) -> None:
     body = {
@@ -44,7 +46,6 @@ async def test_bad_token_is_refused_with_a_challenge(settings: Settings, label: 
     assert "resource_metadata=" in challenge, challenge
 
 
-@pytest.mark.skipif(not BAD, reason="VMCP_BAD_TOKENS not set")
 @pytest.mark.parametrize("mode", modes())
 @pytest.mark.parametrize("label", sorted(BAD))
 async def test_sdk_fails_with_a_bad_token(settings: Settings, mode: str, label: str) -> None:
