@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -22,20 +21,6 @@ fn everything() -> (String, String) {
     (tools::node(), tools::everything())
 }
 
-/// server-everything over a network transport (`sse` or `streamableHttp`) on a free port.
-fn serve_everything(node: &str, script: &str, mode: &str) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(node);
-    cmd.args([script, mode]).env("PORT", port.to_string());
-    let mut proc = Proc::start(&format!("server-everything {mode}"), cmd);
-    let ready = match mode {
-        "sse" => format!("Server is running on port {port}"),
-        _ => format!("MCP Streamable HTTP Server listening on port {port}"),
-    };
-    proc.wait_stderr(Duration::from_secs(30), &ready);
-    (proc, port)
-}
-
 /// One gateway with server-everything behind it three times, once per transport.
 struct Setup {
     gw: Gateway,
@@ -47,8 +32,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let (node, script) = everything();
-    let (sse, sse_port) = serve_everything(&node, &script, "sse");
-    let (http, http_port) = serve_everything(&node, &script, "streamableHttp");
+    let (sse, sse_port) = serve_everything("sse");
+    let (http, http_port) = serve_everything("streamableHttp");
     let yaml = format!(
         "name: real\nbackends:\n  - name: stdio\n    transport: stdio\n    command: '{node}'\n    args: ['{script}', stdio]\n  - name: sse\n    transport: sse\n    url: http://127.0.0.1:{sse_port}/sse\n{}",
         http_backend("http", &format!("http://127.0.0.1:{http_port}/mcp")),
@@ -252,8 +237,7 @@ async fn lists_within(gw: &Gateway, tool: &str, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 
 async fn sse_backend_tools_are_listed_once_ready() {
-    let (node, script) = everything();
-    let (_sse, port) = serve_everything(&node, &script, "sse");
+    let (_sse, port) = serve_everything("sse");
     let yaml = format!(
         "name: race\nbackends:\n  - name: sse\n    transport: sse\n    url: http://127.0.0.1:{port}/sse\n"
     );

@@ -18,6 +18,7 @@
 
 pub mod limit;
 pub mod mux;
+pub mod pool;
 pub mod registry;
 pub mod sse;
 pub mod stdio;
@@ -161,6 +162,16 @@ pub struct BackendEvent {
     pub notification: Notification,
 }
 
+/// Who shares a message-stream backend's session, by its isolation mode.
+fn isolated_scope(mode: crate::config::Isolation, session: Option<u64>) -> SessionScope {
+    use crate::config::Isolation;
+    match (mode, session) {
+        (Isolation::Shared, _) => SessionScope::Shared,
+        (Isolation::PerSession, Some(_)) => SessionScope::Client,
+        (Isolation::PerPrincipal | Isolation::PerSession, _) => SessionScope::Principal,
+    }
+}
+
 /// Who shares the backend session a request runs on (see [`Backend::session_scope`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionScope {
@@ -196,7 +207,9 @@ impl Backend {
     ) -> Result<Reply, BackendError> {
         match self {
             Backend::Http(b) => b.request(caller, method, params, ctx).await,
-            Backend::Sse(b) => b.mux()?.request(caller, method, params, ctx).await,
+            Backend::Sse(b) => {
+                b.mux_for(caller, ctx.session).await?.request(caller, method, params, ctx).await
+            }
             Backend::Stdio(b) => {
                 b.mux_for(caller, ctx.session).await?.request(caller, method, params, ctx).await
             }
@@ -214,7 +227,10 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Backend::Http(b) => b.notify(caller, session, method, params).await,
-            Backend::Sse(b) => b.mux()?.notify(caller, method, params).await,
+            Backend::Sse(b) => match b.mux_existing(caller, session)? {
+                Some(mux) => mux.notify(caller, method, params).await,
+                None => Ok(()),
+            },
             Backend::Stdio(b) => match b.mux_existing(caller, session)? {
                 Some(mux) => mux.notify(caller, method, params).await,
                 // No child runs for this client: nothing there to tell.
@@ -233,7 +249,13 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Backend::Http(b) => b.respond(caller, session, response).await,
-            Backend::Sse(b) => b.mux()?.respond(caller, response).await,
+            Backend::Sse(b) => match b.mux_existing(caller, session)? {
+                Some(mux) => mux.respond(caller, response).await,
+                None => Err(BackendError::Unavailable {
+                    backend: b.name().to_owned(),
+                    reason: "the stream that asked has ended".into(),
+                }),
+            },
             Backend::Stdio(b) => match b.mux_existing(caller, session)? {
                 Some(mux) => mux.respond(caller, response).await,
                 None => Err(BackendError::Unavailable {
@@ -278,42 +300,37 @@ impl Backend {
         match self {
             Backend::Http(b) => b.end_session(caller, session).await,
             Backend::Stdio(b) => b.end_session(session),
-            Backend::Sse(_) => {}
+            Backend::Sse(b) => b.end_session(session),
         }
     }
 
     /// For stdio: the isolation mode and the number of dedicated children, for `/status`.
     pub fn isolation(&self) -> Option<serde_json::Value> {
-        match self {
-            Backend::Stdio(b) => {
-                let (mode, processes, in_flight) = b.isolation();
-                Some(serde_json::json!({
-                    "mode": mode,
-                    "clientProcesses": processes,
-                    "inFlight": in_flight,
-                }))
-            }
-            _ => None,
-        }
+        let (mode, dedicated, in_flight) = match self {
+            Backend::Stdio(b) => b.isolation(),
+            Backend::Sse(b) => b.isolation(),
+            Backend::Http(_) => return None,
+        };
+        // `clientProcesses`: dedicated children (stdio) or streams (SSE).
+        Some(serde_json::json!({
+            "mode": mode,
+            "clientProcesses": dedicated,
+            "inFlight": in_flight,
+        }))
     }
 
     /// Whose backend session serves requests of a client session `session` (`None`: a Modern
     /// client), and so where state such a client sets at the backend (log level, resource
     /// subscriptions) lives.
     pub fn session_scope(&self, session: Option<u64>) -> SessionScope {
-        use crate::config::Isolation;
         match self {
             Backend::Http(b) if b.status().get().info.is_some_and(|i| i.era == Era::Modern) => {
                 SessionScope::Stateless
             }
             Backend::Http(_) if session.is_some() => SessionScope::Client,
             Backend::Http(_) => SessionScope::Principal,
-            Backend::Sse(_) => SessionScope::Shared,
-            Backend::Stdio(b) => match (b.isolation().0, session) {
-                (Isolation::Shared, _) => SessionScope::Shared,
-                (Isolation::PerSession, Some(_)) => SessionScope::Client,
-                (Isolation::PerPrincipal | Isolation::PerSession, _) => SessionScope::Principal,
-            },
+            Backend::Sse(b) => isolated_scope(b.isolation().0, session),
+            Backend::Stdio(b) => isolated_scope(b.isolation().0, session),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The legacy HTTP+SSE transport (protocol 2024-11-05): a long-lived GET event stream carries the
 //! backend's messages; the gateway POSTs its own messages to the endpoint the stream announces.
-//! Many client requests share one stream through a [`Mux`].
+//! Client requests share the gateway's own stream through a [`Mux`], or, with `isolation:
+//! perPrincipal | perSession`, get a stream (a backend session) of their own from a
+//! [`super::pool::Pool`].
 //!
 //! A supervisor task owns the stream. Each connection: GET with `Accept: text/event-stream`, wait
 //! for the `endpoint` event, `initialize` + `notifications/initialized` over the mux (replies come
@@ -27,7 +29,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sse_stream::{Sse, SseByteStream};
 use tokio_util::sync::CancellationToken;
 
-use super::mux::{Backoff, Mux, Outbound};
+use super::mux::{Backoff, Mux, Outbound, Routing};
+use super::pool::{Connector, Isolated, Pool, Run};
 use super::{BackendError, BackendSpec, Status};
 use crate::auth::Caller;
 use crate::auth::outgoing::OutgoingAuth;
@@ -40,6 +43,8 @@ type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Sse, sse_strea
 pub struct SseBackend {
     shared: Arc<Shared>,
     supervisor: super::mux::Supervisor,
+    /// Which stream serves whom; dedicated streams unless `isolation: shared`.
+    isolated: Isolated,
 }
 
 struct Shared {
@@ -66,9 +71,56 @@ impl SseBackend {
             conn: Default::default(),
             stop: CancellationToken::new(),
         });
+        let limits = &shared.spec.limits;
+        let isolated = Isolated::new(shared.spec.isolation, || {
+            Pool::new(
+                shared.spec.name.clone(),
+                Arc::new(StreamConnector { shared: shared.clone() }),
+                ("operational.backendSessions.maxPerBackend", limits.max_sessions),
+                limits.session_idle,
+                shared.status.unroutable.clone(),
+                shared.stop.child_token(),
+            )
+        });
         let supervisor =
             super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
-        Self { shared, supervisor }
+        Self { shared, supervisor, isolated }
+    }
+
+    /// The session a request runs on: the gateway's stream, or its owner's own (opened on first
+    /// use).
+    pub async fn mux_for(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Arc<Mux>, BackendError> {
+        self.isolated.mux_for(self.mux(), caller, session).await
+    }
+
+    /// The session an answer or notification for `caller` goes to, if it is up.
+    pub fn mux_existing(
+        &self,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Option<Arc<Mux>>, BackendError> {
+        self.isolated.mux_existing(|| self.mux(), caller, session)
+    }
+
+    /// Closes the stream dedicated to client session `session` (`perSession`).
+    pub fn end_session(&self, session: u64) {
+        self.isolated.end_session(session);
+    }
+
+    /// The isolation mode, dedicated streams open, and requests in flight on all streams.
+    pub fn isolation(&self) -> (crate::config::Isolation, usize, usize) {
+        let shared = self.mux().map_or(0, |m| m.in_flight());
+        let (streams, in_flight) = self.isolated.load();
+        (self.isolated.mode(), streams, shared + in_flight)
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
     }
 
     /// The session of the current connection, shared by every client request (see [`Mux`]), or
@@ -85,7 +137,9 @@ impl SseBackend {
     /// See [`super::Backend::shutdown`]. Closes the stream (which ends the legacy session) and
     /// stops reconnecting. Idempotent; concurrent calls all wait for the first.
     pub async fn shutdown(&self) {
-        self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status).await;
+        let pool = self.isolated.shutdown();
+        let supervisor = self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status);
+        futures::join!(pool, supervisor);
     }
 }
 
@@ -109,16 +163,46 @@ async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// One connection: connect, handshake, serve. Returns why it ended, or `None` when stopping.
+/// One connection of the gateway's own stream. Returns why it ended, or `None` when stopping.
 async fn run_once(shared: &Shared) -> Option<String> {
+    let routing = Routing { owner: None, unroutable: shared.status.unroutable.clone() };
+    let ready = |mux: &Arc<Mux>, info: super::ServerInfo| {
+        tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "sse backend ready");
+        // Connection first: readers react to Ready at once and must find it.
+        shared.conn.set(Some(mux.clone()));
+        shared.status.ready(info);
+    };
+    let gone = |_: Option<&str>| shared.conn.set(None);
+    run_stream(shared, routing, &shared.stop, ready, gone).await
+}
+
+/// One stream: connect, handshake (then `ready`), serve until it ends or `stop` fires; `gone` is
+/// told first when it ends, then the mux is closed. Returns why it ended, or `None` when stopped.
+async fn run_stream(
+    shared: &Shared,
+    routing: Routing,
+    stop: &CancellationToken,
+    ready: impl FnOnce(&Arc<Mux>, super::ServerInfo) + Send,
+    gone: impl FnOnce(Option<&str>) + Send,
+) -> Option<String> {
     let connect = tokio::time::timeout(shared.spec.timeout, connect(shared));
-    let (events, endpoint) = tokio::select! {
-        _ = shared.stop.cancelled() => return None,
-        r = connect => match r {
-            Err(_) => return Some(format!("no endpoint event within {:?}", shared.spec.timeout)),
-            Ok(Err(reason)) => return Some(reason),
-            Ok(Ok(connected)) => connected,
-        },
+    let connected = tokio::select! {
+        _ = stop.cancelled() => None,
+        r = connect => Some(match r {
+            Err(_) => Err(format!("no endpoint event within {:?}", shared.spec.timeout)),
+            Ok(r) => r,
+        }),
+    };
+    let (events, endpoint) = match connected {
+        None => {
+            gone(None);
+            return None;
+        }
+        Some(Err(reason)) => {
+            gone(Some(&reason));
+            return Some(reason);
+        }
+        Some(Ok(connected)) => connected,
     };
     let name = &shared.spec.name;
     let outbound = PostOutbound {
@@ -128,21 +212,34 @@ async fn run_once(shared: &Shared) -> Option<String> {
         timeout: shared.spec.timeout,
         backend: name.clone(),
     };
-    let routing = super::mux::Routing { owner: None, unroutable: shared.status.unroutable.clone() };
     let mux =
         Arc::new(Mux::new(name.clone(), Arc::new(outbound), shared.spec.events.clone(), routing));
     let mut reader = tokio::spawn(read_events(events, (*mux).clone(), name.clone()));
     let outcome = tokio::select! {
-        _ = shared.stop.cancelled() => None,
-        reason = serve(shared, &mux) => Some(reason),
+        _ = stop.cancelled() => None,
+        reason = serve(shared, &mux, ready) => Some(reason),
         reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("stream reader failed: {e}"))),
     };
     // Stop routing first so new requests fail fast, then fail the pending ones.
-    shared.conn.set(None);
+    gone(outcome.as_deref());
     mux.close(outcome.as_deref().unwrap_or("backend shut down"));
     // Dropping the reader's stream closes the GET, which ends the legacy session.
     reader.abort();
     outcome
+}
+
+/// Runs one dedicated stream for the pool.
+struct StreamConnector {
+    shared: Arc<Shared>,
+}
+
+impl Connector for StreamConnector {
+    fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, ()> {
+        let Run { routing, stop, ready, gone, .. } = run;
+        Box::pin(async move {
+            run_stream(&self.shared, routing, stop, |mux, _| ready(mux), gone).await;
+        })
+    }
 }
 
 /// Opens the event stream and waits for the `endpoint` event.
@@ -178,17 +275,16 @@ async fn connect(shared: &Shared) -> Result<(Events, Url), String> {
     Err("stream ended before the endpoint event".into())
 }
 
-/// Handshake, then mark Ready and serve until the connection ends elsewhere (this never returns
-/// after a successful handshake). Returns why the handshake failed.
-async fn serve(shared: &Shared, mux: &Arc<Mux>) -> String {
+/// Handshake, then hand the mux to `ready` and serve until the connection ends elsewhere (this
+/// never returns after a successful handshake). Returns why the handshake failed.
+async fn serve(
+    shared: &Shared,
+    mux: &Arc<Mux>,
+    ready: impl FnOnce(&Arc<Mux>, super::ServerInfo),
+) -> String {
     match mux.initialize(shared.spec.timeout).await {
         Err(reason) => return reason,
-        Ok(info) => {
-            tracing::info!(backend = %shared.spec.name, version = %info.protocol_version, "sse backend ready");
-            // Connection first: readers react to Ready at once and must find it.
-            shared.conn.set(Some(mux.clone()));
-            shared.status.ready(info);
-        }
+        Ok(info) => ready(mux, info),
     }
     std::future::pending().await
 }

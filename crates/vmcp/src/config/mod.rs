@@ -75,8 +75,9 @@ pub struct BackendConfig {
     /// Per-request timeout for this backend; overrides `operational.timeouts`.
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
-    /// stdio: which clients share a child process. Unset: `perPrincipal` when the backend's
-    /// outgoing auth is bound to the user (`passthrough`, `token_exchange`), else `shared`.
+    /// stdio and sse: which clients share a child process or event stream. Unset:
+    /// `perPrincipal` when the backend's outgoing auth is bound to the user (`passthrough`,
+    /// `token_exchange`), else `shared`.
     #[serde(default)]
     pub isolation: Option<Isolation>,
     /// stdio with `perPrincipal`/`perSession`: most child processes alive at once (besides the

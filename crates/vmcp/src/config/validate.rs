@@ -156,6 +156,13 @@ fn check_transport(b: &super::BackendConfig, p: &str, c: &mut Checker<'_>) {
             }
         }
     }
+    if b.transport == TransportKind::StreamableHttp && b.isolation.is_some() {
+        c.report(
+            key_path(p, "isolation"),
+            "only stdio and sse backends take `isolation`; streamable-http backends keep a \
+             backend session per client session and per principal already",
+        );
+    }
     // These keys only make sense for a child process; silently ignoring them would hide a
     // mistaken `transport`.
     let stdio_only = [
@@ -163,7 +170,6 @@ fn check_transport(b: &super::BackendConfig, p: &str, c: &mut Checker<'_>) {
         ("args", !b.args.is_empty()),
         ("env", !b.env.is_empty()),
         ("cwd", b.cwd.is_some()),
-        ("isolation", b.isolation.is_some()),
         ("maxProcesses", b.max_processes.is_some()),
         ("processIdleTimeout", b.process_idle_timeout.is_some()),
     ];

@@ -226,6 +226,21 @@ impl Fixture {
     }
 }
 
+/// `@modelcontextprotocol/server-everything` over a network transport (`sse` or
+/// `streamableHttp`) on a free port.
+pub fn serve_everything(mode: &str) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(tools::node());
+    cmd.args([tools::everything().as_str(), mode]).env("PORT", port.to_string());
+    let mut proc = Proc::start(&format!("server-everything {mode}"), cmd);
+    let ready = match mode {
+        "sse" => format!("Server is running on port {port}"),
+        _ => format!("MCP Streamable HTTP Server listening on port {port}"),
+    };
+    proc.wait_stderr(Duration::from_secs(30), &ready);
+    (proc, port)
+}
+
 /// YAML for a stdio fixture backend.
 pub fn stdio_backend(name: &str) -> String {
     format!(

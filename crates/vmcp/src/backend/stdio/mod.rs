@@ -4,7 +4,7 @@
 //! Every stdio backend has the gateway's own child, kept running by a supervisor that restarts it
 //! with backoff: discovery, catalog refreshes and `/status` use it, and so does every client when
 //! the backend's `isolation` is `shared`. With `perPrincipal` or `perSession`, client requests go
-//! to children of their own ([`pool`]), keyed by the request's [`Owner`].
+//! to children of their own ([`super::pool`]), keyed by the request's owner.
 //!
 //! Invariants:
 //! - Requests are accepted only while the gateway's child is Ready; otherwise they fail at once
@@ -17,7 +17,6 @@
 //!   returns once their process groups are gone (see [`child`]).
 
 mod child;
-mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,7 +24,8 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::mux::{Backoff, Mux, Owner, Routing};
+use super::mux::{Backoff, Mux, Routing};
+use super::pool::{Connector, Isolated, Pool, Run};
 use super::{BackendError, BackendSpec, Status};
 use crate::auth::Caller;
 use crate::config::{DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_IDLE_TIMEOUT, Isolation};
@@ -34,8 +34,8 @@ use crate::config::{DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_IDLE_TIMEOUT, Isolati
 pub struct StdioBackend {
     shared: Arc<Shared>,
     supervisor: super::mux::Supervisor,
-    /// Dedicated children; `None` with `isolation: shared`.
-    pool: Option<pool::Pool>,
+    /// Which child serves whom; dedicated children unless `isolation: shared`.
+    isolated: Isolated,
 }
 
 struct Shared {
@@ -54,16 +54,16 @@ impl StdioBackend {
     pub fn start(spec: BackendSpec) -> Self {
         let status = Status::default();
         let stop = CancellationToken::new();
-        let pool = match spec.isolation {
-            Isolation::Shared => None,
-            Isolation::PerPrincipal | Isolation::PerSession => Some(pool::Pool::new(
-                spec.clone(),
-                spec.config.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES),
+        let isolated = Isolated::new(spec.isolation, || {
+            Pool::new(
+                spec.name.clone(),
+                Arc::new(ChildConnector { spec: spec.clone() }),
+                ("maxProcesses", spec.config.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES)),
                 spec.config.process_idle_timeout.unwrap_or(DEFAULT_PROCESS_IDLE_TIMEOUT),
                 status.unroutable.clone(),
                 stop.child_token(),
-            )),
-        };
+            )
+        });
         let shared = Arc::new(Shared {
             spec,
             status,
@@ -73,26 +73,13 @@ impl StdioBackend {
         });
         let supervisor =
             super::mux::Supervisor::spawn(shared.stop.clone(), supervise(shared.clone()));
-        Self { shared, supervisor, pool }
+        Self { shared, supervisor, isolated }
     }
 
     /// The gateway's own child's session (shared by every client with `isolation: shared`), or
     /// why there is none.
     pub fn mux(&self) -> Result<Arc<Mux>, BackendError> {
         self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
-    }
-
-    /// Whose child a request by `caller` for client session `session` runs on; `None`: the
-    /// shared one.
-    fn owner(&self, caller: &Caller, session: Option<u64>) -> Option<Owner> {
-        if matches!(caller, Caller::System) {
-            return None;
-        }
-        match self.shared.spec.isolation {
-            Isolation::Shared => None,
-            Isolation::PerPrincipal => Some(Owner::of(caller, None)),
-            Isolation::PerSession => Some(Owner::of(caller, session)),
-        }
     }
 
     /// The session a request runs on: the shared child's, or its owner's own (started on first
@@ -102,12 +89,7 @@ impl StdioBackend {
         caller: &Caller,
         session: Option<u64>,
     ) -> Result<Arc<Mux>, BackendError> {
-        // The gateway's child being down means the backend is down for everyone.
-        let shared = self.mux()?;
-        match (&self.pool, self.owner(caller, session)) {
-            (Some(pool), Some(owner)) => pool.acquire(&owner).await,
-            _ => Ok(shared),
-        }
+        self.isolated.mux_for(self.mux(), caller, session).await
     }
 
     /// The session an answer or notification for `caller` goes to: the child its requests run
@@ -117,26 +99,20 @@ impl StdioBackend {
         caller: &Caller,
         session: Option<u64>,
     ) -> Result<Option<Arc<Mux>>, BackendError> {
-        match (&self.pool, self.owner(caller, session)) {
-            (Some(pool), Some(owner)) => Ok(pool.existing(&owner)),
-            _ => self.mux().map(Some),
-        }
+        self.isolated.mux_existing(|| self.mux(), caller, session)
     }
 
-    /// Stops the child dedicated to client session `session` (`perSession`); the principal's
-    /// children under `perPrincipal` live on until idle.
+    /// Stops the child dedicated to client session `session` (`perSession`).
     pub fn end_session(&self, session: u64) {
-        if let (Some(pool), Isolation::PerSession) = (&self.pool, self.shared.spec.isolation) {
-            pool.end(|o| o.session == Some(session));
-        }
+        self.isolated.end_session(session);
     }
 
     /// The isolation mode, how many dedicated children are starting or serving, and how many
     /// requests are in flight on all children.
     pub fn isolation(&self) -> (Isolation, usize, usize) {
         let shared = self.mux().map_or(0, |m| m.in_flight());
-        let (children, in_flight) = self.pool.as_ref().map_or((0, 0), |p| (p.len(), p.in_flight()));
-        (self.shared.spec.isolation, children, shared + in_flight)
+        let (children, in_flight) = self.isolated.load();
+        (self.isolated.mode(), children, shared + in_flight)
     }
 
     /// The backend's name.
@@ -147,7 +123,7 @@ impl StdioBackend {
     /// The pids (also process group ids) of every running child: the gateway's and the
     /// dedicated ones.
     pub fn pids(&self) -> Vec<u32> {
-        let mut pids = self.pool.as_ref().map(pool::Pool::pids).unwrap_or_default();
+        let mut pids = self.isolated.pids();
         pids.extend(self.pid());
         pids
     }
@@ -168,11 +144,7 @@ impl StdioBackend {
     /// See [`super::Backend::shutdown`]. Stops the supervisor and every dedicated child; returns
     /// once every process group is gone and reaped. Idempotent; concurrent calls all wait.
     pub async fn shutdown(&self) {
-        let pool = async {
-            if let Some(pool) = &self.pool {
-                pool.shutdown().await;
-            }
-        };
+        let pool = self.isolated.shutdown();
         let supervisor = self.supervisor.shutdown(&self.shared.spec.name, &self.shared.status);
         futures::join!(pool, supervisor);
     }
@@ -218,4 +190,17 @@ async fn run_once(shared: &Shared) {
         },
     )
     .await;
+}
+
+/// Runs one dedicated child for the pool.
+struct ChildConnector {
+    spec: BackendSpec,
+}
+
+impl Connector for ChildConnector {
+    fn run<'a>(&'a self, run: Run<'a>) -> futures::future::BoxFuture<'a, ()> {
+        let Run { routing, stop, pid, ready, gone } = run;
+        let r = child::Run { spec: &self.spec, routing, stop, pid };
+        Box::pin(child::run(r, |mux, _info| ready(mux), gone))
+    }
 }

@@ -1,17 +1,20 @@
-//! Child processes of one stdio backend dedicated to one principal (`isolation: perPrincipal`) or
-//! one client session (`perSession`), started on first use and stopped when idle.
+//! Connections of one message-stream backend (stdio children, SSE streams) dedicated to one
+//! principal (`isolation: perPrincipal`) or one client session (`perSession`), started on first
+//! use and stopped when idle. The transport supplies a [`Connector`] that runs one connection;
+//! [`Isolated`] decides which connection a request uses.
 //!
 //! Invariants:
-//! - A child serves only requests whose [`Owner`] is its key, so everything it sends belongs to
-//!   that owner; its mux knows the owner and tags backend-level events with the client session.
-//! - At most `max` children are starting or serving; when full, the least recently used idle one
-//!   (no request in flight) is stopped to make room, and if none is idle the request fails at once
-//!   with [`BackendError::Unavailable`] naming the limit (no queueing).
-//! - A child with no request in flight for `idle` is stopped; a child that exits is forgotten at
+//! - A connection serves only requests whose [`Owner`] is its key, so everything it sends belongs
+//!   to that owner; its mux knows the owner and tags backend-level events with the client session.
+//! - At most `max` connections are starting or serving; when full, the least recently used idle
+//!   one (no request in flight) is stopped to make room, and if none is idle the request fails at
+//!   once with [`BackendError::Unavailable`] naming the limit (no queueing).
+//! - A connection with no request in flight for `idle` is stopped; one that ends is forgotten at
 //!   once, and the next request for its owner starts a new one.
-//! - Each key starts one child at a time: concurrent first requests wait for the same start,
+//! - Each key starts one connection at a time: concurrent first requests wait for the same start,
 //!   which runs in its own task so a caller that gives up cannot orphan it.
-//! - [`Pool::shutdown`] stops every child and returns once their process groups are gone.
+//! - [`Pool::shutdown`] stops every connection and returns once each has cleaned up (a child's
+//!   process group is gone).
 //! - The slot map sits behind a `std::sync::Mutex` held for map operations only.
 
 use std::collections::HashMap;
@@ -23,9 +26,38 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::child;
+use futures::future::BoxFuture;
+
+use crate::auth::Caller;
+use crate::backend::BackendError;
 use crate::backend::mux::{Mux, Owner, Routing};
-use crate::backend::{BackendError, BackendSpec};
+use crate::config::Isolation;
+
+/// Told the mux once a connection is usable.
+pub type OnReady<'a> = Box<dyn FnOnce(&Arc<Mux>) + Send + 'a>;
+/// Told why a connection ended (`None`: stopped).
+pub type OnGone<'a> = Box<dyn FnOnce(Option<&str>) + Send + 'a>;
+
+/// What one run of a pooled connection gets.
+pub struct Run<'a> {
+    /// How its unsolicited messages are attributed (its owner).
+    pub routing: Routing,
+    /// Ends the run.
+    pub stop: &'a CancellationToken,
+    /// Where a child's pid is published (0 when none); unused by network connections.
+    pub pid: &'a AtomicU32,
+    /// Called once the connection is usable.
+    pub ready: OnReady<'a>,
+    /// Called as soon as the run ends, with why (`None`: stopped), before its mux is closed.
+    pub gone: OnGone<'a>,
+}
+
+/// Runs one connection of a backend, start to clean end.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects, hands the mux to `run.ready`, serves until the connection ends or `run.stop`
+    /// fires, tells `run.gone`, cleans up.
+    fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, ()>;
+}
 
 /// How far a child's start has got.
 #[derive(Clone)]
@@ -59,7 +91,10 @@ impl Slot {
 }
 
 struct Inner {
-    spec: BackendSpec,
+    backend: Arc<str>,
+    connector: Arc<dyn Connector>,
+    /// The config key of `max`, for the error when it is hit.
+    max_key: &'static str,
     max: usize,
     unroutable: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -87,27 +122,31 @@ impl Inner {
     }
 
     fn unavailable(&self, reason: String) -> BackendError {
-        BackendError::Unavailable { backend: self.spec.name.to_string(), reason }
+        BackendError::Unavailable { backend: self.backend.to_string(), reason }
     }
 }
 
 /// The dedicated children of one stdio backend.
-pub(super) struct Pool {
+pub struct Pool {
     inner: Arc<Inner>,
 }
 
 impl Pool {
-    /// A pool for `spec`, holding at most `max` children and stopping those idle for `idle`.
-    /// `stop` ends every child (the backend's shutdown).
+    /// A pool of `backend`'s connections run by `connector`, holding at most `max` (the config key
+    /// `max_key`) and stopping those idle for `idle`. `stop` ends every connection (the
+    /// backend's shutdown).
     pub fn new(
-        spec: BackendSpec,
-        max: usize,
+        backend: Arc<str>,
+        connector: Arc<dyn Connector>,
+        (max_key, max): (&'static str, usize),
         idle: Duration,
         unroutable: Arc<AtomicU64>,
         stop: CancellationToken,
     ) -> Self {
         let inner = Arc::new(Inner {
-            spec,
+            backend,
+            connector,
+            max_key,
             max: max.max(1),
             unroutable,
             stop,
@@ -132,8 +171,8 @@ impl Pool {
                 None => {
                     if slots.len() >= inner.max && !evict_one(&mut slots) {
                         return Err(inner.unavailable(format!(
-                            "all {} client processes are busy (maxProcesses)",
-                            inner.max
+                            "all {} client connections are busy ({})",
+                            inner.max, inner.max_key
                         )));
                     }
                     let slot = Arc::new(Slot {
@@ -154,7 +193,7 @@ impl Pool {
         match started {
             Ok(Start::Ready(mux)) => Ok(mux),
             Ok(Start::Failed(reason)) => {
-                Err(inner.unavailable(format!("starting a process for this client: {reason}")))
+                Err(inner.unavailable(format!("starting a connection for this client: {reason}")))
             }
             // The run ended without a word: only on shutdown.
             Ok(Start::Starting) | Err(_) => Err(inner.unavailable("shut down".into())),
@@ -179,8 +218,8 @@ impl Pool {
         }
     }
 
-    /// Children starting or serving.
-    pub fn len(&self) -> usize {
+    /// Connections starting or serving.
+    pub fn count(&self) -> usize {
         self.inner.slots().len()
     }
 
@@ -219,31 +258,34 @@ fn evict_one(slots: &mut HashMap<Owner, Arc<Slot>>) -> bool {
     }
 }
 
-/// One child's life: started for `owner`, gone from the map the moment it ends.
+/// One connection's life: started for `owner`, gone from the map the moment it ends.
 async fn run(inner: Arc<Inner>, owner: Owner, slot: Arc<Slot>) {
     let routing = Routing { owner: Some(owner.clone()), unroutable: inner.unroutable.clone() };
-    let r = child::Run { spec: &inner.spec, routing, stop: &slot.stop, pid: &slot.pid };
-    child::run(
-        r,
-        |mux, _info| {
-            tracing::info!(
-                backend = %inner.spec.name,
-                pid = slot.pid.load(Ordering::Relaxed),
-                session = ?owner.session,
-                "stdio process started for a client"
-            );
-            slot.state.send_replace(Start::Ready(mux.clone()));
-        },
-        |why| {
-            inner.forget(&owner, &slot);
-            if let Some(reason) = why {
-                tracing::info!(backend = %inner.spec.name, %reason, "client stdio process ended");
-            }
-            // Also releases the mux of a run that was ready.
-            slot.state.send_replace(Start::Failed(why.unwrap_or("stopped").to_owned()));
-        },
-    )
-    .await;
+    let ready = |mux: &Arc<Mux>| {
+        tracing::info!(
+            backend = %inner.backend,
+            pid = slot.pid.load(Ordering::Relaxed),
+            session = ?owner.session,
+            "connection started for a client"
+        );
+        slot.state.send_replace(Start::Ready(mux.clone()));
+    };
+    let gone = |why: Option<&str>| {
+        inner.forget(&owner, &slot);
+        if let Some(reason) = why {
+            tracing::info!(backend = %inner.backend, %reason, "client connection ended");
+        }
+        // Also releases the mux of a run that was ready.
+        slot.state.send_replace(Start::Failed(why.unwrap_or("stopped").to_owned()));
+    };
+    let r = Run {
+        routing,
+        stop: &slot.stop,
+        pid: &slot.pid,
+        ready: Box::new(ready),
+        gone: Box::new(gone),
+    };
+    inner.connector.run(r).await;
 }
 
 /// Stops children idle for longer than `idle`, checking a few times per period.
@@ -269,8 +311,92 @@ async fn reap(inner: std::sync::Weak<Inner>, stop: CancellationToken, idle: Dura
             owners.iter().filter_map(|o| slots.remove(o)).collect()
         };
         for slot in expired {
-            tracing::debug!(backend = %inner.spec.name, "idle client stdio process stopped");
+            tracing::debug!(backend = %inner.backend, "idle client connection stopped");
             slot.stop.cancel();
+        }
+    }
+}
+
+/// A backend's isolation mode and, unless it is `shared`, its pool of dedicated connections:
+/// which connection each request, answer and notification uses.
+pub struct Isolated {
+    mode: Isolation,
+    pool: Option<Pool>,
+}
+
+impl Isolated {
+    /// `mode`, with `pool()` building the pool when the mode needs one.
+    pub fn new(mode: Isolation, pool: impl FnOnce() -> Pool) -> Self {
+        let pool = (mode != Isolation::Shared).then(pool);
+        Self { mode, pool }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Isolation {
+        self.mode
+    }
+
+    /// Whose connection a request by `caller` for client session `session` runs on; `None`: the
+    /// shared one (the gateway's own work always is).
+    fn owner(&self, caller: &Caller, session: Option<u64>) -> Option<Owner> {
+        match (self.mode, caller) {
+            (_, Caller::System) | (Isolation::Shared, _) => None,
+            (Isolation::PerPrincipal, _) => Some(Owner::of(caller, None)),
+            (Isolation::PerSession, _) => Some(Owner::of(caller, session)),
+        }
+    }
+
+    /// The connection a request runs on: `shared` (the gateway's own, which must be up: its being
+    /// down means the backend is down), or its owner's (started on first use).
+    pub async fn mux_for(
+        &self,
+        shared: Result<Arc<Mux>, BackendError>,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Arc<Mux>, BackendError> {
+        let shared = shared?;
+        match (&self.pool, self.owner(caller, session)) {
+            (Some(pool), Some(owner)) => pool.acquire(&owner).await,
+            _ => Ok(shared),
+        }
+    }
+
+    /// The connection an answer or notification for `caller` goes to: the one its requests run
+    /// on, if it is up (`None` when it is not: nothing is started for it).
+    pub fn mux_existing(
+        &self,
+        shared: impl FnOnce() -> Result<Arc<Mux>, BackendError>,
+        caller: &Caller,
+        session: Option<u64>,
+    ) -> Result<Option<Arc<Mux>>, BackendError> {
+        match (&self.pool, self.owner(caller, session)) {
+            (Some(pool), Some(owner)) => Ok(pool.existing(&owner)),
+            _ => shared().map(Some),
+        }
+    }
+
+    /// Stops the connection dedicated to client session `session` (`perSession`); a principal's
+    /// (`perPrincipal`) lives on until idle.
+    pub fn end_session(&self, session: u64) {
+        if let (Some(pool), Isolation::PerSession) = (&self.pool, self.mode) {
+            pool.end(|o| o.session == Some(session));
+        }
+    }
+
+    /// Dedicated connections starting or serving, and requests in flight on them.
+    pub fn load(&self) -> (usize, usize) {
+        self.pool.as_ref().map_or((0, 0), |p| (p.count(), p.in_flight()))
+    }
+
+    /// The pids of dedicated children.
+    pub fn pids(&self) -> Vec<u32> {
+        self.pool.as_ref().map(Pool::pids).unwrap_or_default()
+    }
+
+    /// Stops every dedicated connection and waits for their cleanup.
+    pub async fn shutdown(&self) {
+        if let Some(pool) = &self.pool {
+            pool.shutdown().await;
         }
     }
 }
