@@ -185,6 +185,12 @@ pub enum SessionScope {
     Stateless,
 }
 
+/// See [`Backend::kind`].
+enum Kind<'a> {
+    Http(&'a streamable_http::HttpBackend),
+    Stream(&'a str, Result<std::sync::Arc<mux::Mux>, BackendError>, &'a pool::Isolated),
+}
+
 /// A connected backend, whatever its transport.
 pub enum Backend {
     /// Streamable HTTP.
@@ -205,15 +211,12 @@ impl Backend {
         params: Option<Box<RawValue>>,
         ctx: CallContext,
     ) -> Result<Reply, BackendError> {
-        match self {
-            Backend::Http(b) => b.request(caller, method, params, ctx).await,
-            Backend::Sse(b) => {
-                b.mux_for(caller, ctx.session).await?.request(caller, method, params, ctx).await
-            }
-            Backend::Stdio(b) => {
-                b.mux_for(caller, ctx.session).await?.request(caller, method, params, ctx).await
-            }
-        }
+        let (_, shared, isolated) = match self.kind() {
+            Kind::Http(b) => return b.request(caller, method, params, ctx).await,
+            Kind::Stream(name, shared, isolated) => (name, shared, isolated),
+        };
+        let mux = isolated.mux_for(shared, caller, ctx.session).await?;
+        mux.request(caller, method, params, ctx).await
     }
 
     /// Sends a notification (on the backend session of client session `session`, where the
@@ -225,17 +228,14 @@ impl Backend {
         method: &str,
         params: Option<Box<RawValue>>,
     ) -> Result<(), BackendError> {
-        match self {
-            Backend::Http(b) => b.notify(caller, session, method, params).await,
-            Backend::Sse(b) => match b.mux_existing(caller, session)? {
-                Some(mux) => mux.notify(caller, method, params).await,
-                None => Ok(()),
-            },
-            Backend::Stdio(b) => match b.mux_existing(caller, session)? {
-                Some(mux) => mux.notify(caller, method, params).await,
-                // No child runs for this client: nothing there to tell.
-                None => Ok(()),
-            },
+        let (shared, isolated) = match self.kind() {
+            Kind::Http(b) => return b.notify(caller, session, method, params).await,
+            Kind::Stream(_, shared, isolated) => (shared, isolated),
+        };
+        match isolated.mux_existing(|| shared, caller, session)? {
+            Some(mux) => mux.notify(caller, method, params).await,
+            // No connection runs for this client: nothing there to tell.
+            None => Ok(()),
         }
     }
 
@@ -247,22 +247,27 @@ impl Backend {
         session: Option<u64>,
         response: Message,
     ) -> Result<(), BackendError> {
+        let (name, shared, isolated) = match self.kind() {
+            Kind::Http(b) => return b.respond(caller, session, response).await,
+            Kind::Stream(name, shared, isolated) => (name, shared, isolated),
+        };
+        match isolated.mux_existing(|| shared, caller, session)? {
+            Some(mux) => mux.respond(caller, response).await,
+            None => Err(BackendError::Unavailable {
+                backend: name.to_owned(),
+                reason: "the connection that asked has ended".into(),
+            }),
+        }
+    }
+
+    /// How requests reach the backend: an HTTP backend pools its sessions its own way; a stdio
+    /// or SSE backend is its name, its own connection (or why there is none) and which
+    /// connection serves whom.
+    fn kind(&self) -> Kind<'_> {
         match self {
-            Backend::Http(b) => b.respond(caller, session, response).await,
-            Backend::Sse(b) => match b.mux_existing(caller, session)? {
-                Some(mux) => mux.respond(caller, response).await,
-                None => Err(BackendError::Unavailable {
-                    backend: b.name().to_owned(),
-                    reason: "the stream that asked has ended".into(),
-                }),
-            },
-            Backend::Stdio(b) => match b.mux_existing(caller, session)? {
-                Some(mux) => mux.respond(caller, response).await,
-                None => Err(BackendError::Unavailable {
-                    backend: b.name().to_owned(),
-                    reason: "the process that asked has ended".into(),
-                }),
-            },
+            Backend::Http(b) => Kind::Http(b),
+            Backend::Stdio(b) => Kind::Stream(b.name(), b.mux(), b.isolated()),
+            Backend::Sse(b) => Kind::Stream(b.name(), b.mux(), b.isolated()),
         }
     }
 
@@ -299,16 +304,16 @@ impl Backend {
     pub async fn end_session(&self, caller: &Caller, session: u64) {
         match self {
             Backend::Http(b) => b.end_session(caller, session).await,
-            Backend::Stdio(b) => b.end_session(session),
-            Backend::Sse(b) => b.end_session(session),
+            Backend::Stdio(b) => b.isolated().end_session(session),
+            Backend::Sse(b) => b.isolated().end_session(session),
         }
     }
 
     /// For stdio: the isolation mode and the number of dedicated children, for `/status`.
     pub fn isolation(&self) -> Option<serde_json::Value> {
         let (mode, dedicated, in_flight) = match self {
-            Backend::Stdio(b) => b.isolation(),
-            Backend::Sse(b) => b.isolation(),
+            Backend::Stdio(b) => b.isolated().report(b.mux().ok().as_ref()),
+            Backend::Sse(b) => b.isolated().report(b.mux().ok().as_ref()),
             Backend::Http(_) => return None,
         };
         // `clientProcesses`: dedicated children (stdio) or streams (SSE).
@@ -329,8 +334,8 @@ impl Backend {
             }
             Backend::Http(_) if session.is_some() => SessionScope::Client,
             Backend::Http(_) => SessionScope::Principal,
-            Backend::Sse(b) => isolated_scope(b.isolation().0, session),
-            Backend::Stdio(b) => isolated_scope(b.isolation().0, session),
+            Backend::Sse(b) => isolated_scope(b.isolated().mode(), session),
+            Backend::Stdio(b) => isolated_scope(b.isolated().mode(), session),
         }
     }
 

@@ -383,9 +383,11 @@ impl Isolated {
         }
     }
 
-    /// Dedicated connections starting or serving, and requests in flight on them.
-    pub fn load(&self) -> (usize, usize) {
-        self.pool.as_ref().map_or((0, 0), |p| (p.count(), p.in_flight()))
+    /// The mode, dedicated connections starting or serving, and requests in flight on them and
+    /// on `shared` (the gateway's own connection).
+    pub fn report(&self, shared: Option<&Arc<Mux>>) -> (Isolation, usize, usize) {
+        let (count, in_flight) = self.pool.as_ref().map_or((0, 0), |p| (p.count(), p.in_flight()));
+        (self.mode, count, in_flight + shared.map_or(0, |m| m.in_flight()))
     }
 
     /// The pids of dedicated children.

@@ -87,35 +87,9 @@ impl SseBackend {
         Self { shared, supervisor, isolated }
     }
 
-    /// The session a request runs on: the gateway's stream, or its owner's own (opened on first
-    /// use).
-    pub async fn mux_for(
-        &self,
-        caller: &Caller,
-        session: Option<u64>,
-    ) -> Result<Arc<Mux>, BackendError> {
-        self.isolated.mux_for(self.mux(), caller, session).await
-    }
-
-    /// The session an answer or notification for `caller` goes to, if it is up.
-    pub fn mux_existing(
-        &self,
-        caller: &Caller,
-        session: Option<u64>,
-    ) -> Result<Option<Arc<Mux>>, BackendError> {
-        self.isolated.mux_existing(|| self.mux(), caller, session)
-    }
-
-    /// Closes the stream dedicated to client session `session` (`perSession`).
-    pub fn end_session(&self, session: u64) {
-        self.isolated.end_session(session);
-    }
-
-    /// The isolation mode, dedicated streams open, and requests in flight on all streams.
-    pub fn isolation(&self) -> (crate::config::Isolation, usize, usize) {
-        let shared = self.mux().map_or(0, |m| m.in_flight());
-        let (streams, in_flight) = self.isolated.load();
-        (self.isolated.mode(), streams, shared + in_flight)
+    /// Which stream serves whom.
+    pub fn isolated(&self) -> &Isolated {
+        &self.isolated
     }
 
     /// The backend's name.

@@ -27,8 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::mux::{Backoff, Mux, Routing};
 use super::pool::{Connector, Isolated, Pool, Run};
 use super::{BackendError, BackendSpec, Status};
-use crate::auth::Caller;
-use crate::config::{DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_IDLE_TIMEOUT, Isolation};
+use crate::config::{DEFAULT_MAX_PROCESSES, DEFAULT_PROCESS_IDLE_TIMEOUT};
 
 /// A backend reached over stdio.
 pub struct StdioBackend {
@@ -82,37 +81,9 @@ impl StdioBackend {
         self.shared.conn.ready(&self.shared.spec.name, &self.shared.status)
     }
 
-    /// The session a request runs on: the shared child's, or its owner's own (started on first
-    /// use).
-    pub async fn mux_for(
-        &self,
-        caller: &Caller,
-        session: Option<u64>,
-    ) -> Result<Arc<Mux>, BackendError> {
-        self.isolated.mux_for(self.mux(), caller, session).await
-    }
-
-    /// The session an answer or notification for `caller` goes to: the child its requests run
-    /// on, if it is running (`None` when it is not, so nothing is started for it).
-    pub fn mux_existing(
-        &self,
-        caller: &Caller,
-        session: Option<u64>,
-    ) -> Result<Option<Arc<Mux>>, BackendError> {
-        self.isolated.mux_existing(|| self.mux(), caller, session)
-    }
-
-    /// Stops the child dedicated to client session `session` (`perSession`).
-    pub fn end_session(&self, session: u64) {
-        self.isolated.end_session(session);
-    }
-
-    /// The isolation mode, how many dedicated children are starting or serving, and how many
-    /// requests are in flight on all children.
-    pub fn isolation(&self) -> (Isolation, usize, usize) {
-        let shared = self.mux().map_or(0, |m| m.in_flight());
-        let (children, in_flight) = self.isolated.load();
-        (self.isolated.mode(), children, shared + in_flight)
+    /// Which child serves whom.
+    pub fn isolated(&self) -> &Isolated {
+        &self.isolated
     }
 
     /// The backend's name.
