@@ -126,9 +126,22 @@ async fn sessions_over_the_principal_share_get_429() {
 }
 
 /// Starts a slow tool call in the background; the returned handle ends when it is answered.
-fn slow_call(c: &Client, modern: bool, ms: u64) -> tokio::task::JoinHandle<Reply> {
+/// Starts a slow call and waits until the backend has it, so it holds its in-flight slot before
+/// anything else is sent (otherwise a racing request could take the slot first).
+async fn slow_call(
+    gw: &Gateway,
+    c: &Client,
+    modern: bool,
+    ms: u64,
+) -> tokio::task::JoinHandle<Reply> {
     let c = c.clone();
-    tokio::spawn(async move { c.tool(modern, "s_sleep", json!({ "ms": ms })).await })
+    let task = tokio::spawn(async move { c.tool(modern, "s_sleep", json!({ "ms": ms })).await });
+    poll(STEP, "the slow call in flight at the backend", || async {
+        let st = gw.backend_status("s").await;
+        (st["isolation"]["inFlight"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    task
 }
 
 /// Pings until one is refused (the slow call has been admitted), returning that refusal.
@@ -153,7 +166,7 @@ async fn in_flight_per_session_gets_429() {
     a.legacy_init().await;
     let mut b = gw.client();
     b.legacy_init().await;
-    let slow = slow_call(&a, false, 3000);
+    let slow = slow_call(&gw, &a, false, 3000).await;
     let (status, msg) = refused_ping(&a, false).await;
     assert_eq!(status, 429, "{msg}");
     let e = error_of(&msg);
@@ -176,7 +189,7 @@ async fn in_flight_per_session_gets_429() {
 async fn in_flight_total_gets_503() {
     let gw = Gateway::start(&yaml_with(&["maxInFlight: 1", "maxInFlightPerSession: 1"]));
     let a = gw.client();
-    let slow = slow_call(&a, true, 3000);
+    let slow = slow_call(&gw, &a, true, 3000).await;
     let b = gw.client();
     let (status, msg) = refused_ping(&b, true).await;
     assert_eq!(status, 503, "{msg}");
