@@ -138,6 +138,10 @@ async fn serve(
         );
         return Ok(2);
     }
+    // Installed before any backend child exists: from here on a signal goes through the
+    // orderly shutdown below, even during start-up (the default disposition would kill vmcp
+    // between spawning a child and watching for signals).
+    let mut signals = shutdown::Signals::install();
     let gw = match Gateway::start(&cfg) {
         Ok(gw) => gw,
         Err(e) => {
@@ -145,8 +149,6 @@ async fn serve(
             return Ok(1);
         }
     };
-    // From here on a signal goes through the orderly shutdown below, even during start-up.
-    let mut signals = shutdown::Signals::install();
     let connections = &cfg.server.connections;
     let signal = tokio::select! {
         _ = settle(&gw.backends, &gw.catalog, Duration::from_secs(10)) => None,
