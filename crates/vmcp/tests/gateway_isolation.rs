@@ -271,3 +271,51 @@ async fn sampling_and_roots_stay_with_their_client(yaml: &str) {
     // connection between requests, which is rightly dropped.)
     assert!(r.starts_with("\"roots/list\"") && r.contains("a-root"), "{r}");
 }
+
+/// Progress through one shared server-everything child: two sessions' long-running calls run at
+/// the same time, and each session receives exactly its own progress notifications, under its
+/// own token (progress is routed by token, so sharing the connection is safe for it).
+#[tokio::test]
+async fn server_everything_progress_stays_with_its_session_on_a_shared_child() {
+    let (node, script) = (tools::node(), tools::everything());
+    let yaml = format!(
+        "name: iso\nbackends:\n  - name: ev\n    transport: stdio\n    command: '{node}'\n    args: ['{script}', stdio]\n    isolation: shared\n"
+    );
+    let gw = Gateway::start(&yaml);
+    poll(Duration::from_secs(30), "server-everything listed", || async {
+        let c = legacy_client(&gw).await;
+        let names = c.tool_names(false).await;
+        names.iter().any(|n| n == "ev_trigger-long-running-operation").then_some(())
+    })
+    .await;
+    let a = legacy_client(&gw).await;
+    let b = legacy_client(&gw).await;
+
+    /// Runs a 1 s, 5-step operation with `token`; returns the progress notifications seen.
+    async fn run(c: &Client, token: &str) -> Vec<Value> {
+        let params = json!({
+            "name": "ev_trigger-long-running-operation",
+            "arguments": { "duration": 1, "steps": 5 },
+            "_meta": { "progressToken": token },
+        });
+        let (id, mut ev) = c.start("tools/call", params).await;
+        let mut progress = Vec::new();
+        loop {
+            let m = ev.next().await;
+            if m["method"] == "notifications/progress" {
+                progress.push(m);
+            } else if m["id"] == json!(id) {
+                assert!(m["result"]["content"][0]["text"].is_string(), "{m}");
+                return progress;
+            }
+        }
+    }
+    let (pa, pb) = tokio::join!(run(&a, "tok-a"), run(&b, "tok-b"));
+    for (who, p) in [("a", &pa), ("b", &pb)] {
+        assert_eq!(p.len(), 5, "{who}: {p:?}");
+        let token = format!("tok-{who}");
+        assert!(p.iter().all(|m| m["params"]["progressToken"] == token.as_str()), "{who}: {p:?}");
+        let steps: Vec<u64> = p.iter().filter_map(|m| m["params"]["progress"].as_u64()).collect();
+        assert_eq!(steps, vec![1, 2, 3, 4, 5], "{who}");
+    }
+}
