@@ -268,6 +268,35 @@ async fn subscriptions_per_session_are_capped() {
     assert_eq!(error_of(&msg)["data"]["limit"], "maxSubscriptionsPerSession");
 }
 
+/// `subscriptions/listen` streams are counted while open: one principal beyond
+/// `maxListenStreamsPerPrincipal` gets 429 naming the key, and a closed stream gives its slot
+/// back.
+#[tokio::test]
+async fn listen_streams_per_principal_are_capped() {
+    let gw = Gateway::start(&yaml_with(&["maxListenStreamsPerPrincipal: 2"]));
+    let c = gw.client();
+    let listen = json!({ "notifications": { "toolsListChanged": true } });
+    let (_, mut first) = c.modern_start("subscriptions/listen", listen.clone()).await;
+    assert_eq!(first.status, 200);
+    first.next().await;
+    let (_, mut second) = c.modern_start("subscriptions/listen", listen.clone()).await;
+    assert_eq!(second.status, 200);
+    second.next().await;
+    assert_eq!(gw.status().await["listenStreams"], 2);
+    let (_, mut third) = c.modern_start("subscriptions/listen", listen.clone()).await;
+    assert_eq!(third.status, 429);
+    let msg = third.next().await;
+    assert_eq!(error_of(&msg)["data"]["limit"], "maxListenStreamsPerPrincipal", "{msg}");
+    drop(first);
+    poll(STEP, "the closed stream's slot to come back", || async {
+        (gw.status().await["listenStreams"] == 1).then_some(())
+    })
+    .await;
+    let (_, mut again) = c.modern_start("subscriptions/listen", listen).await;
+    assert_eq!(again.status, 200);
+    again.next().await;
+}
+
 #[tokio::test]
 async fn idle_sessions_expire_after_the_configured_timeout() {
     let gw = Gateway::start(&yaml_with(&["sessionIdleTimeout: 1s"]));

@@ -34,6 +34,10 @@ pub const DEFAULT_MAX_PARKED_CALLS: usize = 1024;
 pub const DEFAULT_MAX_PARKED_CALLS_PER_PRINCIPAL: usize = 64;
 /// Default `maxSubscriptionsPerSession`.
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_SESSION: usize = 256;
+/// Default `maxListenStreams`.
+pub const DEFAULT_MAX_LISTEN_STREAMS: usize = 5_000;
+/// Default `maxListenStreamsPerPrincipal`.
+pub const DEFAULT_MAX_LISTEN_STREAMS_PER_PRINCIPAL: usize = 32;
 /// Default `sessionIdleTimeout`.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default `pendingRelayTimeout`.
@@ -66,6 +70,10 @@ pub struct LimitsConfig {
     pub max_parked_calls_per_principal: usize,
     /// Resource subscriptions of one Legacy session (or URIs in one `subscriptions/listen`).
     pub max_subscriptions_per_session: usize,
+    /// Open `subscriptions/listen` streams (2026-07-28), all clients together (HTTP 503 beyond).
+    pub max_listen_streams: usize,
+    /// Open `subscriptions/listen` streams of one principal (HTTP 429 beyond).
+    pub max_listen_streams_per_principal: usize,
     /// A Legacy session unused this long is ended. `vmcp serve --session-ttl` overrides it.
     #[serde(with = "duration")]
     pub session_idle_timeout: Duration,
@@ -90,6 +98,8 @@ impl Default for LimitsConfig {
             max_parked_calls: DEFAULT_MAX_PARKED_CALLS,
             max_parked_calls_per_principal: DEFAULT_MAX_PARKED_CALLS_PER_PRINCIPAL,
             max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS_PER_SESSION,
+            max_listen_streams: DEFAULT_MAX_LISTEN_STREAMS,
+            max_listen_streams_per_principal: DEFAULT_MAX_LISTEN_STREAMS_PER_PRINCIPAL,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             pending_relay_timeout: DEFAULT_PENDING_RELAY_TIMEOUT,
             teardown_timeout: DEFAULT_TEARDOWN_TIMEOUT,
@@ -99,7 +109,7 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// The counts, with their key names, for checks that treat them alike.
-    fn counts(&self) -> [(&'static str, usize); 10] {
+    fn counts(&self) -> [(&'static str, usize); 12] {
         [
             ("maxUriLength", self.max_uri_length),
             ("maxSessions", self.max_sessions),
@@ -111,6 +121,8 @@ impl LimitsConfig {
             ("maxParkedCalls", self.max_parked_calls),
             ("maxParkedCallsPerPrincipal", self.max_parked_calls_per_principal),
             ("maxSubscriptionsPerSession", self.max_subscriptions_per_session),
+            ("maxListenStreams", self.max_listen_streams),
+            ("maxListenStreamsPerPrincipal", self.max_listen_streams_per_principal),
         ]
     }
 }

@@ -19,7 +19,7 @@ use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::raw;
 use crate::protocol::meta::KEY_SUBSCRIPTION_ID;
 use crate::protocol::{ErrorResponse, Message, Notification, Request, params};
-use crate::session::LimitError;
+use crate::session::{LimitError, ListenPermit};
 use axum::http::StatusCode;
 
 #[derive(serde::Deserialize, Default)]
@@ -40,6 +40,8 @@ struct Unsubscribe {
     gw: Arc<Gateway>,
     caller: Caller,
     uris: Vec<(Arc<str>, String)>,
+    /// The stream's slots of `maxListenStreams`/`maxListenStreamsPerPrincipal`.
+    _permit: ListenPermit,
 }
 
 impl Drop for Unsubscribe {
@@ -76,6 +78,20 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
         tools: filter.tools_list_changed == Some(true),
         prompts: filter.prompts_list_changed == Some(true),
         resources: filter.resources_list_changed == Some(true),
+    };
+    let permit = match gw.sessions.open_listen(&caller.binding()) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = if e.is_global() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            return stream::json(
+                status,
+                &Message::Error(ErrorResponse::new(Some(req.id), e.to_error())),
+            );
+        }
     };
     // Subscribe what can be routed; what cannot is left out of the acknowledgement.
     let catalog = gw.catalog.load();
@@ -134,6 +150,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
         gw: gw.clone(),
         caller: Caller::Teardown(caller.binding()),
         uris: subscribed,
+        _permit: permit,
     };
     let state = (
         gw.catalog.subscribe(),

@@ -37,6 +37,8 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "name": gw.name,
         "version": env!("CARGO_PKG_VERSION"),
         "sessions": gw.sessions.len(),
+        "inFlight": gw.sessions.in_flight(),
+        "listenStreams": gw.sessions.listen_streams(),
         "backends": backends,
         "catalog": catalog.counts(),
         "problems": catalog.problems(),

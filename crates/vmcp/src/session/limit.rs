@@ -66,6 +66,22 @@ pub enum LimitError {
         /// The limit.
         limit: usize,
     },
+    /// `maxListenStreams`.
+    #[error(
+        "too many listen streams open: the gateway holds at most {limit} (server.limits.maxListenStreams); retry later"
+    )]
+    ListenStreams {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxListenStreamsPerPrincipal`.
+    #[error(
+        "too many listen streams open for this principal: at most {limit} (server.limits.maxListenStreamsPerPrincipal); close one first"
+    )]
+    ListenStreamsPerPrincipal {
+        /// The limit.
+        limit: usize,
+    },
     /// `maxParkedCalls`.
     #[error(
         "too many calls waiting for client input: the gateway holds at most {limit} (server.limits.maxParkedCalls); retry later"
@@ -88,7 +104,13 @@ impl LimitError {
     /// Whether the limit is the gateway's as a whole (HTTP 503: the server is busy) rather than
     /// one client's (HTTP 429: that client is asking too much).
     pub fn is_global(&self) -> bool {
-        matches!(self, Self::Sessions { .. } | Self::InFlight { .. } | Self::ParkedCalls { .. })
+        matches!(
+            self,
+            Self::Sessions { .. }
+                | Self::InFlight { .. }
+                | Self::ParkedCalls { .. }
+                | Self::ListenStreams { .. }
+        )
     }
 
     /// The `server.limits` key that was hit.
@@ -101,6 +123,8 @@ impl LimitError {
             Self::StreamsPerSession { .. } => "maxStreamsPerSession",
             Self::PendingRelaysPerSession { .. } => "maxPendingRelaysPerSession",
             Self::SubscriptionsPerSession { .. } => "maxSubscriptionsPerSession",
+            Self::ListenStreams { .. } => "maxListenStreams",
+            Self::ListenStreamsPerPrincipal { .. } => "maxListenStreamsPerPrincipal",
             Self::ParkedCalls { .. } => "maxParkedCalls",
             Self::ParkedCallsPerPrincipal { .. } => "maxParkedCallsPerPrincipal",
         }
@@ -117,6 +141,8 @@ impl LimitError {
             | Self::StreamsPerSession { limit }
             | Self::PendingRelaysPerSession { limit }
             | Self::SubscriptionsPerSession { limit }
+            | Self::ListenStreams { limit }
+            | Self::ListenStreamsPerPrincipal { limit }
             | Self::ParkedCalls { limit }
             | Self::ParkedCallsPerPrincipal { limit } => *limit,
         };

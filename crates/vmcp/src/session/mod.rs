@@ -15,6 +15,7 @@
 //!   returned however the work ends (answer, error, abort, dropped connection).
 
 mod limit;
+mod listen;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +30,7 @@ use crate::config::LimitsConfig;
 use crate::protocol::{Id, Message};
 
 pub use limit::{LimitError, Permit};
+pub use listen::ListenPermit;
 
 /// A server-to-client request relayed to this session's client, awaiting its answer.
 pub enum PendingRelay {
@@ -277,6 +279,8 @@ pub struct Sessions {
     next_key: AtomicU64,
     /// Admitted client requests still running, all clients together.
     active: Arc<AtomicUsize>,
+    /// Open `subscriptions/listen` streams.
+    listens: listen::ListenStreams,
     limits: Arc<LimitsConfig>,
 }
 
@@ -293,6 +297,7 @@ impl Sessions {
             map: RwLock::default(),
             next_key: AtomicU64::new(0),
             active: Arc::default(),
+            listens: Default::default(),
             limits: Arc::new(limits),
         }
     }
@@ -316,6 +321,18 @@ impl Sessions {
             slots.push(own);
         }
         Ok(Permit::new(slots))
+    }
+
+    /// Admits one `subscriptions/listen` stream of `binding` (`maxListenStreams`,
+    /// `maxListenStreamsPerPrincipal`); the stream keeps the permit while it is open.
+    pub fn open_listen(&self, binding: &Binding) -> Result<ListenPermit, LimitError> {
+        let l = &self.limits;
+        self.listens.open(binding, l.max_listen_streams, l.max_listen_streams_per_principal)
+    }
+
+    /// Open `subscriptions/listen` streams, all clients together.
+    pub fn listen_streams(&self) -> usize {
+        self.listens.open_count()
     }
 
     /// Requests admitted and still running, all clients together.
