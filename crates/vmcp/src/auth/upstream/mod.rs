@@ -18,6 +18,7 @@
 
 mod crypto;
 mod http;
+mod identity;
 mod oidc;
 mod record;
 mod refresh;

@@ -80,7 +80,7 @@ pub enum ProviderKind {
 }
 
 /// A userinfo endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UserInfo {
     /// Its URL.
     pub endpoint_url: String,
@@ -90,6 +90,18 @@ pub struct UserInfo {
     pub additional_headers: BTreeMap<String, String>,
     /// Which fields hold subject, name and email.
     pub field_mapping: FieldMapping,
+}
+
+impl fmt::Debug for UserInfo {
+    /// Header values may be API keys: only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserInfo")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("http_method", &self.http_method)
+            .field("additional_headers", &self.additional_headers.keys().collect::<Vec<_>>())
+            .field("field_mapping", &self.field_mapping)
+            .finish()
+    }
 }
 
 /// The HTTP method of a userinfo request.

@@ -291,7 +291,15 @@ impl Inner {
         };
         let new = match outcome {
             Ok(new) => new,
-            Err(e) => return Err(self.failed(user, upstream, &rec, e).await),
+            Err(e) => {
+                let err = self.failed(user, upstream, &rec, e).await;
+                // The grant is kept and the token is still good for a moment: use it.
+                if matches!(err, TokenError::Unavailable { .. }) && !rec.expired(SystemTime::now())
+                {
+                    return Ok(rec.access());
+                }
+                return Err(err);
+            }
         };
         let rotated =
             new.refresh_token.as_ref().is_some_and(|r| Some(r) != current.refresh_token.as_ref());

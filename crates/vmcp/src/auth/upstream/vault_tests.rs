@@ -185,3 +185,19 @@ async fn entries_are_bound_to_their_key() {
     assert_eq!(store.get("bob", "idp").await.unwrap(), None);
     assert_eq!(v.access_token("alice", "idp").await.unwrap().expose(), "alice-token");
 }
+
+#[tokio::test]
+async fn an_unexpired_token_is_used_while_the_idp_is_down() {
+    let fake = Arc::new(Fake::default());
+    for _ in 0..3 {
+        fake.script.lock().unwrap().push_back(Err(RefreshError::Transient("down".into())));
+    }
+    let v = vault(fake.clone());
+    // Issued 10 s ago, 1 s left: inside its refresh margin (2.2 s), not expired.
+    let t = tokens("still-good", Some("r0"), Some(Duration::from_secs(1)));
+    let r = Record::new(&t, SystemTime::now() - Duration::from_secs(10));
+    v.inner.save("u", "idp", &r).await.unwrap();
+    assert_eq!(v.access_token("u", "idp").await.unwrap().expose(), "still-good");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(v.stats().unavailable, 1);
+}
