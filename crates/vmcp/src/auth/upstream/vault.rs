@@ -12,6 +12,10 @@
 //!   (see [`super::RefreshError`]): transient failures are retried with the same token
 //!   ([`VaultOptions::refresh_attempts`], default 3, with 250 ms then 500 ms between them);
 //!   a lost answer drops the grant.
+//! - A refresh that ends after its entry was replaced (a new login) or dropped (logout) does
+//!   not write. The check and the write are two store calls: a logout landing between them
+//!   (microseconds) can leave the refreshed entry behind; closing that needs a compare-and-set
+//!   in [`TokenStore`], which it does not have yet.
 //! - Nothing else caches upstream tokens; no token reaches a log line or an error.
 
 use std::collections::HashMap;
