@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 pub mod idp;
 pub mod local_idp;
 pub mod tools;
+pub mod upstream_idp;
 
 pub const MODERN: &str = "2026-07-28";
 pub const LEGACY: &str = "2025-11-25";

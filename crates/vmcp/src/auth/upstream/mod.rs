@@ -5,6 +5,41 @@
 //! Invariants: an upstream token is looked up for one user and one upstream at the moment a
 //! request needs it, refreshed there if it is about to expire; nothing outside the vault keeps a
 //! copy. Every type here that holds a token redacts it in `Debug`.
+//!
+//! Implementations: [`Upstreams`] (the configured IdPs, built from [`ProviderSettings`]) is the
+//! [`Federation`] and the [`TokenRefresher`]; [`Vault`] (over a [`TokenStore`], sealing entries
+//! with a [`VaultKey`]) is the [`UpstreamTokens`].
+//!
+//! ```text
+//! settings ──▶ Upstreams::new ──┬─▶ Federation (authorization server: login)
+//!                               └─▶ TokenRefresher ──▶ Vault ──▶ UpstreamTokens (AS: store,
+//!                                                                 strategies: access_token)
+//! ```
+
+mod crypto;
+mod http;
+mod identity;
+mod oidc;
+mod record;
+mod refresh;
+mod settings;
+mod store;
+mod token_response;
+mod upstreams;
+mod vault;
+
+pub use crypto::{KEY_LEN, VaultKey, VaultKeyError};
+pub use http::{DEFAULT_UPSTREAM_TIMEOUT, MAX_UPSTREAM_BODY};
+pub use record::{MAX_REFRESH_MARGIN, MIN_REFRESH_MARGIN, refresh_margin};
+pub use refresh::{DEAD_GRANT_ERRORS, RefreshError, TokenRefresher};
+pub use settings::{
+    ClientAuthMethod, DEFAULT_OIDC_SCOPES, FieldMapping, IdentityFromToken, ProviderKind,
+    ProviderSettings, RESERVED_AUTHORIZATION_PARAMS, SettingsError, TokenResponseMapping, UserInfo,
+    UserInfoMethod,
+};
+pub use store::{DEFAULT_MAX_ENTRIES, MemoryTokenStore, StoreError, TokenStore};
+pub use upstreams::{SYNTHESIZED_SUBJECT_PREFIX, Upstreams};
+pub use vault::{DEFAULT_MAX_CONCURRENT_REFRESHES, Vault, VaultOptions, VaultStats};
 
 use std::fmt;
 use std::time::SystemTime;
