@@ -101,9 +101,38 @@ pub(super) fn parse_tokens(
         access_token: Secret::new(access_token),
         refresh_token: text(&refresh).map(Secret::new),
         id_token: text("id_token").map(Secret::new),
-        expires_at: lookup(body, &expires).and_then(seconds).map(|d| now + d),
+        expires_at: earliest(
+            lookup(body, &expires).and_then(seconds).map(|d| now + d),
+            jwt_exp(access_token),
+        ),
         scope,
     })
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `exp` claim of an access token that is a JWT, read without verifying it. Only ever used
+/// to refresh *earlier* than `expires_in` says: IdPs compute `exp` from a whole-second `iat`, so
+/// a token can expire at a resource server up to a second before `now + expires_in`.
+fn jwt_exp(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp))
 }
 
 /// The identity in a token response body (`identity_from_token`).
@@ -151,6 +180,26 @@ mod tests {
         assert_eq!(scalar_string(&json!("")), None);
         assert_eq!(scalar_string(&json!(true)), None);
         assert_eq!(scalar_string(&json!({"a": 1})), None);
+    }
+
+    #[test]
+    fn a_jwt_access_token_expiring_first_wins() {
+        use base64::Engine;
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_900);
+        // `iat` 1000 (whole seconds), lifetime 2 s: the token dies at 1002 s, 0.9 s before
+        // `now + expires_in`.
+        let jwt = format!("{}.{}.sig", b64(&json!({"alg": "none"})), b64(&json!({"exp": 1002})));
+        let body = json!({"access_token": jwt, "token_type": "Bearer", "expires_in": 2});
+        let t = parse_tokens(&body, None, now).unwrap();
+        assert_eq!(t.expires_at, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1002)));
+        // A later `exp` never extends `expires_in`.
+        let jwt = format!("{}.{}.sig", b64(&json!({"alg": "none"})), b64(&json!({"exp": 9999})));
+        let body = json!({"access_token": jwt, "token_type": "Bearer", "expires_in": 2});
+        let t = parse_tokens(&body, None, now).unwrap();
+        assert_eq!(t.expires_at, Some(now + Duration::from_secs(2)));
     }
 
     #[test]
