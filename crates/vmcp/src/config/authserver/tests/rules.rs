@@ -1,0 +1,1 @@
+//! Each validation rule of the authorization server file, with its exact located message.
