@@ -4,6 +4,7 @@
 mod cross;
 mod parse;
 mod rules;
+mod upstream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
