@@ -191,13 +191,21 @@ fn problem(file: &str, pos: Option<Pos>, path: String, message: String) -> Probl
 
 /// Turns a serde-saphyr error into a located [`ConfigError`].
 fn translate(err: &YamlError, text: &str, source: &str, expected: &str) -> ConfigError {
-    let pos = err.location().map(|l| Pos { line: l.line() as usize, column: l.column() as usize });
+    let mut pos =
+        err.location().map(|l| Pos { line: l.line() as usize, column: l.column() as usize });
     // Errors about a key point at the key; errors about a value at the value (whose position a
     // block mapping shares with its first key, hence the preference).
     let prefer_key =
         matches!(err, YamlError::SerdeUnknownField { .. } | YamlError::DuplicateMappingKey { .. });
     let index = Index::build(text);
-    let path = pos.and_then(|p| index.path_at(p, prefer_key)).unwrap_or_default().to_owned();
+    let mut path = pos.and_then(|p| index.path_at(p, prefer_key)).unwrap_or_default().to_owned();
+    // A missing key is reported where serde-saphyr stopped reading the mapping, which may be its
+    // last key: name and locate the mapping instead.
+    if let YamlError::SerdeMissingField { .. } = err
+        && let Some((mapping, at)) = pos.and_then(|p| index.mapping_at(p))
+    {
+        (path, pos) = (mapping.to_owned(), Some(at));
+    }
     let (syntax, message) = describe(err, text, expected);
     let p = problem(source, pos, if syntax { String::new() } else { path }, message);
     if syntax { ConfigError::Syntax(p) } else { ConfigError::Schema(p) }
@@ -402,6 +410,14 @@ mod tests {
     #[test]
     fn missing_required_key_and_duplicates_and_empty() {
         let (line, path, msg) = one("name: gw\nbackends:\n  - name: a\n");
+        assert_eq!(
+            (line, path.as_str(), msg.as_str()),
+            (Some(3), "backends[0]", "missing key \"transport\"")
+        );
+
+        // Also when the mapping has other keys, read before the error is noticed.
+        let (line, path, msg) =
+            one("name: gw\nbackends:\n  - name: a\n    url: http://x\n    timeout: 1s\n");
         assert_eq!(
             (line, path.as_str(), msg.as_str()),
             (Some(3), "backends[0]", "missing key \"transport\"")

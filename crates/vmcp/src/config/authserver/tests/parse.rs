@@ -245,6 +245,11 @@ fn bad_values_are_located() {
         ["authserver-config.yaml:5:11: upstreams[0].type: unknown value \"oauth\"; did you \
              mean \"oauth2\"? (allowed: oidc, oauth2)"]
     );
+    let text = AUTH.replace("    type: oauth2\n", "");
+    assert_eq!(
+        auth_problems(&text),
+        ["authserver-config.yaml:4:5: upstreams[0]: missing key \"type\""]
+    );
     let text = format!("{AUTH}token_lifespans:\n  access_token_lifespan: 3600\n");
     let ps = auth_problems(&text);
     assert_eq!(ps.len(), 1, "{ps:?}");
