@@ -79,17 +79,21 @@ pub const DEFAULT_CIMD_CACHE_MAX_SIZE: usize = 256;
 pub const DEFAULT_CIMD_CACHE_FALLBACK_TTL: Duration = Duration::from_secs(300);
 
 /// ToolHive keys vmcp accepts only while empty (absent, `null`, `""`, `false`, `[]`), with what
-/// each would enable. Setting one is a validation error rather than a silently ignored setting.
-pub const UNSUPPORTED: [(&str, &str); 9] = [
-    ("authorization_endpoint_base_url", "a separate base URL for the authorization endpoint"),
+/// each would enable. Setting one is a validation error ("not supported by vmcp yet (WHAT); remove
+/// it") rather than a silently ignored setting; implementing a feature means deleting its entry
+/// and its check in `validate.rs`. `storage.type: redis` is refused likewise.
+pub const UNSUPPORTED: [(&str, &str); 8] = [
+    ("authorization_endpoint_base_url", "a separate authorization endpoint base URL"),
     ("delegation_token_lifespan", "RFC 8693 delegation tokens"),
-    ("trusted_issuers", "external issuers for RFC 8693 / RFC 7523 grants"),
+    ("trusted_issuers", "external issuers for RFC 8693 and RFC 7523 grants"),
     ("delegate_clients", "pre-registered RFC 8693 delegate clients"),
-    ("allow_confidential_client_registration", "registration of confidential clients"),
+    (
+        "allow_confidential_client_registration",
+        "registration of confidential clients; vmcp registers public clients with PKCE",
+    ),
     ("force_confidential_redirect_uris", "registration of confidential clients"),
     ("cimd.enabled", "client ID metadata documents"),
-    ("upstreams[].oauth2_config.dcr_config", "dynamic client registration at the upstream"),
-    ("storage.type redis", "Redis storage (it comes with scale-out)"),
+    ("dcr_config", "dynamic client registration at the upstream"),
 ];
 
 /// The whole `authserver-config.yaml` (ToolHive `authserver.RunConfig`).

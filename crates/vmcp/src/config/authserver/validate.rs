@@ -29,8 +29,9 @@ impl Checker<'_> {
         self.findings.push(Finding { path: path.into(), message: message.into() });
     }
 
-    /// "not supported by vmcp yet" for a key that is set.
-    pub fn unsupported(&mut self, path: impl Into<String>, what: &str) {
+    /// "not supported by vmcp yet" for `key` (an entry of [`super::UNSUPPORTED`]), set at `path`.
+    pub fn unsupported(&mut self, path: impl Into<String>, key: &str) {
+        let what = super::UNSUPPORTED.iter().find(|(k, _)| *k == key).map_or(key, |(_, w)| w);
         self.report(path, format!("not supported by vmcp yet ({what}); remove it"));
     }
 
@@ -291,33 +292,22 @@ fn audience_problem(aud: &str) -> Option<String> {
 
 /// Settings vmcp does not implement yet, refused while they are set (see `UNSUPPORTED`).
 fn check_unsupported(cfg: &AuthServerConfig, c: &mut Checker<'_>) {
-    if cfg.authorization_endpoint_base_url.is_some() {
-        c.unsupported(
-            "authorization_endpoint_base_url",
-            "a separate authorization endpoint base URL",
-        );
-    }
-    if cfg.delegation_token_lifespan.is_some() {
-        c.unsupported("delegation_token_lifespan", "RFC 8693 delegation tokens");
-    }
-    if !cfg.trusted_issuers.is_empty() {
-        c.unsupported("trusted_issuers", "external issuers for RFC 8693 and RFC 7523 grants");
-    }
-    if !cfg.delegate_clients.is_empty() {
-        c.unsupported("delegate_clients", "pre-registered RFC 8693 delegate clients");
-    }
-    if cfg.allow_confidential_client_registration {
-        c.unsupported(
-            "allow_confidential_client_registration",
-            "registration of confidential clients; vmcp registers public clients with PKCE",
-        );
-    }
-    if !cfg.force_confidential_redirect_uris.is_empty() {
-        c.unsupported("force_confidential_redirect_uris", "registration of confidential clients");
+    let set = [
+        ("authorization_endpoint_base_url", cfg.authorization_endpoint_base_url.is_some()),
+        ("delegation_token_lifespan", cfg.delegation_token_lifespan.is_some()),
+        ("trusted_issuers", !cfg.trusted_issuers.is_empty()),
+        ("delegate_clients", !cfg.delegate_clients.is_empty()),
+        ("allow_confidential_client_registration", cfg.allow_confidential_client_registration),
+        ("force_confidential_redirect_uris", !cfg.force_confidential_redirect_uris.is_empty()),
+    ];
+    for (key, is_set) in set {
+        if is_set {
+            c.unsupported(key, key);
+        }
     }
     if let Some(cimd) = &cfg.cimd {
         if cimd.enabled {
-            c.unsupported("cimd.enabled", "client ID metadata documents");
+            c.unsupported("cimd.enabled", "cimd.enabled");
         }
         if cimd.cache_fallback_ttl == Some(Duration::ZERO) {
             c.report("cimd.cache_fallback_ttl", "must be greater than zero");

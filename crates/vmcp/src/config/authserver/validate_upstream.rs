@@ -137,7 +137,7 @@ fn check_oauth2(o: &OAuth2Upstream, p: &str, insecure: bool, c: &mut Checker<'_>
     endpoint(c, p, "authorization_endpoint", auth, insecure, "the provider's authorization URL");
     endpoint(c, p, "token_endpoint", token, insecure, "the provider's token URL");
     if o.dcr_config.is_some() {
-        c.unsupported(key_path(p, "dcr_config"), "dynamic client registration at the upstream");
+        c.unsupported(key_path(p, "dcr_config"), "dcr_config");
     } else if o.client_id.is_empty() {
         c.required(key_path(p, "client_id"), "vmcp's client ID at the provider is required");
     }
