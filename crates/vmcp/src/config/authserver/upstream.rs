@@ -86,8 +86,8 @@ pub struct OidcUpstream {
     /// Scopes requested; empty: `openid offline_access`.
     #[serde(default, deserialize_with = "de::nullable")]
     pub scopes: Vec<String>,
-    /// Accepted for ToolHive compatibility and unused: OIDC identity comes from the ID token
-    /// (a warning when set, as in ToolHive).
+    /// A userinfo endpoint asked for the user's name and email, overriding the ID token's (the
+    /// subject still comes from the ID token). ToolHive reads but ignores it.
     #[serde(default)]
     pub userinfo_override: Option<UserInfoConfig>,
     /// Extra query parameters on the authorization request (e.g. `access_type: offline`);
@@ -156,7 +156,7 @@ pub struct OAuth2Upstream {
     pub insecure_allow_http: bool,
 }
 
-/// `userinfo` (OAuth 2.0) and `userinfo_override` (OIDC, unused).
+/// `userinfo` (OAuth 2.0) and `userinfo_override` (OIDC).
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserInfoConfig {

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::validate::{Checker, http_problem, read_bounded, scope_problem};
-use super::{AuthServerConfig, DEFAULT_UPSTREAM_NAME, OAuth2Upstream, OidcUpstream, UpstreamKind};
+use super::{
+    AuthServerConfig, DEFAULT_UPSTREAM_NAME, OAuth2Upstream, OidcUpstream, UpstreamKind,
+    UserInfoConfig,
+};
 use crate::config::locate::{index_path, key_path};
 
 /// Authorization request parameters vmcp sets itself (ToolHive's `ReservedAuthorizationParams`).
@@ -117,6 +120,15 @@ fn check_oidc(o: &OidcUpstream, p: &str, insecure: bool, c: &mut Checker<'_>) {
     let secret = (o.client_secret_file.as_deref(), o.client_secret_env_var.as_deref());
     common(c, p, secret, o.redirect_uri.as_deref(), insecure, &o.scopes);
     params(c, p, &o.additional_authorization_params);
+    if !o.scopes.is_empty() && !o.scopes.iter().any(|s| s == "openid") {
+        c.report(
+            key_path(p, "scopes"),
+            "must include openid: an OIDC upstream's identity comes from its ID token",
+        );
+    }
+    if let Some(ui) = &o.userinfo_override {
+        check_userinfo(ui, &key_path(p, "userinfo_override"), insecure, c);
+    }
     if let Some(claim) = &o.subject_claim {
         let ok = claim.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
             && claim.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
@@ -145,36 +157,76 @@ fn check_oauth2(o: &OAuth2Upstream, p: &str, insecure: bool, c: &mut Checker<'_>
     common(c, p, secret, o.redirect_uri.as_deref(), insecure, &o.scopes);
     params(c, p, &o.additional_authorization_params);
     if let Some(ui) = &o.userinfo {
-        let up = key_path(p, "userinfo");
-        endpoint(c, &up, "endpoint_url", &ui.endpoint_url, insecure, "the userinfo URL");
-        if let Some(m) = ui.http_method.as_deref().filter(|m| !matches!(*m, "GET" | "POST")) {
-            c.report(key_path(&up, "http_method"), format!("{m:?}: must be GET or POST"));
+        check_userinfo(ui, &key_path(p, "userinfo"), insecure, c);
+    }
+    if let Some(m) = &o.token_response_mapping {
+        let mp = key_path(p, "token_response_mapping");
+        if m.access_token_path.is_empty() {
+            c.required(
+                key_path(&mp, "access_token_path"),
+                "the path of the access token in the token response is required",
+            );
         }
-        let hp = key_path(&up, "additional_headers");
-        for name in ui.additional_headers.keys() {
-            if http::HeaderName::try_from(name.as_str()).is_err() {
-                c.report(
-                    key_path(&hp, name),
-                    format!("invalid header name {name:?}: use letters, digits and -"),
-                );
+        let paths = [
+            ("access_token_path", Some(&m.access_token_path)),
+            ("scope_path", m.scope_path.as_ref()),
+            ("refresh_token_path", m.refresh_token_path.as_ref()),
+            ("expires_in_path", m.expires_in_path.as_ref()),
+        ];
+        dotted_paths(c, &mp, paths);
+    }
+    if let Some(m) = &o.identity_from_token {
+        let mp = key_path(p, "identity_from_token");
+        if m.subject_path.is_empty() {
+            c.required(
+                key_path(&mp, "subject_path"),
+                "the path of the user's identifier in the token response is required",
+            );
+        }
+        let paths = [
+            ("subject_path", Some(&m.subject_path)),
+            ("name_path", m.name_path.as_ref()),
+            ("email_path", m.email_path.as_ref()),
+        ];
+        dotted_paths(c, &mp, paths);
+    }
+}
+
+/// Dot-separated JSON paths (`authed_user.access_token`) have no empty segment.
+fn dotted_paths<const N: usize>(c: &mut Checker<'_>, p: &str, paths: [(&str, Option<&String>); N]) {
+    for (key, path) in paths {
+        if let Some(path) = path.filter(|v| !v.is_empty() && v.split('.').any(str::is_empty)) {
+            c.report(
+                key_path(p, key),
+                format!("{path:?} is not a dotted path (an empty segment between dots)"),
+            );
+        }
+    }
+}
+
+/// `userinfo` (OAuth 2.0) or `userinfo_override` (OIDC) at `p`.
+fn check_userinfo(ui: &UserInfoConfig, p: &str, insecure: bool, c: &mut Checker<'_>) {
+    endpoint(c, p, "endpoint_url", &ui.endpoint_url, insecure, "the userinfo URL");
+    if let Some(m) = ui.http_method.as_deref().filter(|m| !matches!(*m, "GET" | "POST")) {
+        c.report(key_path(p, "http_method"), format!("{m:?}: must be GET or POST"));
+    }
+    let hp = key_path(p, "additional_headers");
+    for (name, value) in &ui.additional_headers {
+        let problem = match http::HeaderName::try_from(name.as_str()) {
+            Err(_) => Some(format!("invalid header name {name:?}: use letters, digits and -")),
+            // The access token goes there.
+            Ok(h) if h == http::header::AUTHORIZATION => {
+                Some("Authorization is set by vmcp (the user's access token)".to_owned())
             }
+            // The value is not quoted: it may be a credential.
+            Ok(_) if http::HeaderValue::from_str(value).is_err() => {
+                Some("not a valid header value (control characters or line breaks)".to_owned())
+            }
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            c.report(key_path(&hp, name), problem);
         }
-    }
-    if let Some(m) = &o.token_response_mapping
-        && m.access_token_path.is_empty()
-    {
-        c.required(
-            key_path(&key_path(p, "token_response_mapping"), "access_token_path"),
-            "the path of the access token in the token response is required",
-        );
-    }
-    if let Some(m) = &o.identity_from_token
-        && m.subject_path.is_empty()
-    {
-        c.required(
-            key_path(&key_path(p, "identity_from_token"), "subject_path"),
-            "the path of the user's identifier in the token response is required",
-        );
     }
 }
 

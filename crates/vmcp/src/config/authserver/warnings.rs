@@ -1,6 +1,6 @@
 //! Legal but risky `authserver-config.yaml` settings, as `path: message` lines: development
-//! defaults that do not survive a restart, insecure transport, and keys ToolHive accepts that
-//! have no effect.
+//! defaults that do not survive a restart, insecure transport, an OAuth 2.0 upstream that cannot
+//! say who the user is, and a ToolHive key that has no effect.
 
 use super::{AuthServerConfig, UpstreamKind};
 use crate::config::locate::{index_path, key_path};
@@ -25,14 +25,7 @@ pub(crate) fn warnings(cfg: &AuthServerConfig) -> Vec<String> {
     for (i, up) in cfg.upstreams.iter().enumerate() {
         let p = index_path("upstreams", i);
         match up.kind {
-            UpstreamKind::Oidc => {
-                if up.oidc_config.as_ref().is_some_and(|o| o.userinfo_override.is_some()) {
-                    out.push(format!(
-                        "{}: not used: an OIDC upstream's identity comes from its ID token",
-                        key_path(&key_path(&p, "oidc_config"), "userinfo_override")
-                    ));
-                }
-            }
+            UpstreamKind::Oidc => {}
             UpstreamKind::OAuth2 => {
                 if up
                     .oauth2_config

@@ -188,3 +188,49 @@ fn client_secret_file_is_read() {
     assert!(!format!("{cfg:?}").contains("s3cret"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn rules_the_upstream_runtime_shares() {
+    // What the upstream runtime (`auth::upstream::ProviderSettings`) would refuse at start is
+    // reported by validation already.
+    let text = "\
+issuer: https://vmcp.example.com
+allowed_audiences: [https://vmcp.example.com/mcp]
+upstreams:
+  - type: oidc
+    oidc_config:
+      issuer_url: https://idp.example.com
+      client_id: vmcp
+      scopes: [profile, email]
+      userinfo_override:
+        endpoint_url: https://idp.example.com/userinfo
+        additional_headers: {Authorization: Bearer x}
+";
+    let main = MAIN.replace("providerName: github", "providerName: default");
+    assert_eq!(
+        problems(&main, text),
+        [
+            "authserver-config.yaml:8:7: upstreams[0].oidc_config.scopes: must include openid: \
+             an OIDC upstream's identity comes from its ID token",
+            "authserver-config.yaml:11:30: \
+             upstreams[0].oidc_config.userinfo_override.additional_headers.Authorization: \
+             Authorization is set by vmcp (the user's access token)",
+        ]
+    );
+    let text = AUTH.replace(
+        "      userinfo:\n        endpoint_url: https://api.github.com/user\n",
+        "      token_response_mapping: {access_token_path: authed_user..token, scope_path: \
+         scope}\n      identity_from_token: {subject_path: authed_user.id, email_path: '.email'}\n",
+    );
+    assert_eq!(
+        auth_problems(&text),
+        [
+            "authserver-config.yaml:11:32: \
+             upstreams[0].oauth2_config.token_response_mapping.access_token_path: \
+             \"authed_user..token\" is not a dotted path (an empty segment between dots)",
+            "authserver-config.yaml:12:59: \
+             upstreams[0].oauth2_config.identity_from_token.email_path: \".email\" is not a \
+             dotted path (an empty segment between dots)",
+        ]
+    );
+}
