@@ -207,7 +207,7 @@ impl SigningKeyConfig {
     }
 }
 
-/// `token_lifespans`; each unset value takes its default.
+/// `token_lifespans`; each unset (or zero, as in ToolHive) value takes its default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenLifespans {
@@ -281,8 +281,9 @@ impl AuthServerConfig {
         self.lifespan(|l| l.auth_code_lifespan).unwrap_or(DEFAULT_AUTH_CODE_LIFESPAN)
     }
 
+    /// A set, non-zero lifespan (zero means the default, as in ToolHive).
     fn lifespan(&self, get: impl Fn(&TokenLifespans) -> Option<Duration>) -> Option<Duration> {
-        self.token_lifespans.as_ref().and_then(get)
+        self.token_lifespans.as_ref().and_then(get).filter(|d| !d.is_zero())
     }
 
     /// `scopes_supported`, or [`DEFAULT_SCOPES_SUPPORTED`] when empty.

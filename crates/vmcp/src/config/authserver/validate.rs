@@ -214,7 +214,8 @@ fn check_lifespans(cfg: &AuthServerConfig, c: &mut Checker<'_>) {
         ),
     ];
     for (key, value, min, max) in checks {
-        if let Some(d) = value.filter(|d| *d < min || *d > max) {
+        // Zero means the default, as in ToolHive.
+        if let Some(d) = value.filter(|d| !d.is_zero() && (*d < min || *d > max)) {
             c.report(
                 key_path("token_lifespans", key),
                 format!(
@@ -309,7 +310,7 @@ fn check_unsupported(cfg: &AuthServerConfig, c: &mut Checker<'_>) {
         if cimd.enabled {
             c.unsupported("cimd.enabled", "cimd.enabled");
         }
-        if cimd.cache_fallback_ttl == Some(Duration::ZERO) {
+        if cimd.enabled && cimd.cache_fallback_ttl == Some(Duration::ZERO) {
             c.report("cimd.cache_fallback_ttl", "must be greater than zero");
         }
     }

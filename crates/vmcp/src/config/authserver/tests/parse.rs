@@ -167,7 +167,8 @@ fn operator_output_parses_unchanged() {
 
 #[test]
 fn go_zero_values_and_defaults() {
-    // `null`, `key:` with no value and `""` mean "not set", as they do to Go.
+    // `null`, `key:` with no value and `""` mean "not set", as they do to Go; a zero lifespan
+    // means the default.
     let text = "\
 schema_version:
 issuer: http://localhost:8080
@@ -175,7 +176,7 @@ authorization_endpoint_base_url: ''
 delegation_token_lifespan: \"\"
 token_lifespans:
   access_token_lifespan: 1h30m
-  refresh_token_lifespan: ''
+  refresh_token_lifespan: 0s
   auth_code_lifespan: 300s
 upstreams:
   - name:
@@ -191,7 +192,7 @@ scopes_supported: null
 baseline_client_scopes: []
 allowed_audiences: [http://localhost:8080/mcp]
 storage: {type: ''}
-cimd: {enabled: false, cache_max_size: 0, cache_fallback_ttl: ''}
+cimd: {enabled: false, cache_max_size: 0, cache_fallback_ttl: 0s}
 trusted_issuers: []
 delegate_clients: null
 force_confidential_redirect_uris: []
