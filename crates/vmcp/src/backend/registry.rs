@@ -16,9 +16,11 @@ use crate::config::{BackendAuthKind, Config, Isolation, TransportKind};
 fn default_isolation(config: &Config, backend: &str) -> Isolation {
     let auth = &config.outgoing_auth;
     match auth.backends.get(backend).or(auth.default.as_ref()).map(|a| a.kind) {
-        Some(BackendAuthKind::Passthrough | BackendAuthKind::TokenExchange) => {
-            Isolation::PerPrincipal
-        }
+        Some(
+            BackendAuthKind::Passthrough
+            | BackendAuthKind::TokenExchange
+            | BackendAuthKind::UpstreamInject,
+        ) => Isolation::PerPrincipal,
         _ => Isolation::Shared,
     }
 }

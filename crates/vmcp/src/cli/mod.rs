@@ -44,7 +44,8 @@ pub enum Command {
         #[arg(long, value_parser = parse_ttl)]
         session_ttl: Option<Duration>,
     },
-    /// Check a configuration file and exit (status 0 when valid, 1 when not).
+    /// Check a configuration file, and `authserver-config.yaml` beside it when present, and exit
+    /// (status 0 when valid, 1 when not).
     Validate {
         /// Configuration file (YAML).
         #[arg(long, short)]
@@ -74,7 +75,7 @@ fn validate(path: &std::path::Path) -> u8 {
             for w in config::validate_warnings(&cfg) {
                 eprintln!("warning: {w}");
             }
-            println!("{}: valid ({} backends)", path.display(), cfg.backends.len());
+            println!("{}: valid ({})", path.display(), summary(&cfg));
             0
         }
         Err(e) => {
@@ -82,6 +83,21 @@ fn validate(path: &std::path::Path) -> u8 {
             1
         }
     }
+}
+
+/// What `vmcp validate` found: "3 backends", and "authorization server: 2 upstreams" when
+/// `authserver-config.yaml` was loaded.
+fn summary(cfg: &config::Config) -> String {
+    let backends = cfg.backends.len();
+    let mut out = format!("{backends} backend{}", if backends == 1 { "" } else { "s" });
+    if let Some(auth) = &cfg.auth_server {
+        let n = auth.upstreams.len();
+        out.push_str(&format!(
+            "; authorization server: {n} upstream{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    out
 }
 
 /// `--session-ttl`: a Go duration longer than zero.

@@ -95,7 +95,8 @@ pub struct OutgoingAuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuthConfig {
-    /// `unauthenticated`, `header_injection`, `token_exchange` or `passthrough`.
+    /// `unauthenticated`, `header_injection`, `token_exchange`, `upstream_inject` or
+    /// `passthrough`.
     #[serde(rename = "type")]
     pub kind: BackendAuthKind,
     /// For `header_injection`.
@@ -104,6 +105,9 @@ pub struct BackendAuthConfig {
     /// For `token_exchange`.
     #[serde(default)]
     pub token_exchange: Option<TokenExchangeConfig>,
+    /// For `upstream_inject`.
+    #[serde(default)]
+    pub upstream_inject: Option<UpstreamInjectConfig>,
 }
 
 /// `outgoingAuth.*.type`.
@@ -118,6 +122,19 @@ pub enum BackendAuthKind {
     TokenExchange,
     /// The caller's own bearer token, forwarded.
     Passthrough,
+    /// The caller's current access token from an upstream IdP of the embedded authorization
+    /// server (`authserver-config.yaml`), refreshed when needed.
+    UpstreamInject,
+}
+
+/// `upstreamInject` (ToolHive `UpstreamInjectConfig`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamInjectConfig {
+    /// The upstream (`upstreams[].name` of `authserver-config.yaml`) whose token is injected.
+    /// Empty means `default`, the name of a single unnamed upstream, as in ToolHive.
+    #[serde(default)]
+    pub provider_name: String,
 }
 
 /// `headerInjection`.
@@ -160,4 +177,9 @@ pub struct TokenExchangeConfig {
     /// RFC 8707 `resource` of the requested token.
     #[serde(default)]
     pub resource: Option<String>,
+    /// Exchange the caller's token from this upstream of the embedded authorization server
+    /// (`upstreams[].name` of `authserver-config.yaml`) instead of the token the caller presented.
+    /// Unset while an authorization server is configured: its first upstream (as in ToolHive).
+    #[serde(default)]
+    pub subject_provider_name: Option<String>,
 }

@@ -16,6 +16,7 @@ fn kind_name(k: BackendAuthKind) -> &'static str {
         BackendAuthKind::HeaderInjection => "header_injection",
         BackendAuthKind::TokenExchange => "token_exchange",
         BackendAuthKind::Passthrough => "passthrough",
+        BackendAuthKind::UpstreamInject => "upstream_inject",
     }
 }
 
@@ -93,6 +94,10 @@ fn check_strategy(b: &BackendAuthConfig, p: &str, f: &mut Findings<'_>) {
     if b.kind != BackendAuthKind::TokenExchange && b.token_exchange.is_some() {
         f.report(&te_path, format!("only used when type is token_exchange, but type is {kind}"));
     }
+    let ui_path = key_path(p, "upstreamInject");
+    if b.kind != BackendAuthKind::UpstreamInject && b.upstream_inject.is_some() {
+        f.report(&ui_path, format!("only used when type is upstream_inject, but type is {kind}"));
+    }
     match b.kind {
         BackendAuthKind::HeaderInjection => match &b.header_injection {
             None => f.report(
@@ -156,7 +161,16 @@ fn check_strategy(b: &BackendAuthConfig, p: &str, f: &mut Findings<'_>) {
                 );
             }
         },
-        BackendAuthKind::Unauthenticated | BackendAuthKind::Passthrough => {}
+        // Whether `providerName` names an upstream is checked with the authorization server's
+        // file (`authserver/cross.rs`).
+        BackendAuthKind::UpstreamInject if b.upstream_inject.is_none() => f.report(
+            &ui_path,
+            "required when type is upstream_inject (providerName: the upstream of the \
+             authorization server whose token the backend gets)",
+        ),
+        BackendAuthKind::Unauthenticated
+        | BackendAuthKind::Passthrough
+        | BackendAuthKind::UpstreamInject => {}
     }
 }
 

@@ -1,29 +1,41 @@
-//! Go-style duration strings (`30s`, `1m30s`, `250ms`, `1.5h`), as ToolHive configs write them.
+//! Go-style duration strings (`30s`, `1m30s`, `250ms`, `1.5h`), as ToolHive configs write them
+//! (Go's `time.ParseDuration`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-/// Parses `([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+`.
+/// Parses a Go duration string as `time.ParseDuration` does: `[+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+`,
+/// or a bare `0`. Negative durations (`-1h`), which Go accepts, are rejected: no setting here can use
+/// one.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}: expected e.g. \"30s\", \"1m30s\", \"250ms\"");
-    if text.is_empty() {
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.starts_with('-') {
+        return Err(format!("invalid duration {text:?}: must not be negative"));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
         return Err(bad());
     }
     let mut total = 0f64;
-    let mut rest = text;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if num_len == 0 {
+        // Go accepts "1." and ".5" but not a lone ".".
+        let number = &rest[..num_len];
+        if number.is_empty() || number == "." {
             return Err(bad());
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        let value: f64 = number.parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
+            // U+00B5 (micro sign) and U+03BC (Greek mu), as Go accepts both.
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
             "ms" => 1e-3,
             "s" => 1.0,
             "m" => 60.0,
@@ -34,6 +46,32 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// `d` the way Go prints round durations (`1h`, `30m`, `1h30m`, `45s`, `250ms`), for messages.
+pub fn display(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d.subsec_nanos() != 0 {
+        if d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {
+            return format!("{}ms", d.as_millis());
+        }
+        return format!("{}s", d.as_secs_f64());
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 /// Serde adapter for a required duration.
@@ -89,5 +127,34 @@ mod tests {
         assert!(parse("30").is_err());
         assert!(parse("s").is_err());
         assert!(parse("3x").is_err());
+    }
+
+    #[test]
+    fn parses_every_go_form() {
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse("720h"), Ok(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("+5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("1.s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse("2us"), Ok(Duration::from_micros(2)));
+        assert_eq!(parse("2\u{b5}s"), Ok(Duration::from_micros(2)));
+        assert_eq!(parse("2\u{3bc}s"), Ok(Duration::from_micros(2)));
+        assert_eq!(parse("1h0m0s"), Ok(Duration::from_secs(3600)));
+        assert!(parse(".s").is_err());
+        assert!(parse("1").is_err());
+        assert!(parse("1h 30m").is_err());
+        assert_eq!(parse("-1h"), Err("invalid duration \"-1h\": must not be negative".to_owned()));
+    }
+
+    #[test]
+    fn displays_like_go() {
+        assert_eq!(display(Duration::from_secs(3600)), "1h");
+        assert_eq!(display(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(display(Duration::from_secs(30)), "30s");
+        assert_eq!(display(Duration::from_secs(720 * 3600)), "720h");
+        assert_eq!(display(Duration::from_millis(250)), "250ms");
+        assert_eq!(display(Duration::ZERO), "0s");
     }
 }

@@ -1,4 +1,5 @@
-//! Reading a config file: YAML parsing, serde error translation and the final validation pass.
+//! Reading the config files (the main one and `authserver-config.yaml` beside it): YAML parsing,
+//! serde error translation and the final validation pass, the same for both documents.
 //!
 //! serde-saphyr reports a line and column but no key path, and its wording is aimed at Rust
 //! developers ("unknown variant `x`"). Each error is translated here into `FILE:LINE:COL: PATH:
@@ -9,14 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Error as YamlError;
 
-use super::Config;
 use super::locate::{Index, Pos};
-use super::validate;
+use super::validate::{self, Finding};
+use super::{Config, authserver};
 
 /// One problem in a config file, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The file name given to [`parse`] / [`load`].
+    /// The file name given to [`parse`] / [`load`] (or the `authserver-config.yaml` beside it).
     pub file: String,
     /// 1-based line, when known.
     pub line: Option<usize>,
@@ -50,7 +51,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read config: {source}", path.display())]
     Read {
-        /// The path given to [`load`].
+        /// The path given to [`load`], or the `authserver-config.yaml` beside it.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -81,38 +82,101 @@ fn join_lines(problems: &[Problem]) -> String {
     problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
 }
 
-/// Reads, parses and validates the config file at `path`.
+/// Reads, parses and validates the config file at `path`, with `authserver-config.yaml` from
+/// the same directory when that file exists (as ToolHive's vMCP does).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    parse(&text, &path.display().to_string())
+    let as_path = path.with_file_name(authserver::FILE_NAME);
+    let as_text = match std::fs::read_to_string(&as_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(ConfigError::Read { path: as_path, source }),
+    };
+    let as_source = as_path.display().to_string();
+    let auth = as_text.as_deref().map(|t| (t, as_source.as_str()));
+    parse_files(&text, &path.display().to_string(), auth)
 }
 
-/// Parses and validates config `text`; `source` names it in messages (usually the file name).
+/// Parses and validates config `text` alone (no authorization server); `source` names it in
+/// messages (usually the file name).
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-    let parsed: Result<Config, YamlError> = serde_saphyr::from_str(text);
-    let config = match parsed {
-        Ok(config) => config,
-        Err(err) => return Err(translate(err.without_snippet(), text, source)),
+    parse_files(text, source, None)
+}
+
+/// Parses and validates config `text` together with the text of `authserver-config.yaml`
+/// (`auth_text`, named `auth_source` in messages).
+pub fn parse_with_auth_server(
+    text: &str,
+    source: &str,
+    auth_text: &str,
+    auth_source: &str,
+) -> Result<Config, ConfigError> {
+    parse_files(text, source, Some((auth_text, auth_source)))
+}
+
+/// The main file and, optionally, the authorization server file (text, source). Syntax and
+/// schema errors stop at the first file that has one; semantic problems of both files are
+/// reported together, the main file's first, each file's in line order.
+fn parse_files(
+    text: &str,
+    source: &str,
+    auth: Option<(&str, &str)>,
+) -> Result<Config, ConfigError> {
+    let (mut config, index) =
+        parse_document::<Config>(text, source, "expected at least `name` and `backends`")?;
+    let mut auth_problems = Vec::new();
+    if let Some((auth_text, auth_source)) = auth {
+        let (auth_config, auth_index) = parse_document::<authserver::AuthServerConfig>(
+            auth_text,
+            auth_source,
+            "expected at least `issuer`, `upstreams` and `allowed_audiences`",
+        )?;
+        let findings = authserver::validate::check(&auth_config, &auth_index);
+        auth_problems = locate(findings, &auth_index, auth_source);
+        config.auth_server = Some(auth_config);
+    }
+    let mut problems = locate(validate::check(&config, &index), &index, source);
+    problems.extend(auth_problems);
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+}
+
+/// Deserializes one YAML document into `T`, translating serde-saphyr's errors into located
+/// problems, and returns it with the document's position index. `expected` says what an empty
+/// file lacks.
+fn parse_document<T: serde::de::DeserializeOwned>(
+    text: &str,
+    source: &str,
+    expected: &str,
+) -> Result<(T, Index), ConfigError> {
+    let parsed: Result<T, YamlError> = serde_saphyr::from_str(text);
+    let value = match parsed {
+        Ok(value) => value,
+        Err(err) => return Err(translate(err.without_snippet(), text, source, expected)),
     };
     let index = Index::build(text);
     if index.pos("").is_none() {
         // serde-saphyr reads a file of only comments as null, which then fails as "name missing";
         // saying the file is empty is closer to the truth.
-        let message = "the file is empty; expected at least `name` and `backends`".to_owned();
+        let message = format!("the file is empty; {expected}");
         return Err(ConfigError::Schema(problem(source, None, String::new(), message)));
     }
-    let mut problems: Vec<Problem> = validate::check(&config, &index)
+    Ok((value, index))
+}
+
+/// Locates semantic findings in the document `index` was built from, in file order; unlocated
+/// ones go last. The sort is stable, so problems on the same node keep the order the checks found
+/// them in.
+fn locate(findings: Vec<Finding>, index: &Index, source: &str) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = findings
         .into_iter()
         .map(|finding| {
             let pos = index.pos_or_ancestor(&finding.path);
             problem(source, pos, finding.path, finding.message)
         })
         .collect();
-    // File order reads best; unlocated problems go last. The sort is stable, so problems on the
-    // same node keep the order the checks found them in.
     problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
-    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    problems
 }
 
 fn problem(file: &str, pos: Option<Pos>, path: String, message: String) -> Problem {
@@ -126,26 +190,32 @@ fn problem(file: &str, pos: Option<Pos>, path: String, message: String) -> Probl
 }
 
 /// Turns a serde-saphyr error into a located [`ConfigError`].
-fn translate(err: &YamlError, text: &str, source: &str) -> ConfigError {
-    let pos = err.location().map(|l| Pos { line: l.line() as usize, column: l.column() as usize });
+fn translate(err: &YamlError, text: &str, source: &str, expected: &str) -> ConfigError {
+    let mut pos =
+        err.location().map(|l| Pos { line: l.line() as usize, column: l.column() as usize });
     // Errors about a key point at the key; errors about a value at the value (whose position a
     // block mapping shares with its first key, hence the preference).
     let prefer_key =
         matches!(err, YamlError::SerdeUnknownField { .. } | YamlError::DuplicateMappingKey { .. });
     let index = Index::build(text);
-    let path = pos.and_then(|p| index.path_at(p, prefer_key)).unwrap_or_default().to_owned();
-    let (syntax, message) = describe(err, text);
+    let mut path = pos.and_then(|p| index.path_at(p, prefer_key)).unwrap_or_default().to_owned();
+    // A missing key is reported where serde-saphyr stopped reading the mapping, which may be its
+    // last key: name and locate the mapping instead.
+    if let YamlError::SerdeMissingField { .. } = err
+        && let Some((mapping, at)) = pos.and_then(|p| index.mapping_at(p))
+    {
+        (path, pos) = (mapping.to_owned(), Some(at));
+    }
+    let (syntax, message) = describe(err, text, expected);
     let p = problem(source, pos, if syntax { String::new() } else { path }, message);
     if syntax { ConfigError::Syntax(p) } else { ConfigError::Schema(p) }
 }
 
 /// The message for a serde-saphyr error, and whether it is a YAML syntax error.
-fn describe(err: &YamlError, text: &str) -> (bool, String) {
+fn describe(err: &YamlError, text: &str, expected: &str) -> (bool, String) {
     let message = match err {
         YamlError::ExternalMessage { msg, .. } => return (true, format!("invalid YAML: {msg}")),
-        YamlError::Eof { .. } if text.trim().is_empty() => {
-            "the file is empty; expected at least `name` and `backends`".to_owned()
-        }
+        YamlError::Eof { .. } if text.trim().is_empty() => format!("the file is empty; {expected}"),
         YamlError::SerdeUnknownField { field, expected, .. } => {
             match suggest(field, expected.iter().copied()) {
                 Some(s) => format!("unknown key; did you mean {s:?}?"),
@@ -340,6 +410,14 @@ mod tests {
     #[test]
     fn missing_required_key_and_duplicates_and_empty() {
         let (line, path, msg) = one("name: gw\nbackends:\n  - name: a\n");
+        assert_eq!(
+            (line, path.as_str(), msg.as_str()),
+            (Some(3), "backends[0]", "missing key \"transport\"")
+        );
+
+        // Also when the mapping has other keys, read before the error is noticed.
+        let (line, path, msg) =
+            one("name: gw\nbackends:\n  - name: a\n    url: http://x\n    timeout: 1s\n");
         assert_eq!(
             (line, path.as_str(), msg.as_str()),
             (Some(3), "backends[0]", "missing key \"transport\"")

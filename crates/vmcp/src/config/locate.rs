@@ -174,6 +174,20 @@ impl Index {
         }
     }
 
+    /// The mapping a missing key belongs to, given the position serde-saphyr reports for it (the
+    /// mapping's start or, after reading some of it, one of its keys): its path and its position.
+    pub fn mapping_at(&self, at: Pos) -> Option<(&str, Pos)> {
+        let entry = |p: &String| self.entries.get(p.as_str());
+        if let Some(p) = self.order.iter().find(|p| entry(p).is_some_and(|e| e.value == at)) {
+            return Some((p.as_str(), self.pos(p)?));
+        }
+        let key = self.order.iter().rev().find(|p| entry(p).is_some_and(|e| e.key == Some(at)))?;
+        // Struct field names hold no '.', so the parent is everything before the last one.
+        let parent = key.rfind('.').map_or("", |i| &key[..i]);
+        let (path, _) = self.entries.get_key_value(parent)?;
+        Some((path.as_str(), self.pos(parent)?))
+    }
+
     /// The path of the node whose key (if `prefer_key`) or value starts at `at`. A block mapping
     /// starts where its first key does, so value lookups take the outermost match (the mapping)
     /// and key lookups the innermost (the key).
@@ -222,6 +236,20 @@ aggregation:
         let at = Pos { line: 3, column: 5 };
         assert_eq!(idx.path_at(at, true), Some("backends[0].name"));
         assert_eq!(idx.path_at(at, false), Some("backends[0]"));
+    }
+
+    #[test]
+    fn finds_the_mapping_of_a_key() {
+        let idx = Index::build(DOC);
+        let mapping = |line, column| idx.mapping_at(Pos { line, column });
+        assert_eq!(mapping(3, 5), Some(("backends[0]", Pos { line: 3, column: 5 })));
+        assert_eq!(mapping(4, 5), Some(("backends[0]", Pos { line: 3, column: 5 })));
+        assert_eq!(mapping(5, 15), Some(("backends[1]", Pos { line: 5, column: 5 })));
+        assert_eq!(
+            mapping(10, 9),
+            Some(("aggregation.tools[0].overrides", Pos { line: 9, column: 7 }))
+        );
+        assert_eq!(mapping(2, 1), Some(("", Pos { line: 1, column: 1 })));
     }
 
     #[test]

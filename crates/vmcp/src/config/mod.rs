@@ -3,9 +3,13 @@
 //! Keys are camelCase and follow ToolHive vMCP's static-backend schema so its users can bring their
 //! configs over; `stdio` backends (`command`, `args`, `env`, `cwd`) and the `server` block are ours.
 //!
+//! `authserver-config.yaml` beside the config file, when present, configures the embedded
+//! authorization server ([`authserver`]); it is loaded and validated together with the main file.
+//!
 //! Invariant: a `Config` that leaves this module has been validated: backend names are unique,
 //! every backend has what its transport needs, and every reference (priority order, per-backend
-//! timeouts, tool rules) names a configured backend. Errors name the key and the line.
+//! timeouts, tool rules, upstream names) names something configured. Errors name the key and the
+//! line.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +49,10 @@ pub struct Config {
     /// Client headers forwarded to backends (an allow-list).
     #[serde(default)]
     pub passthrough_headers: Vec<String>,
+    /// The embedded authorization server, from `authserver-config.yaml` beside the config file;
+    /// `None` when that file is absent.
+    #[serde(skip)]
+    pub auth_server: Option<AuthServerConfig>,
 }
 
 /// One backend MCP server.
@@ -77,7 +85,7 @@ pub struct BackendConfig {
     pub timeout: Option<Duration>,
     /// stdio and sse: which clients share a child process or event stream. Unset:
     /// `perPrincipal` when the backend's outgoing auth is bound to the user (`passthrough`,
-    /// `token_exchange`), else `shared`.
+    /// `token_exchange`, `upstream_inject`), else `shared`.
     #[serde(default)]
     pub isolation: Option<Isolation>,
     /// stdio with `perPrincipal`/`perSession`: most child processes alive at once (besides the
@@ -295,6 +303,7 @@ impl Config {
 }
 
 pub mod auth;
+pub mod authserver;
 pub mod backend_sessions;
 pub mod connections;
 pub mod duration;
@@ -302,8 +311,9 @@ pub mod limits;
 
 pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
-    IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig,
+    IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig, UpstreamInjectConfig,
 };
+pub use authserver::AuthServerConfig;
 pub use backend_sessions::BackendSessionsConfig;
 pub use connections::ConnectionsConfig;
 mod auth_validate;
@@ -312,5 +322,5 @@ mod locate;
 mod validate;
 
 pub use limits::LimitsConfig;
-pub use load::{ConfigError, Problem, load, parse};
+pub use load::{ConfigError, Problem, load, parse, parse_with_auth_server};
 pub use validate::validate_warnings;

@@ -79,6 +79,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     check_aggregation(cfg, &names, &mut c);
     check_operational(cfg, &names, &mut c);
     c.findings.extend(super::auth_validate::check(cfg, &names, c.index));
+    c.findings.extend(super::authserver::cross::check(cfg));
     c.findings.extend(super::backend_sessions::check(cfg, c.index));
     c.findings.extend(super::connections::check(&cfg.server.connections));
     if cfg.server.max_request_body_bytes == Some(0) {
@@ -351,6 +352,11 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
         out.push("server.allowedOrigins: \"*\" lets any web page call the gateway".to_owned());
     }
     out.extend(super::auth_validate::warnings(cfg));
+    out.extend(super::authserver::cross::warnings(cfg));
+    if let Some(auth) = &cfg.auth_server {
+        let file = super::authserver::FILE_NAME;
+        out.extend(super::authserver::warnings(auth).into_iter().map(|w| format!("{file}: {w}")));
+    }
     out
 }
 

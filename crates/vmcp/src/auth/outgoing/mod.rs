@@ -138,6 +138,13 @@ impl OutgoingAuth {
                     te, backend, identities, http,
                 )?))
             }
+            // Placeholder until the embedded authorization server is wired in.
+            BackendAuthKind::UpstreamInject => {
+                return Err(OutgoingAuthConfigError::Invalid {
+                    backend: backend.to_owned(),
+                    message: "upstream_inject needs the embedded authorization server".to_owned(),
+                });
+            }
         }))
     }
 
@@ -260,6 +267,7 @@ mod tests {
             kind: BackendAuthKind::Passthrough,
             header_injection: None,
             token_exchange: None,
+            upstream_inject: None,
         });
         cfg.backends.insert(
             "x".into(),
@@ -267,6 +275,7 @@ mod tests {
                 kind: BackendAuthKind::Unauthenticated,
                 header_injection: None,
                 token_exchange: None,
+                upstream_inject: None,
             },
         );
         let x = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
@@ -283,6 +292,7 @@ mod tests {
             kind: BackendAuthKind::TokenExchange,
             header_injection: None,
             token_exchange: None,
+            upstream_inject: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", ids.clone(), http.clone()).unwrap_err();
         assert_eq!(
@@ -301,7 +311,9 @@ mod tests {
                 scopes: vec![],
                 subject_token_type: None,
                 resource: None,
+                subject_provider_name: None,
             }),
+            upstream_inject: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", ids, http).unwrap_err();
         assert_eq!(
