@@ -227,7 +227,9 @@ async fn refresh_grant(
         .map_err(|e| store_error(&e))?;
     let family = match rotation {
         Rotation::Rotated(f) => f,
-        Rotation::Reused { .. } => {
+        Rotation::Reused { family_id } => {
+            // The store revoked it already; again here so a store that only reports is safe.
+            srv.store.revoke_family(&family_id).await.map_err(|e| store_error(&e))?;
             tracing::warn!(client_id = %client.client_id, "refresh token reused: its family is revoked");
             return Err(OAuthError::invalid_grant(
                 "refresh token already used; the grant is revoked",
