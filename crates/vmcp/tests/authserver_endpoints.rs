@@ -345,3 +345,36 @@ fn enc(s: &str) -> String {
     reqwest::Url::parse_with_params("http://x/", &[("v", s)]).unwrap().query().unwrap()[2..]
         .to_string()
 }
+
+#[tokio::test]
+async fn cors_for_script_endpoints_and_body_limits() {
+    let h = Harness::start(&["corp"], |_| {}).await;
+    let pre = h
+        .http
+        .request(reqwest::Method::OPTIONS, h.url("/oauth/token"))
+        .header("origin", "https://inspector.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert!(
+        pre.headers()["access-control-allow-headers"].to_str().unwrap().contains("Authorization")
+    );
+    let meta = h.http.get(h.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
+    assert_eq!(meta.headers()["access-control-allow-origin"], "*");
+    let page = h.http.get(h.url("/oauth/authorize")).send().await.unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+    // Every POST body is limited (64 KiB by default).
+    let big = format!("grant_type=refresh_token&refresh_token={}", "x".repeat(70_000));
+    let r = h
+        .http
+        .post(h.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}

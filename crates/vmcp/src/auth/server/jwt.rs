@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::keys::{ACCESS_TOKEN_TYP, KeyError, KeySet};
 use super::store::UserInfo;
+use crate::auth::identity::{Identity, Secret};
 
 /// Tolerated clock difference for `exp` and `nbf`.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -36,6 +37,21 @@ pub struct VerifiedToken {
     pub expires_at: SystemTime,
     /// Every claim.
     pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    /// The gateway's identity for this token; `token` is the bearer string it was read from
+    /// (kept only in the identity of the one request that carried it).
+    pub fn into_identity(self, issuer: &str, token: Secret) -> Identity {
+        Identity {
+            issuer: issuer.to_string(),
+            subject: self.subject,
+            claims: self.claims,
+            token,
+            expires_at: Some(self.expires_at),
+            scopes: self.scopes,
+        }
+    }
 }
 
 /// Why a token was refused. Messages never contain the token.
@@ -227,6 +243,9 @@ mod tests {
         assert_eq!(t.client_id.as_deref(), Some("c1"));
         assert_eq!(t.claims["name"], "Ada");
         assert!(t.claims.get("email").is_none());
+        let id = t.into_identity(ISS, Secret::new("tok"));
+        assert_eq!((id.issuer.as_str(), id.subject.as_str()), (ISS, "u-1"));
+        assert_eq!(id.scopes, ["openid", "mcp"]);
         let header = decode_header(token(&keys, now_secs())).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some(keys.current().kid()));

@@ -23,6 +23,13 @@
 //! POST body is limited; the one outbound call of its own (client metadata documents) has a
 //! deadline and a size cap. Errors before the client's redirect URI is known to be registered
 //! are answered directly (400), never by a redirect.
+//!
+//! Integration (not done here): build with [`AuthServer::new`] (a [`MemoryAuthStore`], and
+//! [`cimd_http_client`] for `http`), merge [`AuthServer::router`] into the main router after
+//! the Host/Origin guard layer, and turn [`VerifiedToken`]s into identities with
+//! [`VerifiedToken::into_identity`]. Per-IP registration limits need the TCP peer as
+//! `axum::extract::ConnectInfo<SocketAddr>` in each request's extensions; without it all
+//! registrations share one bucket (ToolHive's behaviour).
 
 mod authorize;
 mod callback;
@@ -44,6 +51,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use jsonwebtoken::jwk::JwkSet;
 use reqwest::Url;
@@ -213,20 +221,28 @@ impl AuthServer {
 
     /// The routes, with their own state: merge into the main router, outside the Host/Origin
     /// guard (browsers arrive here from the IdP's and the client's origins).
+    ///
+    /// The endpoints scripts call (discovery, JWKS, token, registration) answer CORS requests
+    /// from any origin (no cookies are involved), so browser-based MCP clients can use them;
+    /// the endpoints a browser navigates to (authorize, callback) do not need it. Every body is
+    /// limited to `bounds.max_body_bytes` (413 beyond).
     pub fn router(self: &Arc<Self>) -> Router {
-        let mut router = Router::new();
+        let (mut api, mut pages) = (Router::new(), Router::new());
         for (path, kind) in self.routes().unwrap_or_default() {
-            router = match kind {
-                Route::OAuthMetadata => router.route(&path, get(oauth_metadata)),
-                Route::OidcMetadata => router.route(&path, get(oidc_metadata)),
-                Route::Jwks => router.route(&path, get(jwks)),
-                Route::Authorize => router.route(&path, get(authorize::handle)),
-                Route::Callback => router.route(&path, get(callback::handle)),
-                Route::Token => router.route(&path, post(token::handle)),
-                Route::Register => router.route(&path, post(registration::handle)),
-            };
+            match kind {
+                Route::OAuthMetadata => api = api.route(&path, get(oauth_metadata)),
+                Route::OidcMetadata => api = api.route(&path, get(oidc_metadata)),
+                Route::Jwks => api = api.route(&path, get(jwks)),
+                Route::Token => api = api.route(&path, post(token::handle)),
+                Route::Register => api = api.route(&path, post(registration::handle)),
+                Route::Authorize => pages = pages.route(&path, get(authorize::handle)),
+                Route::Callback => pages = pages.route(&path, get(callback::handle)),
+            }
         }
-        router.with_state(self.clone())
+        api.layer(axum::middleware::from_fn(metadata::cors))
+            .merge(pages)
+            .layer(DefaultBodyLimit::max(self.settings.bounds.max_body_bytes))
+            .with_state(self.clone())
     }
 
     /// Every (path, handler) pair; fails if two would collide.
