@@ -137,6 +137,17 @@ async fn registration_rules() {
     assert_eq!(ok["scope"], "openid offline_access");
     assert_eq!(ok["grant_types"], json!(["authorization_code", "refresh_token"]));
     assert!(ok.get("client_secret").is_none());
+    // Extra grant types are dropped (what the Python SDK may ask for), nulls are absent.
+    let (status, ok) = post(json!({
+        "redirect_uris": [CB],
+        "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
+        "token_endpoint_auth_method": null,
+        "scope": null,
+        "application_type": "native",
+    }))
+    .await;
+    assert_eq!(status, 201, "{ok}");
+    assert_eq!(ok["grant_types"], json!(["authorization_code"]));
     for (body, error) in [
         (json!({"redirect_uris": []}), "invalid_redirect_uri"),
         (json!({"redirect_uris": ["http://app.example.com/cb"]}), "invalid_redirect_uri"),

@@ -1,7 +1,7 @@
 //! [`AuthStore`] in process memory: the default, for one vmcp instance.
 //!
 //! One mutex over plain maps; no await happens under it. Expired entries are swept at most
-//! every [`SWEEP_EVERY`] seconds and whenever a map is full, so the maps hold at most their
+//! every `SWEEP_EVERY` (30) seconds and whenever a map is full, so the maps hold at most their
 //! bound of live entries plus what expired since the last sweep. Used codes are remembered
 //! (for replay detection) for `used_code_ttl` and count against `max_codes`; each family
 //! remembers its last [`RETIRED_PER_FAMILY`] rotated-away token hashes (reuse detection).

@@ -3,9 +3,9 @@
 //! Checks follow ToolHive (`registration/dcr.go`): JSON body of at most `max_body_bytes`,
 //! 1 to 10 redirect URIs (see [`super::clients`]), `client_name` and `software_id` of at most 256
 //! characters, `token_endpoint_auth_method` `none` (the default; confidential registration is
-//! not offered), grant types within `authorization_code` + `refresh_token` and including the
-//! first, response type `code`, scope within `scopes_supported` (default: ToolHive's default
-//! set) plus the baseline. Registrations are rate limited per client IP (429 with
+//! not offered), grant types including `authorization_code` (others than it and
+//! `refresh_token` are dropped, where ToolHive refuses them), response types including `code`,
+//! scope within `scopes_supported` (default: ToolHive's default set) plus the baseline. Registrations are rate limited per client IP (429 with
 //! `Retry-After`); a full client table that cannot make room answers 503.
 
 use std::net::SocketAddr;
@@ -38,14 +38,11 @@ enum ScopeField {
 
 #[derive(Deserialize)]
 struct RegistrationRequest {
-    #[serde(default)]
-    redirect_uris: Vec<String>,
+    redirect_uris: Option<Vec<String>>,
     client_name: Option<String>,
     token_endpoint_auth_method: Option<String>,
-    #[serde(default)]
-    grant_types: Vec<String>,
-    #[serde(default)]
-    response_types: Vec<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
     scope: Option<ScopeField>,
     software_id: Option<String>,
 }
@@ -152,13 +149,14 @@ pub(super) async fn handle(State(srv): State<Arc<AuthServer>>, req: Request) -> 
 }
 
 fn validate(srv: &AuthServer, req: RegistrationRequest) -> Result<ClientRecord, DcrError> {
-    if req.redirect_uris.is_empty() {
+    let redirect_uris = req.redirect_uris.unwrap_or_default();
+    if redirect_uris.is_empty() {
         return Err(invalid_uri("redirect_uris is required"));
     }
-    if req.redirect_uris.len() > MAX_REDIRECT_URIS {
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
         return Err(invalid_uri(format!("too many redirect_uris (maximum {MAX_REDIRECT_URIS})")));
     }
-    for u in &req.redirect_uris {
+    for u in &redirect_uris {
         validate_redirect_uri(u, RedirectPolicy::AllowPrivateSchemes).map_err(invalid_uri)?;
     }
     if req.client_name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_LEN) {
@@ -178,21 +176,22 @@ fn validate(srv: &AuthServer, req: RegistrationRequest) -> Result<ClientRecord, 
         }
         Some(_) => return Err(invalid_metadata("unsupported token_endpoint_auth_method")),
     }
-    let grant_types = if req.grant_types.is_empty() {
-        vec!["authorization_code".to_string(), "refresh_token".to_string()]
-    } else {
-        req.grant_types
+    // Grant and response types this server does not offer are dropped (RFC 7591 §3.2.1 lets
+    // the server replace requested metadata; the response says what was registered), as
+    // ToolHive does for metadata documents; `authorization_code` and `code` must remain.
+    let grant_types: Vec<String> = match req.grant_types {
+        Some(asked) if !asked.is_empty() => asked
+            .into_iter()
+            .filter(|g| g == "authorization_code" || g == "refresh_token")
+            .collect(),
+        _ => vec!["authorization_code".to_string(), "refresh_token".to_string()],
     };
     if !grant_types.iter().any(|g| g == "authorization_code") {
         return Err(invalid_metadata("grant_types must include 'authorization_code'"));
     }
-    if let Some(g) =
-        grant_types.iter().find(|g| *g != "authorization_code" && *g != "refresh_token")
-    {
-        return Err(invalid_metadata(format!("unsupported grant_type: {g}")));
-    }
-    if !req.response_types.is_empty() && req.response_types.iter().any(|r| r != "code") {
-        return Err(invalid_metadata("only response_type 'code' is supported"));
+    let response_types = req.response_types.unwrap_or_default();
+    if !response_types.is_empty() && !response_types.iter().any(|r| r == "code") {
+        return Err(invalid_metadata("response_types must include 'code'"));
     }
     let requested: Vec<String> = match req.scope {
         Some(ScopeField::Text(s)) => {
@@ -209,7 +208,7 @@ fn validate(srv: &AuthServer, req: RegistrationRequest) -> Result<ClientRecord, 
     .map_err(invalid_metadata)?;
     Ok(ClientRecord {
         client_id: new_uuid(),
-        redirect_uris: req.redirect_uris,
+        redirect_uris,
         scopes,
         client_name: req.client_name,
         grant_types,
