@@ -389,3 +389,38 @@ async fn cors_for_script_endpoints_and_body_limits() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test]
+async fn full_tables_fail_only_the_request_that_hit_them() {
+    let h = Harness::start(&["corp"], |s| {
+        s.bounds.max_clients = 1;
+        s.bounds.max_pending_authorizations = 1;
+    })
+    .await;
+    let client = h.register(&[CB]).await;
+    // The only registration is younger than min_client_age: no room, 503 with Retry-After.
+    let r = h
+        .http
+        .post(h.url("/oauth/register"))
+        .json(&json!({"redirect_uris": [CB]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "3600");
+    // One login may be pending; a second gets temporarily_unavailable at its redirect URI.
+    let (_, challenge) = pkce();
+    let start = format!(
+        "{}/oauth/authorize?response_type=code&client_id={client}&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=s",
+        h.issuer,
+        enc(CB)
+    );
+    let first = h.http.get(&start).send().await.unwrap();
+    assert!(location(&first).starts_with(&h.fed.base), "sent upstream");
+    let second = h.http.get(&start).send().await.unwrap();
+    let q = query_of(&location(&second));
+    assert_eq!((q["error"].as_str(), q["state"].as_str()), ("temporarily_unavailable", "s"));
+    // The first login still completes.
+    let (resp, _) = h.follow(&location(&first), CB).await;
+    assert!(query_of(&location(&resp)).contains_key("code"));
+}

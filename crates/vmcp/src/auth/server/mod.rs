@@ -324,3 +324,7 @@ async fn oidc_metadata(srv: Srv) -> axum::response::Response {
 async fn jwks(srv: Srv) -> axum::response::Response {
     metadata::cacheable_json(&srv.jwks_doc)
 }
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

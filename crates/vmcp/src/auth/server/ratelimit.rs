@@ -1,6 +1,7 @@
 //! Per-client-IP token buckets for `/oauth/register`, in a bounded map.
 //!
-//! The IP is the TCP peer (`ConnectInfo<SocketAddr>` in the request's extensions);
+//! The IP is the TCP peer (`ConnectInfo<SocketAddr>` in the request's extensions; IPv6 by
+//! its /64);
 //! `X-Forwarded-For` is not trusted (anyone can set it). Without a peer address every request
 //! shares one bucket, which is ToolHive's per-process limit. When the map is full, IPs whose
 //! bucket has filled up again (as good as unknown) are forgotten; if none has, new IPs share
@@ -59,7 +60,7 @@ impl RateLimiter {
 
     fn check_at(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = ip.map_or(Key::Shared, Key::Ip);
+        let mut key = ip.map_or(Key::Shared, |ip| Key::Ip(prefix(ip)));
         if !map.contains_key(&key) && map.len() >= self.max_keys {
             // Forget buckets that are full again: they are as good as new.
             let full: Vec<Key> = map
@@ -87,6 +88,21 @@ impl RateLimiter {
     }
 }
 
+/// The address a bucket is kept for: an IPv6 client counts by its /64 (one host usually has a
+/// whole /64 to pick addresses from), an IPv4 client by its address.
+fn prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +122,15 @@ mod tests {
         // Another IP has its own bucket.
         assert!(l.check_at(ip(2), t0).is_ok());
         assert!(l.check_at(ip(1), t0 + Duration::from_millis(1100)).is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        let l = RateLimiter::new(1, Duration::from_secs(60), 10);
+        let t0 = Instant::now();
+        assert!(l.check_at(Some("2001:db8:1:2::1".parse().unwrap()), t0).is_ok());
+        assert!(l.check_at(Some("2001:db8:1:2::ffff".parse().unwrap()), t0).is_err());
+        assert!(l.check_at(Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok());
     }
 
     #[test]
