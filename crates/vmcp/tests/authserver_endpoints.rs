@@ -93,6 +93,8 @@ async fn key_rotation_keeps_old_tokens_valid_and_jwks_lists_both() {
     // The same issuer restarted with a new current key and the old one as fallback.
     let issuer = before.issuer.clone();
     let after = Harness::start_with("", fed, |s| {
+        // Its own callback (the issuer is `before`'s, but this test runs both side by side).
+        s.callback_url = Some(format!("{}/oauth/callback", s.issuer));
         s.issuer = issuer.clone();
         s.signing_key = Some(new.clone());
         s.fallback_signing_keys = vec![old.clone()];
@@ -101,17 +103,20 @@ async fn key_rotation_keeps_old_tokens_valid_and_jwks_lists_both() {
     let t = after.server.verify_access_token(&old_token, RESOURCE).unwrap();
     assert_eq!(t.client_id.as_deref(), Some(client.as_str()));
 
-    let jwks = after.server.jwks();
-    let kids: Vec<String> = jwks.keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
-    assert_eq!(kids.len(), 2);
     let old_kid = jsonwebtoken::decode_header(&old_token).unwrap().kid.unwrap();
-    assert_eq!(kids[1], old_kid);
-    // Served on the wire too (by the server that is running: `before`'s JWKS has one key).
-    let (_, served, headers) = get_json(&before, &before.url("/.well-known/jwks.json")).await;
-    assert_eq!(served["keys"].as_array().unwrap().len(), 1);
-    assert_eq!(served["keys"][0]["kid"], old_kid.as_str());
-    assert_eq!(served["keys"][0]["kty"], "RSA");
-    assert!(served["keys"][0].get("d").is_none(), "no private part");
+    let (_, served, headers) = get_json(&after, &after.url("/.well-known/jwks.json")).await;
+    let keys = served["keys"].as_array().unwrap();
+    let kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids.len(), 2, "{served}");
+    assert_eq!(kids[1], old_kid, "the fallback is published after the current key");
+    assert_eq!((keys[0]["kty"].as_str(), keys[1]["kty"].as_str()), (Some("EC"), Some("RSA")));
+    assert!(keys.iter().all(|k| k.get("d").is_none()), "no private part");
+    assert_eq!(after.server.jwks().keys.len(), 2);
+    // New tokens are signed with the new key, and the old server does not know it.
+    let (new_token, _) = after.login(&client_of(&after).await, CB).await;
+    let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
+    assert_eq!(new_kid, kids[0]);
+    assert!(before.server.verify_access_token(&new_token, RESOURCE).is_err());
     assert!(headers["cache-control"].to_str().unwrap().contains("max-age"));
 }
 
@@ -350,6 +355,10 @@ async fn configured_clients_work_without_registration() {
     let (access, refresh) = h.login("cli", "http://localhost:7000/cb").await;
     assert_eq!(h.server.verify_access_token(&access, RESOURCE).unwrap().scopes, ["openid"]);
     assert!(refresh.is_none(), "no offline_access granted, no refresh token (as ToolHive)");
+}
+
+async fn client_of(h: &Harness) -> String {
+    h.register(&[CB]).await
 }
 
 fn enc(s: &str) -> String {

@@ -265,6 +265,9 @@ impl UpstreamTokens for TestVault {
 pub struct Harness {
     pub server: Arc<AuthServer>,
     pub issuer: String,
+    /// Where this server listens, with the issuer's path (the issuer itself unless a test set
+    /// another one).
+    pub base: String,
     pub fed: Arc<TestFederation>,
     pub vault: Arc<TestVault>,
     pub http: reqwest::Client,
@@ -303,6 +306,7 @@ impl Harness {
         let vault = Arc::new(TestVault::default());
         let store = Arc::new(MemoryAuthStore::new(&s.bounds));
         let issuer = s.issuer.clone();
+        let base = format!("http://127.0.0.1:{port}{path}");
         let server =
             AuthServer::new(s, fed.clone(), vault.clone(), store, reqwest::Client::new()).unwrap();
         serve_on(l, server.router()).await;
@@ -311,11 +315,11 @@ impl Harness {
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap();
-        Harness { server, issuer, fed, vault, http }
+        Harness { server, issuer, base, fed, vault, http }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.base)
     }
 
     /// Registers a public client; returns its `client_id`.
