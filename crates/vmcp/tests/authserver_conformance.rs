@@ -9,6 +9,20 @@
 //!
 //! Node 22 and the suite are found as `common::tools` finds tools (`VMCP_NODE`,
 //! `VMCP_CONFORMANCE`, or `<repo>/.tools`); without them the test fails, naming what is missing.
+//!
+//! What the suite needs from a running vmcp (for CI against the real binary):
+//! `node $VMCP_CONFORMANCE authorization --url <issuer, exactly as configured> --client-id <id>
+//! --resource <one of allowedAudiences> --port <P>`, no `--scenario` (then both scenarios run,
+//! the code grant using the metadata the first one fetched; exit status 0 iff every check
+//! passed), no `--client-secret` (public client). The client must be known to vmcp with the
+//! redirect URI `http://127.0.0.1/callback` (any port matches on loopback) or
+//! `http://127.0.0.1:<P>/callback`: a configured client, or one registered through
+//! `/oauth/register` beforehand. `client_id_metadata_document_supported` is a WARNING unless CIMD
+//! is enabled. The code-grant scenario prints the authorization URL (the line starting with
+//! `<issuer>/oauth/authorize?`) and waits up to 5 minutes for a browser: something must GET
+//! it, follow the redirects through vmcp and an auto-approving upstream IdP (for example
+//! oauth2-mock-server), and GET the final redirect to `http://127.0.0.1:<P>/callback` once the
+//! suite has printed `Callback server started`.
 
 #[path = "common/tools.rs"]
 mod tools;

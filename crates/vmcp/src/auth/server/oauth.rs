@@ -54,9 +54,16 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Request parameters (query or form body), in order.
-#[derive(Debug, Default)]
+/// Request parameters (query or form body), in order. Values may be secrets (codes, refresh
+/// tokens, verifiers): `Debug` shows the names only.
+#[derive(Default)]
 pub struct Params(Vec<(String, String)>);
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
+}
 
 impl Params {
     /// Parses `application/x-www-form-urlencoded` bytes; refuses too many or too long values.
@@ -223,6 +230,7 @@ mod tests {
         assert_eq!(p.one("c").unwrap(), Some(" z "));
         assert!(p.one("resource").is_err());
         assert_eq!(p.all("resource"), ["x", "y"]);
+        assert_eq!(format!("{p:?}"), r#"["a", "b", "resource", "resource", "c"]"#);
         let long = format!("a={}", "x".repeat(MAX_PARAM_LEN + 1));
         assert!(Params::parse(long.as_bytes()).is_err());
     }
