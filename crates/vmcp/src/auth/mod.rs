@@ -8,6 +8,7 @@ pub mod current;
 pub mod identity;
 pub mod incoming;
 pub mod outgoing;
+pub mod server;
 pub mod upstream;
 
 pub use identity::{Binding, Caller, Identity};
