@@ -14,12 +14,16 @@
 //! - resource URIs and templates are advertised exactly as the backend sent them.
 //!
 //! Layout: `collect` (intake, tool rules), `resolve` (conflict strategies), `names` (name rules),
-//! `template` (URI template matching), `page` (pagination).
+//! `template` (URI template matching), `page` (pagination), `discover` (fetching a backend's
+//! lists as a given caller), `live` (the published shared catalog and its discovery loop),
+//! `principal` (catalogs of principals, for backends reached with the user's own credentials).
 
 mod collect;
+mod discover;
 pub mod live;
 mod names;
 mod page;
+pub mod principal;
 mod resolve;
 mod template;
 #[cfg(test)]
@@ -186,6 +190,13 @@ impl Catalog {
 ///
 /// Never fails; see [`Catalog::problems`] for what was left out.
 pub fn build(config: &AggregationConfig, backends: &[BackendLists]) -> Catalog {
+    let refs: Vec<&BackendLists> = backends.iter().collect();
+    build_from(config, &refs)
+}
+
+/// [`build`] over borrowed lists (a principal's catalog merges the shared backends' lists with
+/// its own without copying them first).
+pub(crate) fn build_from(config: &AggregationConfig, backends: &[&BackendLists]) -> Catalog {
     let names: Vec<Arc<str>> = backends.iter().map(|b| b.backend.clone()).collect();
     let mut problems = Vec::new();
     let mut tools = Vec::new();

@@ -4,6 +4,10 @@
 //! `_meta`, and built the [`Cx`]. Here a request becomes either an answer from the catalog (lists,
 //! discovery) or a call routed to one backend under the item's original name (`forward`).
 //!
+//! Every lookup (lists, routing a call, a resource's owner) uses the catalog the caller sees
+//! ([`catalog`]): the shared one, or, when some backend is user-bound, its principal's, so a
+//! principal only reaches the user-bound tools listed for it; another principal's are unknown.
+//!
 //! Invariant: handlers take the caller from `Cx` and pass it down; they never look identity up
 //! anywhere else.
 
@@ -62,6 +66,12 @@ impl Cx {
     }
 }
 
+/// The catalog this request's caller sees: the shared one (anonymous callers, or no user-bound
+/// backend), else its principal's (built on first use with this request's caller).
+pub async fn catalog(gw: &Gateway, cx: &Cx) -> Arc<crate::catalog::Catalog> {
+    gw.catalog.for_caller(&gw.backends, &cx.caller).await
+}
+
 /// The outcome of one request.
 pub type Outcome = Result<Box<RawValue>, ErrorObject>;
 
@@ -77,15 +87,15 @@ fn method_not_found(method: &str) -> ErrorObject {
 pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     match method {
         "ping" if !cx.is_modern() => Ok(raw(&serde_json::json!({}))),
-        "tools/list" => lists::tools(gw, cx, params.as_deref()),
-        "prompts/list" => lists::prompts(gw, cx, params.as_deref()),
-        "resources/list" => lists::resources(gw, cx, params.as_deref()),
-        "resources/templates/list" => lists::templates(gw, cx, params.as_deref()),
+        "tools/list" => lists::tools(gw, cx, params.as_deref()).await,
+        "prompts/list" => lists::prompts(gw, cx, params.as_deref()).await,
+        "resources/list" => lists::resources(gw, cx, params.as_deref()).await,
+        "resources/templates/list" => lists::templates(gw, cx, params.as_deref()).await,
         "server/discover" => Ok(lists::discover(gw)),
         "tools/call" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
-            let catalog = gw.catalog.load();
+            let catalog = catalog(gw, cx).await;
             let route = catalog
                 .tool(&name)
                 .cloned()
@@ -98,9 +108,8 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "prompts/get" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("prompts/get needs a string `name`"))?;
-            let route = gw
-                .catalog
-                .load()
+            let route = catalog(gw, cx)
+                .await
                 .prompt(&name)
                 .cloned()
                 .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
@@ -112,9 +121,8 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
             let uri = params::get_str(params.as_deref(), "uri")
                 .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
             check_uri(gw, &uri)?;
-            let backend = gw
-                .catalog
-                .load()
+            let backend = catalog(gw, cx)
+                .await
                 .resource(&uri)
                 .cloned()
                 .ok_or_else(|| resource_not_found(cx, &uri))?;
@@ -165,8 +173,11 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
     check_uri(gw, &uri)?;
-    let name =
-        gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(cx, &uri))?;
+    let name = catalog(gw, cx)
+        .await
+        .resource(&uri)
+        .cloned()
+        .ok_or_else(|| resource_not_found(cx, &uri))?;
     let backend = gw.backends.get(&name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
@@ -202,7 +213,7 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
         .as_deref()
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .ok_or_else(|| invalid_params("completion/complete needs a `ref` object"))?;
-    let catalog = gw.catalog.load();
+    let catalog = catalog(gw, cx).await;
     let kind = p.reference.get("type").and_then(|v| v.as_str()).unwrap_or_default();
     match kind {
         "ref/prompt" => {
