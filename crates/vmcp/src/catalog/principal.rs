@@ -396,7 +396,7 @@ mod tests {
         assert!(!later.stale(0, &mut None), "a failed fetch waits for its retry");
         let due = Slot { retry_at: Some(Instant::now()), ..fresh.clone() };
         assert!(due.stale(0, &mut None));
-        assert!(same_slots(&[fresh.clone()], &[slot(Some(lists("u", &[])))]));
+        assert!(same_slots(std::slice::from_ref(&fresh), &[slot(Some(lists("u", &[])))]));
         assert!(!same_slots(&[fresh], &[slot(None)]));
     }
 
