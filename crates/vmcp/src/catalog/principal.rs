@@ -150,8 +150,10 @@ impl Principals {
         self.bound.iter().any(|b| &**b == name)
     }
 
+    /// Cached principals. Counted rather than `entry_count`, which lags until moka's housekeeping
+    /// runs; at most `max_principals` steps, for `/status`.
     pub(super) fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.iter().count() as u64
     }
 
     /// A user-bound backend came up, went down or reported `list_changed`: every principal's
