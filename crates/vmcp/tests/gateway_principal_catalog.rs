@@ -276,3 +276,44 @@ async fn an_anonymous_gateway_keeps_user_bound_backends_shared() {
     assert_eq!((st["state"].as_str(), st["userBound"].as_bool()), (Some("ready"), Some(false)));
     assert_eq!(gw.status().await["principalCatalogs"], 0);
 }
+
+/// A user-bound backend that cannot be listed for a principal (here its token exchange has no
+/// endpoint) leaves the principal's other tools alone; a call to a name the principal's catalog
+/// lacks says which backend could not be listed and why (-32001), not just "unknown tool"; the
+/// backend is not marked down.
+#[tokio::test]
+async fn an_unlistable_user_bound_backend_is_named_in_errors() {
+    let idp = LocalIdp::start();
+    let s = Fixture::http("both", "s");
+    let u = user_bound("both");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = Gateway::start_env(
+        &format!(
+            "name: unlisted\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+             outgoingAuth:\n  backends:\n    u:\n      type: token_exchange\n      tokenExchange:\n        \
+             tokenUrl: http://{dead}/token\n        clientId: vmcp\n        clientSecretEnv: VMCP_TEST_EXCHANGE_SECRET\n\
+             backends:\n{}{}",
+            idp.url,
+            http_backend("s", &s.url),
+            http_backend("u", &u.url),
+        ),
+        &[("VMCP_TEST_EXCHANGE_SECRET", "exchange-secret")],
+    );
+    let alice = client(&gw, &idp, "alice");
+    let names = alice.tool_names(true).await;
+    assert!(names.contains(&"s_echo".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("u_")), "{names:?}");
+    for modern in [true, false] {
+        let mut c = alice.clone();
+        if !modern {
+            c.legacy_init().await;
+        }
+        let r = c.tool(modern, "u_echo", json!({ "message": "x" })).await;
+        assert_eq!(r.error_code(), -32001, "{:?}", r.message);
+        let msg = r.error()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(msg.starts_with("Unknown tool: u_echo") && msg.contains("u ("), "{msg}");
+        assert_eq!(c.tool(modern, "s_echo", json!({ "message": "ok" })).await.text(), "Echo: ok");
+    }
+    assert_eq!(gw.backend_status("u").await["state"], "ready");
+    assert_eq!(list_counts(&u.url).await, json!({}), "nothing reached the backend's tools/list");
+}

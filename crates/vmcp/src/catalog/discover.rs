@@ -10,22 +10,23 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::BackendLists;
+use super::{BackendLists, Unlisted};
 use crate::auth::Caller;
-use crate::backend::{Backend, CallContext, Reply};
+use crate::auth::outgoing::OutgoingAuthError;
+use crate::backend::{Backend, BackendError, CallContext, Reply};
 use crate::protocol::jsonrpc::raw;
 
 /// Pages followed per list, against a backend that never stops paging.
 const MAX_PAGES: usize = 100;
 
 /// Fetches every list a backend advertises as `caller`. A list that fails keeps its previous
-/// value (or is empty) and makes the result incomplete (`false`).
+/// value (or is empty) and makes the result incomplete: the first failure is returned with it.
 pub async fn discover_as(
     caller: &Caller,
     name: &Arc<str>,
     backend: &Backend,
     previous: Option<&BackendLists>,
-) -> (BackendLists, bool) {
+) -> (BackendLists, Option<Unlisted>) {
     let caps = backend.info().map(|i| i.capabilities).unwrap_or(Value::Null);
     let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
     let list = |enabled, method, key| List { caller, name, backend, enabled, method, key };
@@ -35,10 +36,11 @@ pub async fn discover_as(
         list(has("resources"), "resources/templates/list", "resourceTemplates").fetch(),
         list(has("prompts"), "prompts/list", "prompts").fetch(),
     );
-    let complete =
-        tools.is_some() && resources.is_some() && templates.is_some() && prompts.is_some();
-    let keep = |fresh: Option<Vec<Value>>, old: fn(&BackendLists) -> &Vec<Value>| {
-        fresh.unwrap_or_else(|| previous.map(old).cloned().unwrap_or_default())
+    let failure = [&tools, &resources, &templates, &prompts]
+        .into_iter()
+        .find_map(|r| r.as_ref().err().cloned());
+    let keep = |fresh: Result<Vec<Value>, Unlisted>, old: fn(&BackendLists) -> &Vec<Value>| {
+        fresh.unwrap_or_else(|_| previous.map(old).cloned().unwrap_or_default())
     };
     let lists = BackendLists {
         backend: name.clone(),
@@ -47,7 +49,7 @@ pub async fn discover_as(
         resource_templates: keep(templates, |l| &l.resource_templates),
         prompts: keep(prompts, |l| &l.prompts),
     };
-    (lists, complete)
+    (lists, failure)
 }
 
 /// One list method of one backend.
@@ -61,23 +63,21 @@ struct List<'a> {
 }
 
 impl List<'_> {
-    /// The list, or `None` when fetching it failed (logged).
-    async fn fetch(self) -> Option<Vec<Value>> {
+    /// The list, or why fetching it failed (logged).
+    async fn fetch(self) -> Result<Vec<Value>, Unlisted> {
         if !self.enabled {
-            return Some(Vec::new());
+            return Ok(Vec::new());
         }
-        match self.all().await {
-            Ok(items) => Some(items),
-            Err(e) => {
-                let (backend, method) = (self.name, self.method);
-                tracing::warn!(backend, method, error = %e, "discovery failed");
-                None
-            }
-        }
+        self.all().await.map_err(|(reason, reauthenticate)| {
+            let (backend, method) = (self.name, self.method);
+            tracing::warn!(backend, method, error = %reason, "discovery failed");
+            Unlisted { backend: Arc::from(backend), reason, reauthenticate }
+        })
     }
 
-    /// Follows `nextCursor` through every page (at most [`MAX_PAGES`]).
-    async fn all(&self) -> Result<Vec<Value>, String> {
+    /// Follows `nextCursor` through every page (at most [`MAX_PAGES`]). An error says whether
+    /// the caller must authenticate again.
+    async fn all(&self) -> Result<Vec<Value>, (String, bool)> {
         let (method, key) = (self.method, self.key);
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
@@ -88,13 +88,17 @@ impl List<'_> {
                 .backend
                 .request(self.caller, method, params, CallContext::detached())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| {
+                    let again =
+                        matches!(e, BackendError::Auth(OutgoingAuthError::Reauthenticate(_)));
+                    (e.to_string(), again)
+                })?;
             let result = match reply {
                 Reply::Result(r) => r,
-                Reply::Error(e) => return Err(format!("{} ({})", e.message, e.code)),
+                Reply::Error(e) => return Err((format!("{} ({})", e.message, e.code), false)),
             };
             let mut page: serde_json::Map<String, Value> = serde_json::from_str(result.get())
-                .map_err(|e| format!("unreadable {method} result: {e}"))?;
+                .map_err(|e| (format!("unreadable {method} result: {e}"), false))?;
             if let Some(Value::Array(list)) = page.remove(key) {
                 items.extend(list);
             }

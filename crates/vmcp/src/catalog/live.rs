@@ -256,9 +256,9 @@ pub async fn run_discovery(
             continue;
         }
         let fresh = if backend.state() == State::Ready {
-            let (found, complete) =
+            let (found, failure) =
                 discover_as(&Caller::System, &name, backend, lists.get(&name)).await;
-            if !complete {
+            if failure.is_some() {
                 // A list failed (kept from before, if there was one): ask again shortly.
                 let (tx, name, stop) = (tx.clone(), name.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -302,7 +302,8 @@ pub async fn discover(
     backend: &crate::backend::Backend,
     previous: Option<&BackendLists>,
 ) -> (BackendLists, bool) {
-    discover_as(&Caller::System, name, backend, previous).await
+    let (lists, failure) = discover_as(&Caller::System, name, backend, previous).await;
+    (lists, failure.is_none())
 }
 
 /// Waits for all backends' first connection attempts, bounded by `timeout`, then until every

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Changed, LiveCatalog, Notice, Shared, same};
-use super::{BackendLists, Catalog, build_from};
+use super::{BackendLists, Catalog, Unlisted, build_with};
 use crate::auth::{Binding, Caller};
 use crate::backend::State;
 use crate::backend::registry::Backends;
@@ -110,6 +110,8 @@ struct Slot {
     epoch: u64,
     /// Some list failed: ask again from then on.
     retry_at: Option<Instant>,
+    /// Why the last fetch failed, if it did.
+    failure: Option<Unlisted>,
 }
 
 impl Slot {
@@ -214,6 +216,9 @@ impl Principals {
         {
             return view.catalog.clone();
         }
+        // A background refresh that fails leaves the slot as it was (still stale), so the
+        // principal's next request tries at once with its own credentials.
+        let background = matches!(caller, Caller::Teardown(_));
         let mut now = None;
         let slots = futures::future::join_all(self.bound.iter().enumerate().map(|(i, name)| {
             let epoch = self.epoch(i);
@@ -222,7 +227,13 @@ impl Principals {
             async move {
                 match previous {
                     Some(p) if !stale => p.clone(),
-                    _ => fetch(backends, name, caller, previous, epoch).await,
+                    _ => {
+                        let fresh = fetch(backends, name, caller, previous, epoch).await;
+                        match previous {
+                            Some(p) if background && fresh.failure.is_some() => p.clone(),
+                            _ => fresh,
+                        }
+                    }
                 }
             }
         }))
@@ -251,7 +262,8 @@ impl Principals {
         let mut all: Vec<&BackendLists> = shared.lists.iter().collect();
         all.extend(slots.iter().filter_map(|s| s.lists.as_ref()));
         all.sort_by_key(|l| self.rank.get(&l.backend).copied().unwrap_or(usize::MAX));
-        build_from(&self.aggregation, &all)
+        let unlisted = slots.iter().filter_map(|s| s.failure.clone()).collect();
+        build_with(&self.aggregation, &all, unlisted)
     }
 }
 
@@ -263,28 +275,27 @@ async fn fetch(
     previous: Option<&Slot>,
     epoch: u64,
 ) -> Slot {
-    let absent = Slot { lists: None, epoch, retry_at: None };
+    let absent = Slot { lists: None, epoch, retry_at: None, failure: None };
     let Some(backend) = backends.get(name) else { return absent };
     if backend.state() != State::Ready {
         return absent;
     }
     let previous = previous.and_then(|p| p.lists.as_ref());
     let discovery = super::discover::discover_as(caller, name, backend, previous);
-    let (lists, complete) = match tokio::time::timeout(backends.timeout(name), discovery).await {
+    let timeout = backends.timeout(name);
+    let (lists, failure) = match tokio::time::timeout(timeout, discovery).await {
         Ok(found) => found,
         Err(_) => {
             tracing::warn!(backend = %name, "discovery for a principal timed out");
-            let kept = previous.cloned();
-            (
-                kept.unwrap_or_else(|| BackendLists {
-                    backend: name.clone(),
-                    ..Default::default()
-                }),
-                false,
-            )
+            let kept = previous
+                .cloned()
+                .unwrap_or_else(|| BackendLists { backend: name.clone(), ..Default::default() });
+            let reason = format!("listing did not finish within {timeout:?}");
+            (kept, Some(Unlisted { backend: name.clone(), reason, reauthenticate: false }))
         }
     };
-    Slot { lists: Some(lists), epoch, retry_at: (!complete).then(|| Instant::now() + RETRY) }
+    let retry_at = failure.is_some().then(|| Instant::now() + RETRY);
+    Slot { lists: Some(lists), epoch, retry_at, failure }
 }
 
 fn same_slots(a: &[Slot], b: &[Slot]) -> bool {
@@ -354,7 +365,7 @@ mod tests {
     }
 
     fn slot(l: Option<BackendLists>) -> Slot {
-        Slot { lists: l, epoch: 0, retry_at: None }
+        Slot { lists: l, epoch: 0, retry_at: None, failure: None }
     }
 
     #[test]

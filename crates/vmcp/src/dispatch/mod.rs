@@ -96,10 +96,9 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
             let catalog = catalog(gw, cx).await;
-            let route = catalog
-                .tool(&name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown tool: {name}")))?;
+            let route = catalog.tool(&name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown tool: {name}")))
+            })?;
             let schema = catalog.tool_schema(&name);
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
@@ -108,11 +107,10 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "prompts/get" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("prompts/get needs a string `name`"))?;
-            let route = catalog(gw, cx)
-                .await
-                .prompt(&name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let catalog = catalog(gw, cx).await;
+            let route = catalog.prompt(&name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
+            })?;
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
             forward(gw, cx, &route.backend, method, Some(params)).await
@@ -121,11 +119,11 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
             let uri = params::get_str(params.as_deref(), "uri")
                 .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
             check_uri(gw, &uri)?;
-            let backend = catalog(gw, cx)
-                .await
+            let catalog = catalog(gw, cx).await;
+            let backend = catalog
                 .resource(&uri)
                 .cloned()
-                .ok_or_else(|| resource_not_found(cx, &uri))?;
+                .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
             forward(gw, cx, &backend, method, params).await
         }
         "resources/subscribe" | "resources/unsubscribe" if !cx.is_modern() => {
@@ -157,6 +155,29 @@ fn uri_within(uri: &str, limit: usize) -> Result<(), ErrorObject> {
     ))
 }
 
+/// A name the caller's catalog lacks: `unknown` as it is, unless a user-bound backend could not
+/// be listed for this caller, which may be why. Then that failure is the error: -32001 (backend
+/// unavailable), or -32004 when the backend refused the caller's credentials for good (the
+/// client is asked to authenticate again), naming the backends and why.
+fn unlisted(catalog: &crate::catalog::Catalog, unknown: ErrorObject) -> ErrorObject {
+    let failed = catalog.unlisted();
+    if failed.is_empty() {
+        return unknown;
+    }
+    let code = if failed.iter().any(|u| u.reauthenticate) {
+        code::REAUTHENTICATE
+    } else {
+        code::BACKEND_UNAVAILABLE
+    };
+    let why: Vec<String> = failed.iter().map(|u| format!("{} ({})", u.backend, u.reason)).collect();
+    let message = format!(
+        "{}; these backends could not be listed for this caller: {}",
+        unknown.message,
+        why.join(", ")
+    );
+    ErrorObject { code, message, data: unknown.data }
+}
+
 /// An unknown resource: -32002 in 2025-11-25, -32602 from 2026-07-28 on (SEP-2164); the URI
 /// goes in `data` either way.
 fn resource_not_found(cx: &Cx, uri: &str) -> ErrorObject {
@@ -173,11 +194,11 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
     check_uri(gw, &uri)?;
-    let name = catalog(gw, cx)
-        .await
+    let catalog = catalog(gw, cx).await;
+    let name = catalog
         .resource(&uri)
         .cloned()
-        .ok_or_else(|| resource_not_found(cx, &uri))?;
+        .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
     let backend = gw.backends.get(&name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
@@ -218,10 +239,9 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
     match kind {
         "ref/prompt" => {
             let name = p.reference.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-            let route = catalog
-                .prompt(name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let route = catalog.prompt(name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
+            })?;
             let mut reference = p.reference.clone();
             reference.insert("name".into(), route.original.clone().into());
             let params =
@@ -235,7 +255,7 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
                 .template(uri)
                 .or_else(|| catalog.resource(uri))
                 .cloned()
-                .ok_or_else(|| resource_not_found(cx, uri))?;
+                .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, uri)))?;
             forward(gw, cx, &backend, "completion/complete", params).await
         }
         other => Err(invalid_params(format!("unknown completion reference type {other:?}"))),
