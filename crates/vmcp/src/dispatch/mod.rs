@@ -289,6 +289,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_names_say_which_user_bound_backend_could_not_be_listed() {
+        use crate::catalog::{Catalog, Unlisted, build_with};
+        let config = crate::config::AggregationConfig::default();
+        let unknown = || invalid_params("Unknown tool: u_x");
+        let same = unlisted(&Catalog::empty(), unknown());
+        assert_eq!((same.code, same.message.as_str()), (code::INVALID_PARAMS, "Unknown tool: u_x"));
+        let down = |reauthenticate| Unlisted {
+            backend: "u".into(),
+            reason: "HTTP 401 Unauthorized".into(),
+            reauthenticate,
+        };
+        let e = unlisted(&build_with(&config, &[], vec![down(false)]), unknown());
+        assert_eq!(e.code, code::BACKEND_UNAVAILABLE);
+        assert!(e.message.starts_with("Unknown tool: u_x; "), "{}", e.message);
+        assert!(e.message.contains("u (HTTP 401 Unauthorized)"), "{}", e.message);
+        let e = unlisted(&build_with(&config, &[], vec![down(false), down(true)]), unknown());
+        assert_eq!(e.code, code::REAUTHENTICATE);
+    }
+
+    #[test]
     fn uri_cap_names_the_limit() {
         assert!(uri_within("file:///a", 9).is_ok());
         let e = uri_within(&"a".repeat(1 << 20), 8192).unwrap_err();
