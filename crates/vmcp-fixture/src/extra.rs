@@ -179,7 +179,7 @@ pub async fn call_tool(
 /// The HTTP headers of the current request that tests care about:
 /// `authorization`, `mcp-session-id` (which backend session served the call) and every `x-*`
 /// header. Empty over stdio.
-fn whoami(cx: &RequestContext<RoleServer>) -> Value {
+pub(crate) fn whoami(cx: &RequestContext<RoleServer>) -> Value {
     let mut headers = Map::new();
     if let Some(parts) = cx.extensions.get::<http::request::Parts>() {
         for (name, value) in &parts.headers {

@@ -5,13 +5,15 @@
 //! ([`server::Fixture`]) to a transport: stdio, or streamable HTTP at `/mcp`.
 //! Everything the server *does* lives in `server.rs` (protocol surface),
 //! `conformance.rs` (what the official conformance suite calls) and
-//! `extra.rs` (tools for vmcp's own tests and benchmarks).
+//! `extra.rs` (tools for vmcp's own tests and benchmarks), `users.rs` (tools that
+//! depend on the caller, `--user-tools`).
 
 mod conformance;
 mod extra;
 mod fault;
 mod faults;
 mod server;
+mod users;
 
 use std::{io::Write, sync::Arc};
 
@@ -41,6 +43,12 @@ struct Cli {
     /// Number of synthetic echo tools (`synthetic_0..N-1`) to add, for benchmarks.
     #[arg(long, global = true, default_value_t = 0)]
     tools: usize,
+    /// Act as a backend whose tools depend on the caller (HTTP only): `tools/list` and
+    /// `tools/call` without `Authorization: Bearer` get HTTP 401; with a token, `tools/list` adds
+    /// `whoami_<sub>` and `add_user_tool` (`sub` read from the JWT payload, unverified).
+    /// `GET /test/stats` counts `tools/list` requests by `sub`.
+    #[arg(long, global = true)]
+    user_tools: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         name: cli.name,
         era: cli.era,
         synthetic_tools: cli.tools,
+        user_tools: cli.user_tools,
     }));
 
     match cli.command {
@@ -143,6 +152,8 @@ pub fn http_router(
 ) -> axum::Router {
     let era = shared.settings.era;
     let shared_for_log = shared.clone();
+    let users = shared.users.clone();
+    let user_tools = shared.settings.user_tools;
     let config = StreamableHttpServerConfig::default()
         // The modern era has no sessions at all: every request is stateless.
         .with_legacy_session_mode(era != Era::Modern)
@@ -154,11 +165,15 @@ pub fn http_router(
         LocalSessionManager::default().into(),
         config,
     );
-    axum::Router::new()
-        .nest_service("/mcp", service)
-        .route("/test/forget-sessions", axum::routing::post(faults::forget))
+    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    if user_tools {
+        mcp = mcp.layer(axum::middleware::from_fn_with_state(users.clone(), users::layer));
+    }
+    let stats = axum::Router::new().route("/test/stats", axum::routing::get(users::stats));
+    mcp.route("/test/forget-sessions", axum::routing::post(faults::forget))
         .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::layer))
         .with_state(faults)
+        .merge(stats.with_state(users))
         .layer(axum::middleware::from_fn_with_state(shared_for_log, record_request))
 }
 
@@ -193,10 +208,15 @@ mod tests {
     use serde_json::{Value, json};
 
     async fn start() -> String {
+        start_with(false).await
+    }
+
+    async fn start_with(user_tools: bool) -> String {
         let shared = Arc::new(Shared::new(Settings {
             name: "test-fixture".into(),
             era: Era::Both,
             synthetic_tools: 2,
+            user_tools,
         }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -207,32 +227,50 @@ mod tests {
 
     /// Calls a tool and returns the JSON-RPC response, from JSON or SSE.
     async fn call(url: &str, tool: &str, args: Value, headers: &[(&str, &str)]) -> Value {
-        let body = json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {
-                "name": tool, "arguments": args,
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                    "io.modelcontextprotocol/clientInfo": { "name": "t", "version": "1" }
-                }
-            }
+        let params = json!({ "name": tool, "arguments": args });
+        let (status, response) = send(url, "tools/call", params, headers).await;
+        assert_eq!(status, 200, "{response}");
+        response
+    }
+
+    /// Sends one stateless request; returns the HTTP status and the JSON-RPC response (`null` when
+    /// there is none).
+    async fn send(
+        url: &str,
+        method: &str,
+        mut params: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": { "name": "t", "version": "1" }
         });
+        let name = params.get("name").and_then(Value::as_str).map(str::to_owned);
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
         let mut request = reqwest::Client::new()
             .post(url)
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
+            .header("mcp-method", method)
             .json(&body);
+        if let Some(name) = name {
+            request = request.header("mcp-name", name);
+        }
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let text = request.send().await.expect("send").text().await.expect("body");
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        if status == 401 {
+            return (status, Value::Null);
+        }
         text.lines()
             .map(|l| l.strip_prefix("data:").unwrap_or(l).trim())
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|v| v.get("id") == Some(&json!(1)))
+            .map(|v| (status, v))
             .unwrap_or_else(|| panic!("no response in {text}"))
     }
 
@@ -263,5 +301,56 @@ mod tests {
 
         let synthetic = call(&url, "synthetic_1", json!({ "value": "v" }), &[]).await;
         assert_eq!(first_text(&synthetic), r#"{"value":"v"}"#);
+    }
+
+    fn token(sub: &str) -> String {
+        use base64::Engine as _;
+        let enc = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.unsigned", enc(json!({ "alg": "none" })), enc(json!({ "sub": sub })))
+    }
+
+    fn names(list: &Value) -> Vec<String> {
+        list["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tools in {list}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn user_tools_need_a_token_and_differ_per_user() {
+        let url = start_with(true).await;
+        let (status, _) = send(&url, "tools/list", json!({}), &[]).await;
+        assert_eq!(status, 401);
+        let (status, _) = send(&url, "tools/call", json!({ "name": "echo" }), &[]).await;
+        assert_eq!(status, 401);
+
+        let alice = format!("Bearer {}", token("alice"));
+        let bob = format!("Bearer {}", token("bob"));
+        let (_, list) = send(&url, "tools/list", json!({}), &[("authorization", &alice)]).await;
+        let list = names(&list);
+        assert!(list.contains(&"whoami_alice".to_owned()) && list.contains(&"echo".to_owned()));
+        assert!(!list.contains(&"whoami_bob".to_owned()), "{list:?}");
+
+        let who = call(&url, "whoami_alice", json!({}), &[("authorization", &alice)]).await;
+        let who: Value = serde_json::from_str(first_text(&who)).expect("whoami JSON");
+        assert_eq!(who["authorization"], alice.as_str());
+        let theirs = call(&url, "whoami_alice", json!({}), &[("authorization", &bob)]).await;
+        assert!(theirs.get("error").is_some(), "{theirs}");
+
+        call(&url, "add_user_tool", json!({ "name": "mine" }), &[("authorization", &bob)]).await;
+        let (_, list) = send(&url, "tools/list", json!({}), &[("authorization", &bob)]).await;
+        assert!(names(&list).contains(&"mine".to_owned()));
+        let (_, list) = send(&url, "tools/list", json!({}), &[("authorization", &alice)]).await;
+        assert!(!names(&list).contains(&"mine".to_owned()));
+
+        let stats: Value = reqwest::get(url.replace("/mcp", "/test/stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats JSON");
+        assert_eq!(stats["toolsList"], json!({ "": 1, "alice": 2, "bob": 1 }), "{stats}");
     }
 }

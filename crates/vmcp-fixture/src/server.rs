@@ -33,6 +33,8 @@ pub struct Settings {
     pub name: String,
     pub era: Era,
     pub synthetic_tools: usize,
+    /// `--user-tools`: tools need a bearer token, and each user has tools of its own.
+    pub user_tools: bool,
 }
 
 /// A change to one of the server's lists or resources, fanned out to listeners.
@@ -68,6 +70,8 @@ pub struct Shared {
     peers: Mutex<Vec<(Peer<RoleServer>, Subscriptions)>>,
     /// Seals `requestState` so tampering is detected (SEP-2322).
     pub codec: RequestStateCodec,
+    /// Per-user tools and counts (`--user-tools`).
+    pub users: Arc<crate::users::Users>,
 }
 
 /// Locks a mutex, recovering from poisoning: the guarded data are plain sets
@@ -96,6 +100,7 @@ impl Shared {
             changes,
             peers: Mutex::default(),
             codec: RequestStateCodec::new(key.to_vec()),
+            users: Arc::default(),
         }
     }
 
@@ -131,6 +136,11 @@ impl Shared {
     /// Adds a tool (idempotently) and tells every listener the list changed.
     pub async fn add_tool(&self, name: &str) {
         lock(&self.added_tools).insert(name.to_owned());
+        self.announce(ListChange::Tools).await;
+    }
+
+    /// Tells every listener the tool list changed (a user's own tools did).
+    pub async fn announce_tools(&self) {
         self.announce(ListChange::Tools).await;
     }
 
@@ -304,9 +314,11 @@ impl ServerHandler for Fixture {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.shared.tools()))
+        let mut tools = self.shared.tools();
+        tools.extend(crate::users::tools_for(self, &cx));
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -327,6 +339,9 @@ impl ServerHandler for Fixture {
             return response;
         }
         if let Some(response) = extra::call_tool(self, &request, &cx).await {
+            return response.map(CallToolResponse::from);
+        }
+        if let Some(response) = crate::users::call_tool(self, &request, &cx).await {
             return response.map(CallToolResponse::from);
         }
         Err(ErrorData::invalid_params(

@@ -97,7 +97,15 @@ impl Gateway {
             .unwrap_or_default();
         let gatekeeper = crate::http::auth::Gatekeeper::from_config(&config.incoming_auth, http)
             .map_err(StartError::IncomingAuth)?;
-        let catalog = Arc::new(LiveCatalog::default());
+        // With anonymous incoming auth there are no principals: user-bound backends stay in the
+        // shared catalog (discovered without credentials, as the config check warns).
+        let per_principal = config.incoming_auth.kind != crate::config::IncomingAuthKind::Anonymous;
+        let catalog = Arc::new(LiveCatalog::new(
+            &config.aggregation,
+            &backends,
+            per_principal,
+            crate::catalog::principal::PrincipalLimits::default(),
+        ));
         let stop = CancellationToken::new();
         tokio::spawn(run_discovery(
             backends.clone(),
@@ -166,7 +174,7 @@ impl Gateway {
     /// loses its chance to hear of the end, nothing more.
     pub async fn end_backend_sessions(&self, session: &crate::session::Session) {
         let caller = crate::auth::Caller::Teardown(session.binding.clone());
-        let catalog = self.catalog.load();
+        let catalog = self.catalog.cached(&session.binding).await;
         let timeout = self.sessions.limits().teardown_timeout;
         for uri in session.subscriptions() {
             let Some(name) = catalog.resource(&uri) else { continue };

@@ -29,6 +29,9 @@ fn default_isolation(config: &Config, backend: &str) -> Isolation {
 pub struct Backends {
     list: Vec<(Arc<str>, Arc<Backend>)>,
     timeouts: Vec<std::time::Duration>,
+    /// Whether each backend's outgoing credentials are the caller's own (see
+    /// [`OutgoingAuth::is_user_bound`](crate::auth::outgoing::OutgoingAuth::is_user_bound)).
+    user_bound: Vec<bool>,
     index: HashMap<Arc<str>, usize>,
 }
 
@@ -48,19 +51,19 @@ impl Backends {
         let mut list = Vec::with_capacity(config.backends.len());
         let mut index = HashMap::new();
         let mut timeouts = Vec::with_capacity(config.backends.len());
+        let mut user_bound = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
             let name: Arc<str> = Arc::from(b.name.as_str());
             let spec_timeout = config.backend_timeout(b);
+            let auth =
+                for_backend(&config.outgoing_auth, &b.name, identities.clone(), http.clone())?;
+            // stdio children get no outgoing credentials (static ones come through `env`).
+            user_bound.push(auth.is_user_bound() && b.transport != TransportKind::Stdio);
             let spec = BackendSpec {
                 name: name.clone(),
                 config: b.clone(),
                 timeout: spec_timeout,
-                auth: for_backend(
-                    &config.outgoing_auth,
-                    &b.name,
-                    identities.clone(),
-                    http.clone(),
-                )?,
+                auth,
                 events: events.clone(),
                 isolation: b.isolation.unwrap_or_else(|| default_isolation(config, &b.name)),
                 limits: super::limit::BackendLimits::from_config(&config.operational),
@@ -76,7 +79,7 @@ impl Backends {
             index.insert(name.clone(), list.len());
             list.push((name, Arc::new(backend)));
         }
-        Ok(Self { list, timeouts, index })
+        Ok(Self { list, timeouts, user_bound, index })
     }
 
     /// The backend with this name.
@@ -90,6 +93,12 @@ impl Backends {
             .get(name)
             .and_then(|&i| self.timeouts.get(i).copied())
             .unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// Whether the backend `name` is reached with the caller's own credentials (`passthrough`,
+    /// `token_exchange` on an HTTP or SSE backend), so it is discovered per principal.
+    pub fn user_bound(&self, name: &str) -> bool {
+        self.index.get(name).and_then(|&i| self.user_bound.get(i).copied()).unwrap_or(false)
     }
 
     /// All backends in config order.

@@ -5,6 +5,14 @@
 //! time, a new [`Catalog`] is built from all current lists and published atomically; readers never
 //! lock. Clients are told which kinds of list changed.
 //!
+//! Backends reached with the caller's own credentials ("user-bound": `passthrough`,
+//! `token_exchange`) are not discovered here: as `Caller::System` they would get no credentials
+//! and fail. They are discovered per principal ([`super::principal`]); this task only tells the
+//! principals' catalogs when such a backend comes up, goes down or reports `list_changed`.
+//!
+//! Change notices go to every client for the shared catalog, and to one principal's clients for
+//! that principal's catalog ([`LiveCatalog::changes_for`]).
+//!
 //! Invariant: a backend's failure only removes that backend's items.
 
 use std::collections::HashMap;
@@ -12,17 +20,17 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use futures::StreamExt;
-use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::principal::{PrincipalLimits, Principals};
 use super::{BackendLists, Catalog, build};
-use crate::auth::Caller;
+use crate::auth::{Binding, Caller};
 use crate::backend::registry::Backends;
-use crate::backend::{Backend, BackendEvent, CallContext, Reply, State};
+use crate::backend::{BackendEvent, State};
 use crate::config::AggregationConfig;
-use crate::protocol::jsonrpc::raw;
+
+pub use super::discover::discover_as;
 
 /// Which advertised lists changed in one rebuild.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,49 +43,165 @@ pub struct Changed {
     pub prompts: bool,
 }
 
-/// The published catalog and its change feed.
+impl Changed {
+    /// Everything may have changed (a listener fell behind).
+    pub const ALL: Changed = Changed { tools: true, resources: true, prompts: true };
+
+    /// What differs between two catalogs.
+    pub fn between(prev: &Catalog, next: &Catalog) -> Changed {
+        Changed {
+            tools: prev.tools() != next.tools(),
+            resources: prev.resources() != next.resources()
+                || prev.resource_templates() != next.resource_templates(),
+            prompts: prev.prompts() != next.prompts(),
+        }
+    }
+
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        *self != Changed::default()
+    }
+}
+
+/// The shared catalog as published, with the lists it was built from (in config order) and its
+/// number, so a principal's catalog knows when to merge again.
+pub(super) struct Shared {
+    pub catalog: Arc<Catalog>,
+    pub lists: Vec<BackendLists>,
+    pub generation: u64,
+}
+
+/// A change notice: to everyone (`to: None`, the shared catalog changed) or to one principal.
+#[derive(Debug, Clone)]
+pub(super) struct Notice {
+    pub to: Option<Binding>,
+    pub changed: Changed,
+}
+
+/// Notice of a change to the catalog one principal sees (see [`LiveCatalog::changes_for`]).
+pub struct ChangeFeed {
+    rx: broadcast::Receiver<Notice>,
+    binding: Binding,
+}
+
+impl ChangeFeed {
+    /// The next change to this principal's catalog. A feed that fell behind gets
+    /// [`Changed::ALL`] (some notices were lost: anything may have changed).
+    pub async fn recv(&mut self) -> Result<Changed, broadcast::error::RecvError> {
+        loop {
+            match self.rx.recv().await {
+                Ok(n) if n.to.as_ref().is_none_or(|b| *b == self.binding) => return Ok(n.changed),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(Changed::ALL),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Change notices buffered per listener; a listener further behind gets [`Changed::ALL`].
+const NOTICES: usize = 1024;
+
+/// The published catalog, the principals' catalogs, and their change feed.
 pub struct LiveCatalog {
-    current: ArcSwap<Catalog>,
-    changes: broadcast::Sender<Changed>,
+    pub(super) current: ArcSwap<Shared>,
+    pub(super) changes: broadcast::Sender<Notice>,
     /// How many backends currently have their lists in the catalog.
     discovered: tokio::sync::watch::Sender<usize>,
+    /// `None` when no backend is user-bound: every caller reads the shared catalog.
+    pub(super) principals: Option<Principals>,
 }
 
 impl Default for LiveCatalog {
     fn default() -> Self {
         Self {
-            current: ArcSwap::from_pointee(Catalog::empty()),
-            changes: broadcast::channel(64).0,
+            current: ArcSwap::from_pointee(Shared {
+                catalog: Arc::new(Catalog::empty()),
+                lists: Vec::new(),
+                generation: 0,
+            }),
+            changes: broadcast::channel(NOTICES).0,
             discovered: tokio::sync::watch::channel(0).0,
+            principals: None,
         }
     }
 }
 
 impl LiveCatalog {
-    /// The current catalog (a cheap snapshot; hold it for one request).
+    /// A live catalog for `backends`: the user-bound ones among them
+    /// ([`Backends::user_bound`]) get per-principal catalogs, within `limits`. Pass
+    /// `user_bound: false` to treat every backend as shared (an anonymous gateway has no
+    /// principals).
+    pub fn new(
+        aggregation: &AggregationConfig,
+        backends: &Backends,
+        user_bound: bool,
+        limits: PrincipalLimits,
+    ) -> Self {
+        let order: Vec<(Arc<str>, bool)> = backends
+            .iter()
+            .map(|(n, _)| (n.clone(), user_bound && backends.user_bound(n)))
+            .collect();
+        Self { principals: Principals::new(aggregation, &order, limits), ..Self::default() }
+    }
+
+    /// The shared catalog (a cheap snapshot; hold it for one request). What anonymous callers
+    /// see; a principal's own is [`LiveCatalog::for_caller`].
     pub fn load(&self) -> Arc<Catalog> {
-        self.current.load_full()
+        self.current.load().catalog.clone()
     }
 
-    /// Subscribes to change notices.
-    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
-        self.changes.subscribe()
+    /// The catalog `caller` sees: the shared one, or, when some backend is user-bound and the
+    /// caller is a principal, that principal's (built on its first request, refreshed when
+    /// stale, with this caller's credentials). Never fails: a user-bound backend that cannot be
+    /// listed for this principal just contributes nothing (or what it listed before).
+    pub async fn for_caller(&self, backends: &Backends, caller: &Caller) -> Arc<Catalog> {
+        match (&self.principals, caller) {
+            (Some(p), Caller::User(id)) => {
+                let binding =
+                    Binding::Principal { issuer: id.issuer.clone(), subject: id.subject.clone() };
+                p.catalog(self, backends, binding, caller).await
+            }
+            (Some(_), Caller::Teardown(binding)) => self.cached(binding).await,
+            _ => self.load(),
+        }
     }
 
-    fn publish(&self, next: Catalog) {
-        let prev = self.current.load();
-        let changed = Changed {
-            tools: prev.tools() != next.tools(),
-            resources: prev.resources() != next.resources()
-                || prev.resource_templates() != next.resource_templates(),
-            prompts: prev.prompts() != next.prompts(),
-        };
+    /// The catalog the principal `binding` last saw, without discovering anything (teardown):
+    /// its cached catalog, else the shared one.
+    pub async fn cached(&self, binding: &Binding) -> Arc<Catalog> {
+        match &self.principals {
+            Some(p) => p.cached(binding).await.unwrap_or_else(|| self.load()),
+            None => self.load(),
+        }
+    }
+
+    /// Notices of changes to the catalog the principal `binding` sees: the shared catalog's,
+    /// and its own.
+    pub fn changes_for(&self, binding: Binding) -> ChangeFeed {
+        ChangeFeed { rx: self.changes.subscribe(), binding }
+    }
+
+    /// Whether `name` is discovered per principal rather than in the shared catalog.
+    pub fn is_user_bound(&self, name: &str) -> bool {
+        self.principals.as_ref().is_some_and(|p| p.is_bound(name))
+    }
+
+    /// Principals whose catalogs are cached now (for `/status`).
+    pub fn principal_catalogs(&self) -> u64 {
+        self.principals.as_ref().map_or(0, Principals::len)
+    }
+
+    fn publish(&self, next: Catalog, lists: Vec<BackendLists>) {
+        let prev = self.current.load_full();
+        let changed = Changed::between(&prev.catalog, &next);
         for p in next.problems() {
             tracing::warn!(problem = %p, "catalog");
         }
-        self.current.store(Arc::new(next));
-        if changed != Changed::default() {
-            let _ = self.changes.send(changed);
+        let generation = prev.generation + 1;
+        self.current.store(Arc::new(Shared { catalog: Arc::new(next), lists, generation }));
+        if changed.any() {
+            let _ = self.changes.send(Notice { to: None, changed });
         }
     }
 }
@@ -90,7 +214,12 @@ pub async fn run_discovery(
     mut events: broadcast::Receiver<BackendEvent>,
     stop: CancellationToken,
 ) {
+    if live.principals.is_some() {
+        tokio::spawn(super::principal::refresh(live.clone(), backends.clone(), stop.clone()));
+    }
     let mut lists: HashMap<Arc<str>, BackendLists> = HashMap::new();
+    // User-bound backends: whether each was ready when last seen.
+    let mut ready: HashMap<Arc<str>, bool> = HashMap::new();
     // One stream of "this backend may have changed" signals: state changes and list_changed.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<str>>(256);
     for (name, backend) in backends.iter() {
@@ -107,20 +236,29 @@ pub async fn run_discovery(
         });
     }
     loop {
-        let name = tokio::select! {
+        let (name, listed) = tokio::select! {
             _ = stop.cancelled() => return,
-            n = rx.recv() => match n { Some(n) => n, None => return },
+            n = rx.recv() => match n { Some(n) => (n, false), None => return },
             e = events.recv() => match e {
-                Ok(e) if e.notification.method.ends_with("/list_changed") => e.backend,
+                Ok(e) if e.notification.method.ends_with("/list_changed") => (e.backend, true),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
         let Some(backend) = backends.get(&name) else { continue };
+        if let Some(p) = live.principals.as_ref().filter(|p| p.is_bound(&name)) {
+            // Only readiness matters here (not every reconnect attempt while it is down).
+            let up = backend.state() == State::Ready;
+            if ready.insert(name.clone(), up) != Some(up) || listed {
+                p.backend_changed(&name);
+            }
+            continue;
+        }
         let fresh = if backend.state() == State::Ready {
-            let (found, complete) = discover(&name, backend, lists.get(&name)).await;
-            if !complete {
+            let (found, failure) =
+                discover_as(&Caller::System, &name, backend, lists.get(&name)).await;
+            if failure.is_some() {
                 // A list failed (kept from before, if there was one): ask again shortly.
                 let (tx, name, stop) = (tx.clone(), name.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -141,13 +279,13 @@ pub async fn run_discovery(
         if changed {
             let ordered: Vec<BackendLists> =
                 backends.iter().filter_map(|(n, _)| lists.get(n).cloned()).collect();
-            live.publish(build(&aggregation, &ordered));
+            live.publish(build(&aggregation, &ordered), ordered);
         }
         live.discovered.send_replace(lists.len());
     }
 }
 
-fn same(a: &BackendLists, b: &BackendLists) -> bool {
+pub(super) fn same(a: &BackendLists, b: &BackendLists) -> bool {
     a.tools == b.tools
         && a.resources == b.resources
         && a.resource_templates == b.resource_templates
@@ -155,96 +293,31 @@ fn same(a: &BackendLists, b: &BackendLists) -> bool {
 }
 
 /// How soon a backend whose lists could not all be fetched is asked again.
-const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Fetches every list a backend advertises. A list that fails keeps its previous value (or is
-/// empty) and makes the result incomplete.
+/// Fetches every list a backend advertises, as `Caller::System`. A list that fails keeps its
+/// previous value (or is empty) and makes the result incomplete.
 pub async fn discover(
     name: &Arc<str>,
-    backend: &Backend,
+    backend: &crate::backend::Backend,
     previous: Option<&BackendLists>,
 ) -> (BackendLists, bool) {
-    let caps = backend.info().map(|i| i.capabilities).unwrap_or(Value::Null);
-    let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
-    let (tools, resources, templates, prompts) = futures::join!(
-        list_if(has("tools"), name, backend, "tools/list", "tools"),
-        list_if(has("resources"), name, backend, "resources/list", "resources"),
-        list_if(has("resources"), name, backend, "resources/templates/list", "resourceTemplates"),
-        list_if(has("prompts"), name, backend, "prompts/list", "prompts"),
-    );
-    let complete =
-        tools.is_some() && resources.is_some() && templates.is_some() && prompts.is_some();
-    let keep = |fresh: Option<Vec<Value>>, old: fn(&BackendLists) -> &Vec<Value>| {
-        fresh.unwrap_or_else(|| previous.map(old).cloned().unwrap_or_default())
-    };
-    let lists = BackendLists {
-        backend: name.clone(),
-        tools: keep(tools, |l| &l.tools),
-        resources: keep(resources, |l| &l.resources),
-        resource_templates: keep(templates, |l| &l.resource_templates),
-        prompts: keep(prompts, |l| &l.prompts),
-    };
-    (lists, complete)
-}
-
-/// One list, or `None` when fetching it failed (logged).
-async fn list_if(
-    enabled: bool,
-    name: &str,
-    backend: &Backend,
-    method: &str,
-    key: &str,
-) -> Option<Vec<Value>> {
-    if !enabled {
-        return Some(Vec::new());
-    }
-    match list_all(backend, method, key).await {
-        Ok(items) => Some(items),
-        Err(e) => {
-            tracing::warn!(backend = name, method, error = %e, "discovery failed");
-            None
-        }
-    }
-}
-
-/// Follows `nextCursor` through every page (bounded, against a backend that never stops).
-async fn list_all(backend: &Backend, method: &str, key: &str) -> Result<Vec<Value>, String> {
-    const MAX_PAGES: usize = 100;
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let params: Option<Box<RawValue>> =
-            cursor.as_ref().map(|c| raw(&serde_json::json!({ "cursor": c })));
-        let reply = backend
-            .request(&Caller::System, method, params, CallContext::detached())
-            .await
-            .map_err(|e| e.to_string())?;
-        let result = match reply {
-            Reply::Result(r) => r,
-            Reply::Error(e) => return Err(format!("{} ({})", e.message, e.code)),
-        };
-        let mut page: serde_json::Map<String, Value> = serde_json::from_str(result.get())
-            .map_err(|e| format!("unreadable {method} result: {e}"))?;
-        if let Some(Value::Array(list)) = page.remove(key) {
-            items.extend(list);
-        }
-        match page.remove("nextCursor") {
-            Some(Value::String(c)) if !c.is_empty() => cursor = Some(c),
-            _ => return Ok(items),
-        }
-    }
-    Ok(items)
+    let (lists, failure) = discover_as(&Caller::System, name, backend, previous).await;
+    (lists, failure.is_none())
 }
 
 /// Waits for all backends' first connection attempts, bounded by `timeout`, then until every
-/// ready backend's lists are in the catalog. Used at startup so the first clients see a full
-/// catalog.
+/// ready shared backend's lists are in the catalog (user-bound ones are discovered per
+/// principal, later). Used at startup so the first clients see a full catalog.
 pub async fn settle(backends: &Backends, live: &LiveCatalog, timeout: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     let first = futures::stream::iter(backends.iter())
         .for_each_concurrent(None, |(_, b)| async move { b.first_attempt().await });
     let _ = tokio::time::timeout_at(deadline, first).await;
     let mut discovered = live.discovered.subscribe();
-    let ready = backends.iter().filter(|(_, b)| b.state() == State::Ready).count();
+    let ready = backends
+        .iter()
+        .filter(|(n, b)| b.state() == State::Ready && !live.is_user_bound(n))
+        .count();
     let _ = tokio::time::timeout_at(deadline, discovered.wait_for(|n| *n >= ready)).await;
 }

@@ -14,12 +14,16 @@
 //! - resource URIs and templates are advertised exactly as the backend sent them.
 //!
 //! Layout: `collect` (intake, tool rules), `resolve` (conflict strategies), `names` (name rules),
-//! `template` (URI template matching), `page` (pagination).
+//! `template` (URI template matching), `page` (pagination), `discover` (fetching a backend's
+//! lists as a given caller), `live` (the published shared catalog and its discovery loop),
+//! `principal` (catalogs of principals, for backends reached with the user's own credentials).
 
 mod collect;
+mod discover;
 pub mod live;
 mod names;
 mod page;
+pub mod principal;
 mod resolve;
 mod template;
 #[cfg(test)]
@@ -60,6 +64,18 @@ pub struct Route {
     pub original: String,
 }
 
+/// A user-bound backend whose lists could not (all) be fetched for the principal whose catalog
+/// this is: a name the catalog lacks may be one of its items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlisted {
+    /// The backend.
+    pub backend: Arc<str>,
+    /// Why (no credential or token in it).
+    pub reason: String,
+    /// The backend refused this caller's credentials for good: it must authenticate again.
+    pub reauthenticate: bool,
+}
+
 /// Sizes of the advertised lists, for logs and `/status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -91,6 +107,8 @@ pub struct Catalog {
     /// Templates in matching order: backend config order, then template text.
     matchers: Vec<(UriTemplate, Arc<str>)>,
     problems: Vec<String>,
+    /// In a principal's catalog: user-bound backends its last fetch failed for.
+    unlisted: Vec<Unlisted>,
 }
 
 impl Catalog {
@@ -158,6 +176,12 @@ impl Catalog {
         &self.problems
     }
 
+    /// In a principal's catalog, the user-bound backends that could not be listed for that
+    /// principal last time (in config order); empty otherwise.
+    pub fn unlisted(&self) -> &[Unlisted] {
+        &self.unlisted
+    }
+
     /// How many advertised items one backend serves.
     pub fn counts_for(&self, backend: &str) -> Counts {
         let routes =
@@ -186,6 +210,22 @@ impl Catalog {
 ///
 /// Never fails; see [`Catalog::problems`] for what was left out.
 pub fn build(config: &AggregationConfig, backends: &[BackendLists]) -> Catalog {
+    let refs: Vec<&BackendLists> = backends.iter().collect();
+    build_from(config, &refs)
+}
+
+/// [`build`] over borrowed lists (a principal's catalog merges the shared backends' lists with
+/// its own without copying them first).
+pub(crate) fn build_from(config: &AggregationConfig, backends: &[&BackendLists]) -> Catalog {
+    build_with(config, backends, Vec::new())
+}
+
+/// [`build_from`], noting the user-bound backends that could not be listed.
+pub(crate) fn build_with(
+    config: &AggregationConfig,
+    backends: &[&BackendLists],
+    unlisted: Vec<Unlisted>,
+) -> Catalog {
     let names: Vec<Arc<str>> = backends.iter().map(|b| b.backend.clone()).collect();
     let mut problems = Vec::new();
     let mut tools = Vec::new();
@@ -250,6 +290,7 @@ pub fn build(config: &AggregationConfig, backends: &[BackendLists]) -> Catalog {
         template_owners,
         matchers,
         problems,
+        unlisted,
     }
 }
 

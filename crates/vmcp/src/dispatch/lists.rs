@@ -1,4 +1,7 @@
 //! Answers from the catalog: the list methods (paged) and `server/discover`.
+//!
+//! Lists come from the catalog the caller sees ([`super::catalog`]): the shared one, or its
+//! principal's when some backend is user-bound. A cursor is an offset into that same list.
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -25,7 +28,9 @@ fn list(gw: &Gateway, cx: &Cx, params: Option<&RawValue>, key: &str, items: &[Va
 }
 
 /// Fields every 2026-07-28 result carries, and the caching hints (SEP-2549). The catalog can
-/// change at any time (list_changed), so clients are told not to cache.
+/// change at any time (list_changed), so clients are told not to cache, and the lists may be a
+/// principal's own (user-bound backends), so never to share them: `cacheScope` is `private`
+/// (the only other value, `public`, would let an intermediary serve them to anyone).
 pub(super) fn modern_fields(result: &mut serde_json::Map<String, Value>) {
     result.entry("resultType").or_insert("complete".into());
     result.entry("ttlMs").or_insert(0.into());
@@ -33,23 +38,23 @@ pub(super) fn modern_fields(result: &mut serde_json::Map<String, Value>) {
 }
 
 /// `tools/list`.
-pub fn tools(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "tools", gw.catalog.load().tools())
+pub async fn tools(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
+    list(gw, cx, params, "tools", super::catalog(gw, cx).await.tools())
 }
 
 /// `prompts/list`.
-pub fn prompts(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "prompts", gw.catalog.load().prompts())
+pub async fn prompts(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
+    list(gw, cx, params, "prompts", super::catalog(gw, cx).await.prompts())
 }
 
 /// `resources/list`.
-pub fn resources(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "resources", gw.catalog.load().resources())
+pub async fn resources(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
+    list(gw, cx, params, "resources", super::catalog(gw, cx).await.resources())
 }
 
 /// `resources/templates/list`.
-pub fn templates(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "resourceTemplates", gw.catalog.load().resource_templates())
+pub async fn templates(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
+    list(gw, cx, params, "resourceTemplates", super::catalog(gw, cx).await.resource_templates())
 }
 
 /// `server/discover`: the gateway's own versions and capabilities.

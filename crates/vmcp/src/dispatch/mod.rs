@@ -4,6 +4,10 @@
 //! `_meta`, and built the [`Cx`]. Here a request becomes either an answer from the catalog (lists,
 //! discovery) or a call routed to one backend under the item's original name (`forward`).
 //!
+//! Every lookup (lists, routing a call, a resource's owner) uses the catalog the caller sees
+//! ([`catalog`]): the shared one, or, when some backend is user-bound, its principal's, so a
+//! principal only reaches the user-bound tools listed for it; another principal's are unknown.
+//!
 //! Invariant: handlers take the caller from `Cx` and pass it down; they never look identity up
 //! anywhere else.
 
@@ -62,6 +66,12 @@ impl Cx {
     }
 }
 
+/// The catalog this request's caller sees: the shared one (anonymous callers, or no user-bound
+/// backend), else its principal's (built on first use with this request's caller).
+pub async fn catalog(gw: &Gateway, cx: &Cx) -> Arc<crate::catalog::Catalog> {
+    gw.catalog.for_caller(&gw.backends, &cx.caller).await
+}
+
 /// The outcome of one request.
 pub type Outcome = Result<Box<RawValue>, ErrorObject>;
 
@@ -77,19 +87,18 @@ fn method_not_found(method: &str) -> ErrorObject {
 pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     match method {
         "ping" if !cx.is_modern() => Ok(raw(&serde_json::json!({}))),
-        "tools/list" => lists::tools(gw, cx, params.as_deref()),
-        "prompts/list" => lists::prompts(gw, cx, params.as_deref()),
-        "resources/list" => lists::resources(gw, cx, params.as_deref()),
-        "resources/templates/list" => lists::templates(gw, cx, params.as_deref()),
+        "tools/list" => lists::tools(gw, cx, params.as_deref()).await,
+        "prompts/list" => lists::prompts(gw, cx, params.as_deref()).await,
+        "resources/list" => lists::resources(gw, cx, params.as_deref()).await,
+        "resources/templates/list" => lists::templates(gw, cx, params.as_deref()).await,
         "server/discover" => Ok(lists::discover(gw)),
         "tools/call" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
-            let catalog = gw.catalog.load();
-            let route = catalog
-                .tool(&name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown tool: {name}")))?;
+            let catalog = catalog(gw, cx).await;
+            let route = catalog.tool(&name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown tool: {name}")))
+            })?;
             let schema = catalog.tool_schema(&name);
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
@@ -98,12 +107,10 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "prompts/get" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("prompts/get needs a string `name`"))?;
-            let route = gw
-                .catalog
-                .load()
-                .prompt(&name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let catalog = catalog(gw, cx).await;
+            let route = catalog.prompt(&name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
+            })?;
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
             forward(gw, cx, &route.backend, method, Some(params)).await
@@ -112,12 +119,11 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
             let uri = params::get_str(params.as_deref(), "uri")
                 .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
             check_uri(gw, &uri)?;
-            let backend = gw
-                .catalog
-                .load()
+            let catalog = catalog(gw, cx).await;
+            let backend = catalog
                 .resource(&uri)
                 .cloned()
-                .ok_or_else(|| resource_not_found(cx, &uri))?;
+                .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
             forward(gw, cx, &backend, method, params).await
         }
         "resources/subscribe" | "resources/unsubscribe" if !cx.is_modern() => {
@@ -149,6 +155,29 @@ fn uri_within(uri: &str, limit: usize) -> Result<(), ErrorObject> {
     ))
 }
 
+/// A name the caller's catalog lacks: `unknown` as it is, unless a user-bound backend could not
+/// be listed for this caller, which may be why. Then that failure is the error: -32001 (backend
+/// unavailable), or -32004 when the backend refused the caller's credentials for good (the
+/// client is asked to authenticate again), naming the backends and why.
+fn unlisted(catalog: &crate::catalog::Catalog, unknown: ErrorObject) -> ErrorObject {
+    let failed = catalog.unlisted();
+    if failed.is_empty() {
+        return unknown;
+    }
+    let code = if failed.iter().any(|u| u.reauthenticate) {
+        code::REAUTHENTICATE
+    } else {
+        code::BACKEND_UNAVAILABLE
+    };
+    let why: Vec<String> = failed.iter().map(|u| format!("{} ({})", u.backend, u.reason)).collect();
+    let message = format!(
+        "{}; these backends could not be listed for this caller: {}",
+        unknown.message,
+        why.join(", ")
+    );
+    ErrorObject { code, message, data: unknown.data }
+}
+
 /// An unknown resource: -32002 in 2025-11-25, -32602 from 2026-07-28 on (SEP-2164); the URI
 /// goes in `data` either way.
 fn resource_not_found(cx: &Cx, uri: &str) -> ErrorObject {
@@ -165,8 +194,11 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let uri = params::get_str(params.as_deref(), "uri")
         .ok_or_else(|| invalid_params(format!("{method} needs a string `uri`")))?;
     check_uri(gw, &uri)?;
-    let name =
-        gw.catalog.load().resource(&uri).cloned().ok_or_else(|| resource_not_found(cx, &uri))?;
+    let catalog = catalog(gw, cx).await;
+    let name = catalog
+        .resource(&uri)
+        .cloned()
+        .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
     let backend = gw.backends.get(&name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
@@ -202,15 +234,14 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
         .as_deref()
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .ok_or_else(|| invalid_params("completion/complete needs a `ref` object"))?;
-    let catalog = gw.catalog.load();
+    let catalog = catalog(gw, cx).await;
     let kind = p.reference.get("type").and_then(|v| v.as_str()).unwrap_or_default();
     match kind {
         "ref/prompt" => {
             let name = p.reference.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-            let route = catalog
-                .prompt(name)
-                .cloned()
-                .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+            let route = catalog.prompt(name).cloned().ok_or_else(|| {
+                unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
+            })?;
             let mut reference = p.reference.clone();
             reference.insert("name".into(), route.original.clone().into());
             let params =
@@ -224,7 +255,7 @@ async fn complete(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outco
                 .template(uri)
                 .or_else(|| catalog.resource(uri))
                 .cloned()
-                .ok_or_else(|| resource_not_found(cx, uri))?;
+                .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, uri)))?;
             forward(gw, cx, &backend, "completion/complete", params).await
         }
         other => Err(invalid_params(format!("unknown completion reference type {other:?}"))),
@@ -256,6 +287,26 @@ async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_names_say_which_user_bound_backend_could_not_be_listed() {
+        use crate::catalog::{Catalog, Unlisted, build_with};
+        let config = crate::config::AggregationConfig::default();
+        let unknown = || invalid_params("Unknown tool: u_x");
+        let same = unlisted(&Catalog::empty(), unknown());
+        assert_eq!((same.code, same.message.as_str()), (code::INVALID_PARAMS, "Unknown tool: u_x"));
+        let down = |reauthenticate| Unlisted {
+            backend: "u".into(),
+            reason: "HTTP 401 Unauthorized".into(),
+            reauthenticate,
+        };
+        let e = unlisted(&build_with(&config, &[], vec![down(false)]), unknown());
+        assert_eq!(e.code, code::BACKEND_UNAVAILABLE);
+        assert!(e.message.starts_with("Unknown tool: u_x; "), "{}", e.message);
+        assert!(e.message.contains("u (HTTP 401 Unauthorized)"), "{}", e.message);
+        let e = unlisted(&build_with(&config, &[], vec![down(false), down(true)]), unknown());
+        assert_eq!(e.code, code::REAUTHENTICATE);
+    }
 
     #[test]
     fn uri_cap_names_the_limit() {

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::response::Response;
-use tokio::sync::broadcast;
 
 use super::stream;
 use crate::auth::Caller;
@@ -94,7 +93,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
         }
     };
     // Subscribe what can be routed; what cannot is left out of the acknowledgement.
-    let catalog = gw.catalog.load();
+    let catalog = gw.catalog.for_caller(&gw.backends, &caller).await;
     let uris = filter.resource_subscriptions.unwrap_or_default();
     let limits = gw.sessions.limits();
     if uris.len() > limits.max_subscriptions_per_session {
@@ -153,7 +152,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
         _permit: permit,
     };
     let state = (
-        gw.catalog.subscribe(),
+        gw.catalog.changes_for(caller.binding()),
         gw.events.subscribe(),
         gw.stop.clone(),
         VecDeque::<Message>::new(),
@@ -171,11 +170,8 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
                     tokio::select! {
                         _ = stop.cancelled() => return None,
                         c = changes.recv() => {
-                            let c = match c {
-                                Ok(c) => c,
-                                Err(broadcast::error::RecvError::Lagged(_)) => Changed { tools: true, resources: true, prompts: true },
-                                Err(broadcast::error::RecvError::Closed) => return None,
-                            };
+                            // A feed that fell behind says everything changed.
+                            let Ok(c) = c else { return None };
                             for (on, method) in [
                                 (c.tools && want.tools, "notifications/tools/list_changed"),
                                 (c.prompts && want.prompts, "notifications/prompts/list_changed"),

@@ -344,7 +344,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     }
     let parsed: Option<serde_json::Value> =
         req.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
-    let schema = tool_schema(&gw, &req.method, parsed.as_ref());
+    let schema = tool_schema(&gw, &caller, &req.method, parsed.as_ref()).await;
     if let Err(reason) = headers::validate(headers, &req.method, parsed.as_ref(), schema.as_ref()) {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -372,16 +372,19 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     stream::respond(id, out_rx, task, modern_status, gw_challenge).await
 }
 
-/// The input schema of the tool a `tools/call` names, for `Mcp-Param-*` checks.
-fn tool_schema(
+/// The input schema of the tool a `tools/call` names (in the catalog this caller sees), for
+/// `Mcp-Param-*` checks.
+async fn tool_schema(
     gw: &Gateway,
+    caller: &Caller,
     method: &str,
     params: Option<&serde_json::Value>,
 ) -> Option<serde_json::Value> {
     if method != "tools/call" {
         return None;
     }
-    gw.catalog.load().tool_schema(params?.get("name")?.as_str()?)
+    let name = params?.get("name")?.as_str()?;
+    gw.catalog.for_caller(&gw.backends, caller).await.tool_schema(name)
 }
 
 /// GET /mcp: a Legacy session's stream of server-initiated messages.
@@ -415,7 +418,7 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
     };
     let state = (
         session.closed(),
-        gw.catalog.subscribe(),
+        gw.catalog.changes_for(session.binding.clone()),
         gw.events.subscribe(),
         gw.stop.clone(),
         session,

@@ -29,6 +29,8 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 "lastError": b.last_error(),
                 "unroutableMessages": b.status().unroutable(),
                 "isolation": b.isolation(),
+                // User-bound backends are discovered per principal: not counted in `counts`.
+                "userBound": gw.catalog.is_user_bound(name),
                 "counts": catalog.counts_for(name),
             })
         })
@@ -41,6 +43,7 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "listenStreams": gw.sessions.listen_streams(),
         "backends": backends,
         "catalog": catalog.counts(),
+        "principalCatalogs": gw.catalog.principal_catalogs(),
         "problems": catalog.problems(),
     }))
 }

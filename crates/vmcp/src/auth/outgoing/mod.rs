@@ -160,6 +160,17 @@ impl OutgoingAuth {
         }
     }
 
+    /// Whether the credentials sent are derived from the caller's own identity (`passthrough`,
+    /// `token_exchange`). Such a backend may refuse to list anything without a user's token, or
+    /// list different things per user, so it is discovered per principal
+    /// (`catalog::principal`), never as `Caller::System`.
+    pub fn is_user_bound(&self) -> bool {
+        match &self.0 {
+            Strategy::Unauthenticated | Strategy::HeaderInjection(_) => false,
+            Strategy::Passthrough(_) | Strategy::TokenExchange(_) => true,
+        }
+    }
+
     /// Adds this strategy's credentials for `caller` to an outgoing request.
     pub async fn apply(
         &self,
@@ -280,8 +291,10 @@ mod tests {
         );
         let x = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
         assert_eq!(format!("{x:?}"), "OutgoingAuth::Unauthenticated");
+        assert!(!x.is_user_bound());
         let y = for_backend(&cfg, "y", ids, http).unwrap();
         assert_eq!(format!("{y:?}"), "OutgoingAuth::Passthrough");
+        assert!(y.is_user_bound());
     }
 
     #[test]
