@@ -170,10 +170,19 @@ pub fn http_router(
         mcp = mcp.layer(axum::middleware::from_fn_with_state(users.clone(), users::layer));
     }
     let stats = axum::Router::new().route("/test/stats", axum::routing::get(users::stats));
+    let log = shared_for_log.clone();
+    let requests = axum::Router::new().route(
+        "/test/requests",
+        axum::routing::get(move || {
+            let log = log.clone();
+            async move { axum::Json(serde_json::Value::Array(log.request_log())) }
+        }),
+    );
     mcp.route("/test/forget-sessions", axum::routing::post(faults::forget))
         .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::layer))
         .with_state(faults)
         .merge(stats.with_state(users))
+        .merge(requests)
         .layer(axum::middleware::from_fn_with_state(shared_for_log, record_request))
 }
 
@@ -189,8 +198,15 @@ async fn record_request(
         let header = |name: &str| {
             request.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
+        // Arrival time in ms, so tests can tell whether a credential was valid when it came.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         serde_json::json!({
             "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "at": at,
             "session": header("mcp-session-id"),
             "authorization": header("authorization"),
         })

@@ -69,6 +69,8 @@ pub struct Gateway {
     pub identities: Arc<crate::auth::current::CurrentIdentities>,
     /// Incoming authentication.
     pub gatekeeper: crate::http::auth::Gatekeeper,
+    /// The embedded authorization server and its upstream token vault, when configured.
+    pub auth_server: Option<crate::auth::embedded::Embedded>,
     /// Client headers forwarded to backends (`passthroughHeaders`).
     pub passthrough: Vec<http::HeaderName>,
 }
@@ -79,6 +81,9 @@ pub enum StartError {
     /// A backend's outgoing authentication is misconfigured.
     #[error(transparent)]
     OutgoingAuth(#[from] crate::auth::outgoing::OutgoingAuthConfigError),
+    /// The embedded authorization server cannot be built.
+    #[error(transparent)]
+    AuthServer(#[from] crate::auth::embedded::EmbeddedError),
     /// Incoming authentication is misconfigured.
     #[error("incomingAuth: {0}")]
     IncomingAuth(String),
@@ -90,13 +95,33 @@ impl Gateway {
     pub fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
         let (events, _) = broadcast::channel::<BackendEvent>(1024);
         let identities = Arc::new(crate::auth::current::CurrentIdentities::default());
-        let backends = Arc::new(Backends::start(config, &events, &identities)?);
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        let gatekeeper = crate::http::auth::Gatekeeper::from_config(&config.incoming_auth, http)
-            .map_err(StartError::IncomingAuth)?;
+        let auth_server = match &config.auth_server {
+            Some(cfg) => Some(crate::auth::embedded::build(cfg, http.clone())?),
+            None => None,
+        };
+        let sources = crate::auth::outgoing::Sources {
+            identities: identities.clone(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            upstream: auth_server.as_ref().map(|e| crate::auth::outgoing::UpstreamSource {
+                issuer: e.issuer.clone(),
+                tokens: e.tokens.clone(),
+                default_provider: e.default_provider.clone(),
+            }),
+        };
+        let backends = Arc::new(Backends::start(config, &events, &sources)?);
+        let gatekeeper = crate::http::auth::Gatekeeper::from_config(
+            &config.incoming_auth,
+            http,
+            auth_server.as_ref().map(|e| e.server.clone()),
+        )
+        .map_err(StartError::IncomingAuth)?;
         // With anonymous incoming auth there are no principals: user-bound backends stay in the
         // shared catalog (discovered without credentials, as the config check warns).
         let per_principal = config.incoming_auth.kind != crate::config::IncomingAuthKind::Anonymous;
@@ -126,6 +151,7 @@ impl Gateway {
             subscriptions: Default::default(),
             identities,
             gatekeeper,
+            auth_server,
             // Validated at load: every entry is a header name and none is refused.
             passthrough: config
                 .passthrough_headers

@@ -20,7 +20,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use vmcp::auth::current::CurrentIdentities;
 use vmcp::auth::identity::Secret;
-use vmcp::auth::outgoing::{OutgoingAuth, OutgoingAuthError, for_backend};
+use vmcp::auth::outgoing::{OutgoingAuth, OutgoingAuthError, Sources, for_backend};
 use vmcp::auth::{Binding, Caller, Identity};
 use vmcp::config::{BackendAuthConfig, OutgoingAuthConfig};
 
@@ -146,6 +146,10 @@ struct World {
 }
 
 impl World {
+    fn sources(&self) -> Sources {
+        Sources { identities: self.identities.clone(), http: self.http.clone(), upstream: None }
+    }
+
     async fn start() -> World {
         Self::start_with(3600).await
     }
@@ -185,7 +189,7 @@ impl World {
 
     fn auth(&self, cfg: serde_json::Value) -> OutgoingAuth {
         let cfg: BackendAuthConfig = serde_json::from_value(cfg).unwrap();
-        OutgoingAuth::from_config(&cfg, "api", self.identities.clone(), self.http.clone()).unwrap()
+        OutgoingAuth::from_config(&cfg, "api", &self.sources()).unwrap()
     }
 
     fn exchange_auth(&self) -> OutgoingAuth {
@@ -280,9 +284,7 @@ async fn header_injection_env_errors_name_the_variable_not_the_value() {
         .unwrap()
     };
     let build = |var: &str| {
-        OutgoingAuth::from_config(&cfg(var), "api", w.identities.clone(), w.http.clone())
-            .unwrap_err()
-            .to_string()
+        OutgoingAuth::from_config(&cfg(var), "api", &w.sources()).unwrap_err().to_string()
     };
     assert_eq!(
         build("VMCP_TEST_OUTGOING_UNSET"),
@@ -533,8 +535,7 @@ async fn secrets_never_show_in_debug_or_errors() {
         "tokenExchange": { "tokenUrl": "http://127.0.0.1:9/token", "clientId": "gateway", "clientSecret": CLIENT_SECRET },
     }))
     .unwrap();
-    let dead =
-        OutgoingAuth::from_config(&dead, "api", w.identities.clone(), w.http.clone()).unwrap();
+    let dead = OutgoingAuth::from_config(&dead, "api", &w.sources()).unwrap();
     let e = w.send(&dead, &user("bob", "bob-token-XYZ"), "x4").await.unwrap_err();
     let shown = format!("{e} {e:?}");
     assert!(matches!(e, OutgoingAuthError::Unavailable(_)), "{shown}");
@@ -549,8 +550,7 @@ async fn secrets_never_show_in_debug_or_errors() {
         },
     }))
     .unwrap();
-    let e =
-        OutgoingAuth::from_config(&both, "api", w.identities.clone(), w.http.clone()).unwrap_err();
+    let e = OutgoingAuth::from_config(&both, "api", &w.sources()).unwrap_err();
     let shown = format!("{e} {e:?}");
     assert!(shown.contains("not both") && !shown.contains(CLIENT_SECRET), "{shown}");
 }
@@ -569,15 +569,13 @@ async fn for_backend_picks_the_named_entry_then_the_default() {
         },
     }))
     .unwrap();
-    let keyed = for_backend(&cfg, "keyed", w.identities.clone(), w.http.clone()).unwrap();
-    let other = for_backend(&cfg, "other", w.identities.clone(), w.http.clone()).unwrap();
+    let keyed = for_backend(&cfg, "keyed", &w.sources()).unwrap();
+    let other = for_backend(&cfg, "other", &w.sources()).unwrap();
     assert!(format!("{keyed:?}").contains("HeaderInjection"));
     assert_eq!(
         w.send(&other, &user("alice", "alice-token"), "f1").await.unwrap().as_deref(),
         Some("Bearer alice-token")
     );
-    let none =
-        for_backend(&OutgoingAuthConfig::default(), "x", w.identities.clone(), w.http.clone())
-            .unwrap();
+    let none = for_backend(&OutgoingAuthConfig::default(), "x", &w.sources()).unwrap();
     assert_eq!(w.send(&none, &user("alice", "alice-token"), "f2").await.unwrap(), None);
 }

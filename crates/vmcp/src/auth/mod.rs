@@ -5,6 +5,7 @@
 //! transport stores a credential; a session stores only its [`Binding`].
 
 pub mod current;
+pub mod embedded;
 pub mod identity;
 pub mod incoming;
 pub mod outgoing;

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Backend, BackendSpec, EventSender};
-use crate::auth::current::CurrentIdentities;
-use crate::auth::outgoing::for_backend;
+use crate::auth::outgoing::{Sources, for_backend};
 use crate::config::{BackendAuthKind, Config, Isolation, TransportKind};
 
 /// Without an explicit `isolation`, a backend whose outgoing credentials are the user's own gets
@@ -42,12 +41,8 @@ impl Backends {
     pub fn start(
         config: &Config,
         events: &EventSender,
-        identities: &Arc<CurrentIdentities>,
+        sources: &Sources,
     ) -> Result<Self, crate::auth::outgoing::OutgoingAuthConfigError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
         let mut list = Vec::with_capacity(config.backends.len());
         let mut index = HashMap::new();
         let mut timeouts = Vec::with_capacity(config.backends.len());
@@ -55,8 +50,7 @@ impl Backends {
         for b in &config.backends {
             let name: Arc<str> = Arc::from(b.name.as_str());
             let spec_timeout = config.backend_timeout(b);
-            let auth =
-                for_backend(&config.outgoing_auth, &b.name, identities.clone(), http.clone())?;
+            let auth = for_backend(&config.outgoing_auth, &b.name, sources)?;
             // stdio children get no outgoing credentials (static ones come through `env`).
             user_bound.push(auth.is_user_bound() && b.transport != TransportKind::Stdio);
             let spec = BackendSpec {

@@ -8,11 +8,15 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use crate::auth::Caller;
 use crate::auth::current::CurrentIdentities;
+use crate::auth::identity::Secret;
 use crate::auth::incoming::{
     AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
 };
+use crate::auth::server::AuthServer;
 use crate::config::{IncomingAuthConfig, IncomingAuthKind, OidcConfig};
 
 /// How callers are authenticated.
@@ -28,6 +32,9 @@ pub enum Gatekeeper {
         /// Where the metadata document is (RFC 9728 §3.1), when the resource is a URL; else it
         /// is derived from each request's `Host`.
         metadata_url: Option<String>,
+        /// vmcp's own authorization server, when `oidc.issuer` is its issuer: tokens are
+        /// checked with its local keys, without an HTTP round trip to itself.
+        local: Option<Arc<AuthServer>>,
     },
 }
 
@@ -49,7 +56,11 @@ fn metadata_url_from_host(headers: &HeaderMap) -> String {
 
 impl Gatekeeper {
     /// Builds the gatekeeper for `incomingAuth`.
-    pub fn from_config(cfg: &IncomingAuthConfig, http: reqwest::Client) -> Result<Self, String> {
+    pub fn from_config(
+        cfg: &IncomingAuthConfig,
+        http: reqwest::Client,
+        local: Option<Arc<AuthServer>>,
+    ) -> Result<Self, String> {
         match (cfg.kind, &cfg.oidc) {
             (IncomingAuthKind::Anonymous, _) => Ok(Gatekeeper::Anonymous),
             (IncomingAuthKind::Oidc, None) => {
@@ -58,7 +69,10 @@ impl Gatekeeper {
             (IncomingAuthKind::Oidc, Some(oidc)) => {
                 let auth = OidcAuthenticator::new(oidc, http).map_err(|e| e.to_string())?;
                 let metadata_url = metadata_url(auth.resource());
-                Ok(Gatekeeper::Oidc { auth, config: Box::new(oidc.clone()), metadata_url })
+                let local = local.filter(|s| {
+                    s.issuer().trim_end_matches('/') == oidc.issuer.trim().trim_end_matches('/')
+                });
+                Ok(Gatekeeper::Oidc { auth, config: Box::new(oidc.clone()), metadata_url, local })
             }
         }
     }
@@ -74,11 +88,20 @@ impl Gatekeeper {
         headers: &HeaderMap,
         current: &CurrentIdentities,
     ) -> Result<Caller, Response> {
-        let Gatekeeper::Oidc { auth, metadata_url, .. } = self else {
+        let Gatekeeper::Oidc { auth, metadata_url, local, .. } = self else {
             return Ok(Caller::Anonymous);
         };
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match auth.authenticate(authorization).await {
+        let outcome = match local {
+            Some(server) => auth.authenticate_with(authorization, |token| {
+                server
+                    .verify_access_token(token, auth.audience())
+                    .map(|v| v.into_identity(server.issuer(), Secret::new(token)))
+                    .map_err(|e| e.to_string())
+            }),
+            None => auth.authenticate(authorization).await,
+        };
+        match outcome {
             Ok(identity) => {
                 current.record(&identity);
                 Ok(Caller::User(identity))

@@ -39,7 +39,7 @@ pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
     let state =
         AppState { gw, max_body: server.max_request_body_bytes.unwrap_or(DEFAULT_MAX_BODY) };
     let guard = Arc::new(HostGuard::new(&server.allowed_hosts, &server.allowed_origins));
-    Router::new()
+    let router = Router::new()
         .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
         // `/status` names backends, their errors and the catalog's problems: not for a page a
         // browser was tricked into loading, so it sits behind the guard like `/mcp`.
@@ -51,6 +51,13 @@ pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
         // discovery must work whatever Host the prober or client uses.
         .route("/health", get(status::health))
         .route("/.well-known/oauth-protected-resource", get(status::resource_metadata))
-        .route("/.well-known/oauth-protected-resource/{*path}", get(status::resource_metadata))
-        .with_state(state)
+        .route("/.well-known/oauth-protected-resource/{*path}", get(status::resource_metadata));
+    let auth_server = state.gw.auth_server.as_ref().map(|e| e.server.router());
+    let router = router.with_state(state);
+    // The authorization server's pages are outside the guard too: browsers reach them from the
+    // upstream IdP's and the client's origins.
+    match auth_server {
+        Some(r) => router.merge(r),
+        None => router,
+    }
 }

@@ -198,7 +198,7 @@ async fn accept_loop(
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
                 tracing::trace!(%peer, "connection accepted");
-                connections.spawn(serve_connection(tcp, shared.clone(), permit));
+                connections.spawn(serve_connection(tcp, peer, shared.clone(), permit));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection failed before it was accepted");
@@ -409,6 +409,8 @@ impl hyper::body::Body for TimedBody {
 #[derive(Clone)]
 struct Service {
     app: Router,
+    /// The client's address, for handlers that limit per address (client registration).
+    peer: std::net::SocketAddr,
     activity: Arc<Activity>,
     body_read_timeout: Duration,
 }
@@ -424,7 +426,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         let in_flight = self.activity.begin();
         let activity = self.activity.clone();
         let limit = self.body_read_timeout;
-        let request = request.map(|body| TimedBody { body, limit, deadline: None, activity });
+        let mut request = request.map(|body| TimedBody { body, limit, deadline: None, activity });
+        request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
         let response = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await?;
@@ -486,11 +489,17 @@ impl AsyncWrite for Watched {
 
 /// Serves one connection until the client closes it, a timeout closes it, or shutdown does.
 /// Holds its slot (`_permit`) until then.
-async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { tcp, activity: activity.clone() });
     let service = Service {
         app: shared.app.clone(),
+        peer,
         activity: activity.clone(),
         body_read_timeout: shared.body_read_timeout,
     };

@@ -88,6 +88,12 @@ pub async fn respond(
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
                 return resp;
             }
+            if matches!(&outcome, Err(e) if e.code == crate::protocol::jsonrpc::code::CREDENTIALS_UNAVAILABLE) {
+                // The user's IdP is down: not a logout, a retry later.
+                let mut resp = json(StatusCode::SERVICE_UNAVAILABLE, &reply_message(id, outcome));
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return resp;
+            }
             let status = status_of(&outcome);
             return json(status, &reply_message(id, outcome));
         }

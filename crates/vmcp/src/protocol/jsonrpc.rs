@@ -35,6 +35,9 @@ pub mod code {
     /// Gateway: the caller's credentials were refused on the way to the backend (e.g. a token
     /// exchange answered `invalid_grant`); the client must authenticate again (HTTP 401).
     pub const REAUTHENTICATE: i64 = -32004;
+    /// Gateway: the caller's upstream identity provider cannot refresh their token right now;
+    /// the caller stays logged in and should retry (HTTP 503).
+    pub const CREDENTIALS_UNAVAILABLE: i64 = -32005;
 }
 
 /// A request id: a number or a string.

@@ -293,9 +293,24 @@ impl Gateway {
         gw
     }
 
+    /// Starts `vmcp serve --config DIR/config.yaml --port PORT`: the directory may hold other
+    /// files vmcp reads beside its config (`authserver-config.yaml`).
+    pub fn start_dir(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Gateway {
+        Self::launch_path(dir.join("config.yaml"), port, env, None)
+    }
+
     fn launch(yaml: &str, env: &[(&str, &str)], soft_nofile: Option<u32>) -> Gateway {
         let config = temp_path("config", "yaml");
         std::fs::write(&config, yaml).expect("writing the config");
+        Self::launch_path(config, 0, env, soft_nofile)
+    }
+
+    fn launch_path(
+        config: PathBuf,
+        port: u16,
+        env: &[(&str, &str)],
+        soft_nofile: Option<u32>,
+    ) -> Gateway {
         // `prlimit` execs vmcp, so the child's pid is vmcp's.
         let mut cmd = match soft_nofile {
             Some(n) => {
@@ -305,7 +320,7 @@ impl Gateway {
             }
             None => Command::new(vmcp_bin()),
         };
-        cmd.arg("serve").arg("--config").arg(&config).args(["--port", "0"]);
+        cmd.arg("serve").arg("--config").arg(&config).args(["--port", &port.to_string()]);
         cmd.env("VMCP_LOG", std::env::var("VMCP_LOG").unwrap_or_else(|_| "info".into()));
         for (k, v) in env {
             cmd.env(k, v);

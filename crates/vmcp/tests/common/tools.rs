@@ -50,3 +50,8 @@ pub fn everything() -> String {
         "server-everything (VMCP_EVERYTHING)",
     )
 }
+
+/// The Python interpreter with the official MCP SDK (`mcp==2.3.0`) installed.
+pub fn python() -> String {
+    locate("VMCP_PYTHON", "py/bin/python", "Python with the MCP SDK (VMCP_PYTHON)")
+}

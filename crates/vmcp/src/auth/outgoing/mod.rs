@@ -9,6 +9,7 @@
 mod header_injection;
 mod passthrough;
 mod token_exchange;
+mod upstream_inject;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::config::{BackendAuthConfig, BackendAuthKind, OutgoingAuthConfig};
 use header_injection::HeaderInjection;
 use passthrough::Passthrough;
 use token_exchange::TokenExchange;
+use upstream_inject::UpstreamInject;
 
 pub use token_exchange::DEFAULT_EXCHANGE_TIMEOUT;
 
@@ -38,6 +40,30 @@ enum Strategy {
     HeaderInjection(Arc<HeaderInjection>),
     Passthrough(Arc<Passthrough>),
     TokenExchange(Arc<TokenExchange>),
+    UpstreamInject(Arc<UpstreamInject>),
+}
+
+/// Where user-bound strategies find a user's upstream tokens: the vault of vmcp's embedded
+/// authorization server. Absent when no `authserver-config.yaml` is loaded.
+#[derive(Clone)]
+pub struct UpstreamSource {
+    /// Issuer of vmcp's own tokens: only its users have upstream tokens.
+    pub issuer: String,
+    /// The vault.
+    pub tokens: Arc<dyn crate::auth::upstream::UpstreamTokens>,
+    /// The upstream `token_exchange` exchanges when `subjectProviderName` is unset.
+    pub default_provider: String,
+}
+
+/// What building a strategy may draw on.
+#[derive(Clone)]
+pub struct Sources {
+    /// Latest identity per principal (for teardown).
+    pub identities: Arc<CurrentIdentities>,
+    /// For token exchange.
+    pub http: reqwest::Client,
+    /// The upstream token vault, when vmcp runs its authorization server.
+    pub upstream: Option<UpstreamSource>,
 }
 
 /// Why credentials could not be resolved for a request. Messages never contain a token or secret.
@@ -49,6 +75,10 @@ pub enum OutgoingAuthError {
     /// The credential service failed.
     #[error("backend credentials unavailable: {0}")]
     Unavailable(String),
+    /// The user's upstream identity provider cannot refresh their token right now (after
+    /// retries); the user stays logged in and the client gets HTTP 503.
+    #[error("{0}")]
+    UpstreamUnavailable(String),
 }
 
 /// Why a backend's outgoing authentication cannot be built from its configuration. Messages name
@@ -109,9 +139,10 @@ impl OutgoingAuth {
     pub fn from_config(
         cfg: &BackendAuthConfig,
         backend: &str,
-        identities: Arc<CurrentIdentities>,
-        http: reqwest::Client,
+        sources: &Sources,
     ) -> Result<Self, OutgoingAuthConfigError> {
+        let identities = sources.identities.clone();
+        let http = sources.http.clone();
         let missing = |kind, key| OutgoingAuthConfigError::MissingBlock {
             backend: backend.to_owned(),
             kind,
@@ -134,16 +165,40 @@ impl OutgoingAuth {
                     .token_exchange
                     .as_ref()
                     .ok_or_else(|| missing("token_exchange", "tokenExchange"))?;
+                // With an authorization server, the subject is the user's upstream token
+                // (`subjectProviderName`, else the first upstream), as in ToolHive.
+                let subject = sources.upstream.as_ref().map(|u| {
+                    let provider = te
+                        .subject_provider_name
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| u.default_provider.clone());
+                    (provider, u.clone())
+                });
                 Strategy::TokenExchange(Arc::new(TokenExchange::from_config(
-                    te, backend, identities, http,
+                    te, backend, identities, http, subject,
                 )?))
             }
-            // Placeholder until the embedded authorization server is wired in.
             BackendAuthKind::UpstreamInject => {
-                return Err(OutgoingAuthConfigError::Invalid {
-                    backend: backend.to_owned(),
-                    message: "upstream_inject needs the embedded authorization server".to_owned(),
-                });
+                let Some(upstream) = &sources.upstream else {
+                    return Err(OutgoingAuthConfigError::Invalid {
+                        backend: backend.to_owned(),
+                        message: "upstream_inject needs the embedded authorization server \
+                                  (authserver-config.yaml beside the config file)"
+                            .to_owned(),
+                    });
+                };
+                let provider = cfg
+                    .upstream_inject
+                    .as_ref()
+                    .map(|u| u.provider_name.clone())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| crate::config::authserver::DEFAULT_UPSTREAM_NAME.to_owned());
+                Strategy::UpstreamInject(Arc::new(UpstreamInject::new(
+                    provider,
+                    upstream.issuer.clone(),
+                    upstream.tokens.clone(),
+                )))
             }
         }))
     }
@@ -167,7 +222,9 @@ impl OutgoingAuth {
     pub fn is_user_bound(&self) -> bool {
         match &self.0 {
             Strategy::Unauthenticated | Strategy::HeaderInjection(_) => false,
-            Strategy::Passthrough(_) | Strategy::TokenExchange(_) => true,
+            Strategy::Passthrough(_) | Strategy::TokenExchange(_) | Strategy::UpstreamInject(_) => {
+                true
+            }
         }
     }
 
@@ -182,6 +239,7 @@ impl OutgoingAuth {
             Strategy::HeaderInjection(h) => Ok(h.apply(request)),
             Strategy::Passthrough(p) => Ok(p.apply(caller, request)),
             Strategy::TokenExchange(t) => t.apply(caller, request).await,
+            Strategy::UpstreamInject(u) => u.apply(caller, request).await,
         }
     }
 }
@@ -193,6 +251,7 @@ impl fmt::Debug for OutgoingAuth {
             Strategy::HeaderInjection(h) => write!(f, "OutgoingAuth::{h:?}"),
             Strategy::Passthrough(p) => write!(f, "OutgoingAuth::{p:?}"),
             Strategy::TokenExchange(t) => write!(f, "OutgoingAuth::{t:?}"),
+            Strategy::UpstreamInject(u) => write!(f, "OutgoingAuth::{u:?}"),
         }
     }
 }
@@ -201,11 +260,10 @@ impl fmt::Debug for OutgoingAuth {
 pub fn for_backend(
     cfg: &OutgoingAuthConfig,
     backend: &str,
-    identities: Arc<CurrentIdentities>,
-    http: reqwest::Client,
+    sources: &Sources,
 ) -> Result<OutgoingAuth, OutgoingAuthConfigError> {
     match cfg.backends.get(backend).or(cfg.default.as_ref()) {
-        Some(b) => OutgoingAuth::from_config(b, backend, identities, http),
+        Some(b) => OutgoingAuth::from_config(b, backend, sources),
         None => Ok(OutgoingAuth::unauthenticated()),
     }
 }
@@ -266,12 +324,16 @@ mod tests {
     use super::*;
     use crate::config::TokenExchangeConfig;
 
+    fn sources(ids: &Arc<CurrentIdentities>, http: &reqwest::Client) -> Sources {
+        Sources { identities: ids.clone(), http: http.clone(), upstream: None }
+    }
+
     #[test]
     fn resolution_order() {
         let ids = Arc::new(CurrentIdentities::default());
         let http = reqwest::Client::new();
         let mut cfg = OutgoingAuthConfig::default();
-        let a = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
+        let a = for_backend(&cfg, "x", &sources(&ids, &http)).unwrap();
         assert_eq!(format!("{a:?}"), "OutgoingAuth::Unauthenticated");
 
         cfg.default = Some(BackendAuthConfig {
@@ -289,10 +351,10 @@ mod tests {
                 upstream_inject: None,
             },
         );
-        let x = for_backend(&cfg, "x", ids.clone(), http.clone()).unwrap();
+        let x = for_backend(&cfg, "x", &sources(&ids, &http)).unwrap();
         assert_eq!(format!("{x:?}"), "OutgoingAuth::Unauthenticated");
         assert!(!x.is_user_bound());
-        let y = for_backend(&cfg, "y", ids, http).unwrap();
+        let y = for_backend(&cfg, "y", &sources(&ids, &http)).unwrap();
         assert_eq!(format!("{y:?}"), "OutgoingAuth::Passthrough");
         assert!(y.is_user_bound());
     }
@@ -307,7 +369,7 @@ mod tests {
             token_exchange: None,
             upstream_inject: None,
         };
-        let e = OutgoingAuth::from_config(&cfg, "b", ids.clone(), http.clone()).unwrap_err();
+        let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "backend \"b\": outgoing auth type token_exchange needs a `tokenExchange` block"
@@ -328,7 +390,7 @@ mod tests {
             }),
             upstream_inject: None,
         };
-        let e = OutgoingAuth::from_config(&cfg, "b", ids, http).unwrap_err();
+        let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "backend \"b\": environment variable VMCP_TEST_UNSET_SECRET_VAR is not set"

@@ -18,7 +18,9 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::{OutgoingAuthConfigError, OutgoingAuthError, bearer, resolve_secret, set_header};
+use super::{
+    OutgoingAuthConfigError, OutgoingAuthError, UpstreamSource, bearer, resolve_secret, set_header,
+};
 use crate::auth::Caller;
 use crate::auth::current::CurrentIdentities;
 use crate::auth::identity::Secret;
@@ -92,6 +94,9 @@ struct Settings {
 pub(super) struct TokenExchange {
     settings: Settings,
     identities: Arc<CurrentIdentities>,
+    /// With vmcp's authorization server: the upstream whose token (from the vault) is the
+    /// subject, instead of the caller's own token.
+    subject_upstream: Option<(String, UpstreamSource)>,
     http: reqwest::Client,
     cache: Cache<Key, Outcome>,
 }
@@ -102,6 +107,7 @@ impl TokenExchange {
         backend: &str,
         identities: Arc<CurrentIdentities>,
         http: reqwest::Client,
+        subject_upstream: Option<(String, UpstreamSource)>,
     ) -> Result<Self, OutgoingAuthConfigError> {
         let invalid = |message: String| OutgoingAuthConfigError::Invalid {
             backend: backend.to_owned(),
@@ -139,19 +145,29 @@ impl TokenExchange {
             }),
             timeout: DEFAULT_EXCHANGE_TIMEOUT,
         };
-        Ok(Self::new(settings, identities, http))
+        Ok(Self::new(settings, identities, http, subject_upstream))
     }
 
-    fn new(settings: Settings, identities: Arc<CurrentIdentities>, http: reqwest::Client) -> Self {
+    fn new(
+        settings: Settings,
+        identities: Arc<CurrentIdentities>,
+        http: reqwest::Client,
+        subject_upstream: Option<(String, UpstreamSource)>,
+    ) -> Self {
         let cache =
             Cache::builder().max_capacity(CACHE_CAPACITY).expire_after(OutcomeExpiry).build();
-        Self { settings, identities, http, cache }
+        Self { settings, identities, subject_upstream, http, cache }
     }
 
     /// A copy with another request timeout and a cache of its own.
     pub(super) fn with_timeout(&self, timeout: Duration) -> Self {
         let settings = Settings { timeout, ..self.settings.clone() };
-        Self::new(settings, self.identities.clone(), self.http.clone())
+        Self::new(
+            settings,
+            self.identities.clone(),
+            self.http.clone(),
+            self.subject_upstream.clone(),
+        )
     }
 
     pub(super) async fn apply(
@@ -164,12 +180,21 @@ impl TokenExchange {
             // without credentials rather than borrowing anyone's.
             return Ok(request);
         }
-        let Some(identity) = self.identities.resolve(caller) else {
-            return Err(OutgoingAuthError::Reauthenticate(
-                "token exchange needs an authenticated caller".to_owned(),
-            ));
+        let subject = match &self.subject_upstream {
+            Some((provider, u)) => {
+                super::upstream_inject::upstream_token(caller, &u.issuer, provider, &*u.tokens)
+                    .await?
+            }
+            None => match self.identities.resolve(caller) {
+                Some(identity) => identity.token.clone(),
+                None => {
+                    return Err(OutgoingAuthError::Reauthenticate(
+                        "token exchange needs an authenticated caller".to_owned(),
+                    ));
+                }
+            },
         };
-        let subject = identity.token.expose();
+        let subject = subject.expose();
         let key =
             Key { subject: Sha256::digest(subject).into(), target: self.settings.target.clone() };
         match self.cache.get_with(key, self.exchange(subject)).await {

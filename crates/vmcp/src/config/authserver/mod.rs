@@ -82,8 +82,7 @@ pub const DEFAULT_CIMD_CACHE_FALLBACK_TTL: Duration = Duration::from_secs(300);
 /// each would enable. Setting one is a validation error ("not supported by vmcp yet (WHAT); remove
 /// it") rather than a silently ignored setting; implementing a feature means deleting its entry
 /// and its check in `validate.rs`. `storage.type: redis` is refused likewise.
-pub const UNSUPPORTED: [(&str, &str); 8] = [
-    ("authorization_endpoint_base_url", "a separate authorization endpoint base URL"),
+pub const UNSUPPORTED: [(&str, &str); 6] = [
     ("delegation_token_lifespan", "RFC 8693 delegation tokens"),
     ("trusted_issuers", "external issuers for RFC 8693 and RFC 7523 grants"),
     ("delegate_clients", "pre-registered RFC 8693 delegate clients"),
@@ -92,7 +91,6 @@ pub const UNSUPPORTED: [(&str, &str); 8] = [
         "registration of confidential clients; vmcp registers public clients with PKCE",
     ),
     ("force_confidential_redirect_uris", "registration of confidential clients"),
-    ("cimd.enabled", "client ID metadata documents"),
     ("dcr_config", "dynamic client registration at the upstream"),
 ];
 
@@ -108,7 +106,8 @@ pub struct AuthServerConfig {
     /// query, fragment, credentials or trailing slash.
     #[serde(default, deserialize_with = "de::nullable")]
     pub issuer: String,
-    /// Not supported yet (see [`UNSUPPORTED`]).
+    /// Base URL advertised for the authorization endpoint instead of the issuer (the route
+    /// itself stays under the issuer).
     #[serde(default, deserialize_with = "de::opt_string")]
     pub authorization_endpoint_base_url: Option<String>,
     /// Where the JWT signing keys are; absent: an ephemeral key is generated at start.
@@ -222,11 +221,11 @@ pub struct TokenLifespans {
     pub auth_code_lifespan: Option<Duration>,
 }
 
-/// `cimd`: client ID metadata documents (HTTPS URLs as client IDs). Not supported yet.
+/// `cimd`: client ID metadata documents (HTTPS URLs as client IDs).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CimdConfig {
-    /// Must be false (or absent) for now.
+    /// Accept (and advertise) https URLs as client IDs. Default off, as in ToolHive.
     #[serde(default, deserialize_with = "de::nullable")]
     pub enabled: bool,
     /// Documents cached; 0: [`DEFAULT_CIMD_CACHE_MAX_SIZE`].

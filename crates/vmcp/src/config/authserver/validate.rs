@@ -294,7 +294,6 @@ fn audience_problem(aud: &str) -> Option<String> {
 /// Settings vmcp does not implement yet, refused while they are set (see `UNSUPPORTED`).
 fn check_unsupported(cfg: &AuthServerConfig, c: &mut Checker<'_>) {
     let set = [
-        ("authorization_endpoint_base_url", cfg.authorization_endpoint_base_url.is_some()),
         ("delegation_token_lifespan", cfg.delegation_token_lifespan.is_some()),
         ("trusted_issuers", !cfg.trusted_issuers.is_empty()),
         ("delegate_clients", !cfg.delegate_clients.is_empty()),
@@ -306,13 +305,11 @@ fn check_unsupported(cfg: &AuthServerConfig, c: &mut Checker<'_>) {
             c.unsupported(key, key);
         }
     }
-    if let Some(cimd) = &cfg.cimd {
-        if cimd.enabled {
-            c.unsupported("cimd.enabled", "cimd.enabled");
-        }
-        if cimd.enabled && cimd.cache_fallback_ttl == Some(Duration::ZERO) {
-            c.report("cimd.cache_fallback_ttl", "must be greater than zero");
-        }
+    if let Some(cimd) = &cfg.cimd
+        && cimd.enabled
+        && cimd.cache_fallback_ttl == Some(Duration::ZERO)
+    {
+        c.report("cimd.cache_fallback_ttl", "must be greater than zero");
     }
     if let Some(storage) = &cfg.storage {
         match storage.kind {

@@ -229,8 +229,6 @@ storage:
         [
             "authserver-config.yaml:11:7: upstreams[0].oauth2_config.dcr_config: not supported \
              by vmcp yet (dynamic client registration at the upstream); remove it",
-            "authserver-config.yaml:14:1: authorization_endpoint_base_url: not supported by vmcp \
-             yet (a separate authorization endpoint base URL); remove it",
             "authserver-config.yaml:15:1: delegation_token_lifespan: not supported by vmcp yet \
              (RFC 8693 delegation tokens); remove it",
             "authserver-config.yaml:16:1: trusted_issuers: not supported by vmcp yet (external \
@@ -242,8 +240,6 @@ storage:
              yet (registration of confidential clients); remove it",
             "authserver-config.yaml:21:1: delegate_clients: not supported by vmcp yet \
              (pre-registered RFC 8693 delegate clients); remove it",
-            "authserver-config.yaml:26:8: cimd.enabled: not supported by vmcp yet (client ID \
-             metadata documents); remove it",
             "authserver-config.yaml:26:23: cimd.cache_fallback_ttl: must be greater than zero",
             "authserver-config.yaml:28:3: storage.type: not supported yet: storage.type redis \
              (Redis storage comes with scale-out)",
