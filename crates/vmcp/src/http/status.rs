@@ -42,10 +42,27 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "inFlight": gw.sessions.in_flight(),
         "listenStreams": gw.sessions.listen_streams(),
         "backends": backends,
+        "authServer": gw.auth_server.as_ref().map(auth_server),
         "catalog": catalog.counts(),
         "principalCatalogs": gw.catalog.principal_catalogs(),
         "problems": catalog.problems(),
     }))
+}
+
+/// The embedded authorization server: its issuer and what its upstream token vault did.
+fn auth_server(e: &crate::auth::embedded::Embedded) -> serde_json::Value {
+    let v = e.vault.stats();
+    serde_json::json!({
+        "issuer": e.issuer,
+        "vault": {
+            "refreshed": v.refreshed,
+            "transientFailures": v.transient_failures,
+            "unavailable": v.unavailable,
+            "refused": v.refused,
+            "deadGrants": v.dead_grants,
+            "lostResponses": v.lost_responses,
+        },
+    })
 }
 
 /// RFC 9728 protected resource metadata (404 when the gateway is anonymous).
