@@ -82,7 +82,7 @@ impl Drop for TempDir {
 /// The upstream IdP and vmcp with its authorization server (CIMD enabled), no backends.
 struct Stack {
     idp: UpstreamIdp,
-    _gw: Gateway,
+    gw: Gateway,
     issuer: String,
     resource: String,
     _dir: TempDir,
@@ -122,7 +122,7 @@ upstreams:
     std::fs::write(dir.0.join("config.yaml"), config).unwrap();
     std::fs::write(dir.0.join("authserver-config.yaml"), auth).unwrap();
     let gw = Gateway::start_dir(&dir.0, port, &[]);
-    Stack { idp, _gw: gw, issuer, resource, _dir: dir }
+    Stack { idp, gw, issuer, resource, _dir: dir }
 }
 
 /// A browser that does not follow redirects by itself.
@@ -333,6 +333,11 @@ async fn suite_passes_with_a_dynamically_registered_client() {
     let run = run_suite(&s.issuer, &client_id, &s.resource).await;
     assert_all_passed(&run, &s.issuer);
     assert_eq!(s.idp.stats().await.code_grants, 1, "one upstream login");
+    // `/status` names the authorization server; its vault has not needed a refresh yet.
+    let status = s.gw.status().await;
+    assert_eq!(status["authServer"]["issuer"], s.issuer.as_str(), "{status}");
+    assert_eq!(status["authServer"]["vault"]["refreshed"], 0, "{status}");
+    assert_eq!(status["authServer"]["vault"]["deadGrants"], 0, "{status}");
 }
 
 /// A client ID metadata document as the client id: both scenarios pass, through the upstream.
