@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_SESSION: usize = 64;
 pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 4;
 /// Default `maxPendingRelaysPerSession`.
 pub const DEFAULT_MAX_PENDING_RELAYS_PER_SESSION: usize = 64;
+/// Default `maxPendingRelays`.
+pub const DEFAULT_MAX_PENDING_RELAYS: usize = 10_000;
 /// Default `maxParkedCalls`.
 pub const DEFAULT_MAX_PARKED_CALLS: usize = 1024;
 /// Default `maxParkedCallsPerPrincipal`.
@@ -64,6 +66,8 @@ pub struct LimitsConfig {
     pub max_streams_per_session: usize,
     /// Server-to-client requests relayed to one session's client and not yet answered.
     pub max_pending_relays_per_session: usize,
+    /// Server-to-client requests relayed and not yet answered, all sessions together.
+    pub max_pending_relays: usize,
     /// Calls parked for a Modern client's input, in total.
     pub max_parked_calls: usize,
     /// Calls parked for one principal's input.
@@ -95,6 +99,7 @@ impl Default for LimitsConfig {
             max_in_flight_per_session: DEFAULT_MAX_IN_FLIGHT_PER_SESSION,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
             max_pending_relays_per_session: DEFAULT_MAX_PENDING_RELAYS_PER_SESSION,
+            max_pending_relays: DEFAULT_MAX_PENDING_RELAYS,
             max_parked_calls: DEFAULT_MAX_PARKED_CALLS,
             max_parked_calls_per_principal: DEFAULT_MAX_PARKED_CALLS_PER_PRINCIPAL,
             max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS_PER_SESSION,
@@ -109,7 +114,7 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// The counts, with their key names, for checks that treat them alike.
-    fn counts(&self) -> [(&'static str, usize); 12] {
+    fn counts(&self) -> [(&'static str, usize); 13] {
         [
             ("maxUriLength", self.max_uri_length),
             ("maxSessions", self.max_sessions),
@@ -118,6 +123,7 @@ impl LimitsConfig {
             ("maxInFlightPerSession", self.max_in_flight_per_session),
             ("maxStreamsPerSession", self.max_streams_per_session),
             ("maxPendingRelaysPerSession", self.max_pending_relays_per_session),
+            ("maxPendingRelays", self.max_pending_relays),
             ("maxParkedCalls", self.max_parked_calls),
             ("maxParkedCallsPerPrincipal", self.max_parked_calls_per_principal),
             ("maxSubscriptionsPerSession", self.max_subscriptions_per_session),

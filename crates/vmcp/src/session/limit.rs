@@ -58,6 +58,14 @@ pub enum LimitError {
         /// The limit.
         limit: usize,
     },
+    /// `maxPendingRelays`.
+    #[error(
+        "too many requests waiting for clients' answers: the gateway holds at most {limit} (server.limits.maxPendingRelays)"
+    )]
+    PendingRelays {
+        /// The limit.
+        limit: usize,
+    },
     /// `maxSubscriptionsPerSession`.
     #[error(
         "too many resource subscriptions: at most {limit} per session (server.limits.maxSubscriptionsPerSession)"
@@ -110,6 +118,7 @@ impl LimitError {
                 | Self::InFlight { .. }
                 | Self::ParkedCalls { .. }
                 | Self::ListenStreams { .. }
+                | Self::PendingRelays { .. }
         )
     }
 
@@ -122,6 +131,7 @@ impl LimitError {
             Self::InFlightPerSession { .. } => "maxInFlightPerSession",
             Self::StreamsPerSession { .. } => "maxStreamsPerSession",
             Self::PendingRelaysPerSession { .. } => "maxPendingRelaysPerSession",
+            Self::PendingRelays { .. } => "maxPendingRelays",
             Self::SubscriptionsPerSession { .. } => "maxSubscriptionsPerSession",
             Self::ListenStreams { .. } => "maxListenStreams",
             Self::ListenStreamsPerPrincipal { .. } => "maxListenStreamsPerPrincipal",
@@ -140,6 +150,7 @@ impl LimitError {
             | Self::InFlightPerSession { limit }
             | Self::StreamsPerSession { limit }
             | Self::PendingRelaysPerSession { limit }
+            | Self::PendingRelays { limit }
             | Self::SubscriptionsPerSession { limit }
             | Self::ListenStreams { limit }
             | Self::ListenStreamsPerPrincipal { limit }

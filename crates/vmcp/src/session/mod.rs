@@ -67,7 +67,9 @@ pub struct Session {
     /// Minimum log level requested with `logging/setLevel` (index into [`LOG_LEVELS`]).
     log_level: std::sync::atomic::AtomicUsize,
     /// Relayed server-to-client requests, by the id the client saw, with when they were sent.
-    relays: Mutex<HashMap<String, (Instant, PendingRelay)>>,
+    relays: Mutex<HashMap<String, (Instant, PendingRelay, limit::Slot)>>,
+    /// Relays pending in all sessions together (`maxPendingRelays`); each entry holds a slot.
+    all_relays: Arc<AtomicUsize>,
     next_relay: AtomicU64,
     /// In-flight client requests, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Id, tokio::task::AbortHandle>>,
@@ -151,23 +153,26 @@ impl Session {
     pub fn add_relay(&self, relay: PendingRelay) -> Result<Id, LimitError> {
         let mut relays = lock(&self.relays);
         let max_age = self.limits.pending_relay_timeout;
-        relays.retain(|_, (at, r)| {
+        relays.retain(|_, (at, r, _)| {
             at.elapsed() < max_age && !matches!(r, PendingRelay::Local(tx) if tx.is_closed())
         });
         let limit = self.limits.max_pending_relays_per_session;
         if relays.len() >= limit {
             return Err(LimitError::PendingRelaysPerSession { limit });
         }
+        let total = self.limits.max_pending_relays;
+        let slot = Permit::acquire(&self.all_relays, total)
+            .ok_or(LimitError::PendingRelays { limit: total })?;
         let n = self.next_relay.fetch_add(1, Ordering::Relaxed);
         let id = format!("vmcp-{n}");
-        relays.insert(id.clone(), (Instant::now(), relay));
+        relays.insert(id.clone(), (Instant::now(), relay, slot));
         Ok(Id::String(id))
     }
 
     /// Takes the relay a client response answers (none once it has expired).
     pub fn take_relay(&self, id: &Id) -> Option<PendingRelay> {
         let Id::String(s) = id else { return None };
-        let (at, relay) = lock(&self.relays).remove(s)?;
+        let (at, relay, _slot) = lock(&self.relays).remove(s)?;
         (at.elapsed() < self.limits.pending_relay_timeout).then_some(relay)
     }
 
@@ -279,6 +284,8 @@ pub struct Sessions {
     next_key: AtomicU64,
     /// Admitted client requests still running, all clients together.
     active: Arc<AtomicUsize>,
+    /// Relays pending in all sessions together.
+    relays: Arc<AtomicUsize>,
     /// Open `subscriptions/listen` streams.
     listens: listen::ListenStreams,
     limits: Arc<LimitsConfig>,
@@ -297,6 +304,7 @@ impl Sessions {
             map: RwLock::default(),
             next_key: AtomicU64::new(0),
             active: Arc::default(),
+            relays: Arc::default(),
             listens: Default::default(),
             limits: Arc::new(limits),
         }
@@ -363,6 +371,7 @@ impl Sessions {
             subscriptions: Mutex::default(),
             log_level: Default::default(),
             relays: Mutex::default(),
+            all_relays: self.relays.clone(),
             next_relay: AtomicU64::new(1),
             in_flight: Mutex::default(),
             active: Arc::default(),
@@ -531,6 +540,30 @@ mod tests {
         assert_eq!(s.admit(None).err(), Some(LimitError::InFlight { limit: 3 }));
         drop(p1);
         s.admit(Some(&a)).expect("slot returned on drop");
+    }
+
+    #[test]
+    fn pending_relays_are_capped_across_sessions_and_given_back() {
+        let s = sessions(LimitsConfig { max_pending_relays: 2, ..Default::default() });
+        let a = open(&s, "a").unwrap();
+        let b = open(&s, "b").unwrap();
+        let (tx1, _rx1) = tokio::sync::oneshot::channel();
+        let (tx2, _rx2) = tokio::sync::oneshot::channel();
+        let (tx3, _rx3) = tokio::sync::oneshot::channel();
+        let first = a.add_relay(PendingRelay::Local(tx1)).unwrap();
+        b.add_relay(PendingRelay::Local(tx2)).unwrap();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        assert_eq!(
+            a.add_relay(PendingRelay::Local(tx)).err(),
+            Some(LimitError::PendingRelays { limit: 2 })
+        );
+        // An answered relay gives its slot back to every session.
+        assert!(a.take_relay(&first).is_some());
+        b.add_relay(PendingRelay::Local(tx3)).expect("the answered relay freed its slot");
+        // A closed session's relays go too.
+        b.close();
+        let (tx4, _rx4) = tokio::sync::oneshot::channel();
+        a.add_relay(PendingRelay::Local(tx4)).expect("the closed session freed its slots");
     }
 
     #[test]
