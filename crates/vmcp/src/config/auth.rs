@@ -201,8 +201,8 @@ pub struct TokenExchangeConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OboConfig {
-    /// The IdP's token endpoint (Entra: `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`).
-    /// Required.
+    /// The IdP's token endpoint, e.g. Entra's
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`. Required.
     #[serde(default)]
     pub token_url: String,
     /// The gateway's client id at the IdP. Required.

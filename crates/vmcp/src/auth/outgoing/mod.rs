@@ -274,9 +274,9 @@ impl OutgoingAuth {
     }
 
     /// Whether the credentials sent are derived from the caller's own identity (`passthrough`,
-    /// `token_exchange`, `upstream_inject`, `obo`, `xaa`). Such a backend may refuse to list anything without a user's token, or
-    /// list different things per user, so it is discovered per principal
-    /// (`catalog::principal`), never as `Caller::System`.
+    /// `token_exchange`, `upstream_inject`, `obo`, `xaa`). Such a backend may refuse to list
+    /// anything without a user's token, or list different things per user, so it is discovered
+    /// per principal (`catalog::principal`), never as `Caller::System`.
     pub fn is_user_bound(&self) -> bool {
         match &self.0 {
             Strategy::Unauthenticated | Strategy::HeaderInjection(_) => false,
