@@ -18,7 +18,9 @@ fn default_isolation(config: &Config, backend: &str) -> Isolation {
         Some(
             BackendAuthKind::Passthrough
             | BackendAuthKind::TokenExchange
-            | BackendAuthKind::UpstreamInject,
+            | BackendAuthKind::UpstreamInject
+            | BackendAuthKind::Obo
+            | BackendAuthKind::Xaa,
         ) => Isolation::PerPrincipal,
         _ => Isolation::Shared,
     }

@@ -95,8 +95,8 @@ pub struct OutgoingAuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuthConfig {
-    /// `unauthenticated`, `header_injection`, `token_exchange`, `upstream_inject` or
-    /// `passthrough`.
+    /// `unauthenticated`, `header_injection`, `token_exchange`, `upstream_inject`, `obo`, `xaa`
+    /// or `passthrough`.
     #[serde(rename = "type")]
     pub kind: BackendAuthKind,
     /// For `header_injection`.
@@ -108,6 +108,12 @@ pub struct BackendAuthConfig {
     /// For `upstream_inject`.
     #[serde(default)]
     pub upstream_inject: Option<UpstreamInjectConfig>,
+    /// For `obo`.
+    #[serde(default)]
+    pub obo: Option<OboConfig>,
+    /// For `xaa`.
+    #[serde(default)]
+    pub xaa: Option<XaaConfig>,
 }
 
 /// `outgoingAuth.*.type`.
@@ -125,6 +131,13 @@ pub enum BackendAuthKind {
     /// The caller's current access token from an upstream IdP of the embedded authorization
     /// server (`authserver-config.yaml`), refreshed when needed.
     UpstreamInject,
+    /// OAuth 2.0 on-behalf-of (Microsoft Entra's JWT bearer grant with
+    /// `requested_token_use=on_behalf_of`): the caller's token is the assertion.
+    Obo,
+    /// Cross-app access (draft-ietf-oauth-identity-assertion-authz-grant): the user's ID token
+    /// exchanged at the IdP for an identity assertion (ID-JAG), which the backend's authorization
+    /// server exchanges for an access token.
+    Xaa,
 }
 
 /// `upstreamInject` (ToolHive `UpstreamInjectConfig`).
@@ -182,4 +195,89 @@ pub struct TokenExchangeConfig {
     /// Unset while an authorization server is configured: its first upstream (as in ToolHive).
     #[serde(default)]
     pub subject_provider_name: Option<String>,
+}
+
+/// `obo` (ToolHive `OBOConfig`): Microsoft Entra's on-behalf-of flow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OboConfig {
+    /// The IdP's token endpoint, e.g. Entra's
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`. Required.
+    #[serde(default)]
+    pub token_url: String,
+    /// The gateway's client id at the IdP. Required.
+    #[serde(default)]
+    pub client_id: String,
+    /// Client secret, inline.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// The backend's resource, sent as the `scope` when `scopes` is empty (ToolHive's exchange
+    /// target rule: scopes win, else audience).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Delegated scopes requested (space-joined into `scope`), e.g. `api://backend/.default`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Use the user's token from this upstream of the embedded authorization server as the
+    /// assertion, instead of the token the caller presented. Unset: the caller's own token (as in
+    /// ToolHive; there is no first-upstream default for `obo`).
+    #[serde(default)]
+    pub subject_token_provider_name: Option<String>,
+    /// Seconds before its expiry that a cached exchanged token stops being used. Unset: a tenth
+    /// of the token's lifetime, at most 30 s.
+    #[serde(default)]
+    pub cache_skew_seconds: Option<i64>,
+}
+
+/// `xaa` (ToolHive `XAAConfig`): cross-app access with an identity assertion (ID-JAG).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XaaConfig {
+    /// The IdP's token endpoint (step 1, RFC 8693). Required.
+    #[serde(default)]
+    pub idp_token_url: String,
+    /// The gateway's client id at the IdP; without it step 1 carries no client authentication.
+    #[serde(default)]
+    pub idp_client_id: Option<String>,
+    /// The IdP client secret, inline.
+    #[serde(default)]
+    pub idp_client_secret: Option<Secret>,
+    /// Environment variable holding the IdP client secret.
+    #[serde(default)]
+    pub idp_client_secret_env: Option<String>,
+    /// The backend's authorization server's token endpoint (step 2, RFC 7523). Required.
+    #[serde(default)]
+    pub target_token_url: String,
+    /// Allow plain `http://` for `targetTokenUrl` on any host (testing only).
+    #[serde(default)]
+    pub insecure_target_token_url: bool,
+    /// The gateway's client id at the backend's authorization server.
+    #[serde(default)]
+    pub target_client_id: Option<String>,
+    /// Its client secret, inline.
+    #[serde(default)]
+    pub target_client_secret: Option<Secret>,
+    /// Environment variable holding that client secret.
+    #[serde(default)]
+    pub target_client_secret_env: Option<String>,
+    /// The backend authorization server's issuer: the `audience` of the ID-JAG. Required.
+    #[serde(default)]
+    pub target_audience: String,
+    /// RFC 8707 `resource` of step 1: the backend (MCP server) URL.
+    #[serde(default)]
+    pub target_resource: Option<String>,
+    /// `scope` of both steps.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// With the embedded authorization server: the upstream whose ID token is the subject.
+    /// Unset: its only upstream (an error when it has several, as in ToolHive).
+    #[serde(default)]
+    pub subject_provider_name: Option<String>,
+    /// `subject_token_type` of step 1; only `urn:ietf:params:oauth:token-type:id_token` (the
+    /// default) is accepted.
+    #[serde(default)]
+    pub subject_token_type: Option<String>,
 }

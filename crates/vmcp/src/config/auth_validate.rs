@@ -2,7 +2,10 @@
 //! express (a strategy's block matching its type, one secret source, URLs, header names that are
 //! safe to set or forward, references to configured backends).
 //!
-//! Findings never quote a secret value: they name the key that holds it.
+//! Findings never quote a secret value: they name the key that holds it. The `obo` and `xaa`
+//! blocks are checked in [`grants`].
+
+mod grants;
 
 use super::auth::{BackendAuthConfig, BackendAuthKind, IncomingAuthKind};
 use super::load::suggest;
@@ -17,6 +20,8 @@ fn kind_name(k: BackendAuthKind) -> &'static str {
         BackendAuthKind::TokenExchange => "token_exchange",
         BackendAuthKind::Passthrough => "passthrough",
         BackendAuthKind::UpstreamInject => "upstream_inject",
+        BackendAuthKind::Obo => "obo",
+        BackendAuthKind::Xaa => "xaa",
     }
 }
 
@@ -37,7 +42,7 @@ pub(crate) fn check(cfg: &Config, names: &[&str], index: &Index) -> Vec<Finding>
     check_incoming(cfg, &mut f);
     let out = &cfg.outgoing_auth;
     if let Some(d) = &out.default {
-        check_strategy(d, "outgoingAuth.default", &mut f);
+        check_strategy(cfg, d, "outgoingAuth.default", &mut f);
     }
     for (name, b) in &out.backends {
         let p = key_path("outgoingAuth.backends", name);
@@ -49,7 +54,7 @@ pub(crate) fn check(cfg: &Config, names: &[&str], index: &Index) -> Vec<Finding>
             };
             f.report(&p, format!("unknown backend {name:?}{hint}"));
         }
-        check_strategy(b, &p, &mut f);
+        check_strategy(cfg, b, &p, &mut f);
     }
     check_passthrough_headers(cfg, &mut f);
     f.out
@@ -84,7 +89,7 @@ fn check_incoming(cfg: &Config, f: &mut Findings<'_>) {
 }
 
 /// One strategy (`outgoingAuth.default` or `outgoingAuth.backends.<name>`) at `p`.
-fn check_strategy(b: &BackendAuthConfig, p: &str, f: &mut Findings<'_>) {
+fn check_strategy(cfg: &Config, b: &BackendAuthConfig, p: &str, f: &mut Findings<'_>) {
     let kind = kind_name(b.kind);
     let hi_path = key_path(p, "headerInjection");
     let te_path = key_path(p, "tokenExchange");
@@ -98,7 +103,29 @@ fn check_strategy(b: &BackendAuthConfig, p: &str, f: &mut Findings<'_>) {
     if b.kind != BackendAuthKind::UpstreamInject && b.upstream_inject.is_some() {
         f.report(&ui_path, format!("only used when type is upstream_inject, but type is {kind}"));
     }
+    let (obo_path, xaa_path) = (key_path(p, "obo"), key_path(p, "xaa"));
+    if b.kind != BackendAuthKind::Obo && b.obo.is_some() {
+        f.report(&obo_path, format!("only used when type is obo, but type is {kind}"));
+    }
+    if b.kind != BackendAuthKind::Xaa && b.xaa.is_some() {
+        f.report(&xaa_path, format!("only used when type is xaa, but type is {kind}"));
+    }
     match b.kind {
+        BackendAuthKind::Obo => match &b.obo {
+            None => f.report(
+                &obo_path,
+                "required when type is obo (tokenUrl, clientId, clientSecretEnv, and audience or \
+                 scopes)",
+            ),
+            Some(o) => grants::check_obo(cfg, o, &obo_path, f),
+        },
+        BackendAuthKind::Xaa => match &b.xaa {
+            None => f.report(
+                &xaa_path,
+                "required when type is xaa (idpTokenUrl, targetTokenUrl and targetAudience)",
+            ),
+            Some(x) => grants::check_xaa(cfg, x, &xaa_path, f),
+        },
         BackendAuthKind::HeaderInjection => match &b.header_injection {
             None => f.report(
                 &hi_path,
@@ -292,6 +319,9 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<String> {
                 "{p}.tokenExchange.clientSecret: a secret written in the config file; prefer clientSecretEnv"
             ));
         }
+        let obo = b.obo.as_ref().filter(|_| b.kind == BackendAuthKind::Obo);
+        let xaa = b.xaa.as_ref().filter(|_| b.kind == BackendAuthKind::Xaa);
+        grants::warnings(cfg, &p, obo, xaa, &mut out);
     }
     // Passthrough, per backend that ends up using it.
     for b in &cfg.backends {

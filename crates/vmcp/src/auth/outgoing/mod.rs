@@ -6,10 +6,13 @@
 //! caller's credential anywhere else: the token of a request is read from the [`Caller`] (or, for
 //! teardown, from [`CurrentIdentities`]) each time a request is sent.
 
+mod grant;
 mod header_injection;
+mod obo;
 mod passthrough;
 mod token_exchange;
 mod upstream_inject;
+mod xaa;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,12 +25,18 @@ use super::current::CurrentIdentities;
 use super::identity::Secret;
 use crate::config::{BackendAuthConfig, BackendAuthKind, OutgoingAuthConfig};
 
+use grant::Subject;
 use header_injection::HeaderInjection;
+use obo::Obo;
 use passthrough::Passthrough;
 use token_exchange::TokenExchange;
 use upstream_inject::UpstreamInject;
+use xaa::Xaa;
 
-pub use token_exchange::DEFAULT_EXCHANGE_TIMEOUT;
+pub use grant::DEFAULT_EXCHANGE_TIMEOUT;
+pub(crate) use xaa::{
+    ID_TOKEN_TYPE as XAA_SUBJECT_TOKEN_TYPE, endpoint_problem as xaa_url_problem,
+};
 
 /// How the gateway authenticates to one backend. Cheap to clone; `Debug` never shows a secret.
 #[derive(Clone, Default)]
@@ -41,6 +50,8 @@ enum Strategy {
     Passthrough(Arc<Passthrough>),
     TokenExchange(Arc<TokenExchange>),
     UpstreamInject(Arc<UpstreamInject>),
+    Obo(Arc<Obo>),
+    Xaa(Arc<Xaa>),
 }
 
 /// Where user-bound strategies find a user's upstream tokens: the vault of vmcp's embedded
@@ -51,7 +62,7 @@ pub struct UpstreamSource {
     pub issuer: String,
     /// The vault.
     pub tokens: Arc<dyn crate::auth::upstream::UpstreamTokens>,
-    /// The upstream `token_exchange` exchanges when `subjectProviderName` is unset.
+    /// The upstream `token_exchange` and `xaa` use when `subjectProviderName` is unset.
     pub default_provider: String,
 }
 
@@ -85,7 +96,7 @@ pub enum OutgoingAuthError {
 /// the backend and the key or environment variable, never a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum OutgoingAuthConfigError {
-    /// The strategy's own block is missing (`headerInjection`, `tokenExchange`).
+    /// The strategy's own block is missing (`headerInjection`, `tokenExchange`, `obo`, `xaa`).
     #[error("backend {backend:?}: outgoing auth type {kind} needs a `{key}` block")]
     MissingBlock {
         /// Backend name.
@@ -167,17 +178,62 @@ impl OutgoingAuth {
                     .ok_or_else(|| missing("token_exchange", "tokenExchange"))?;
                 // With an authorization server, the subject is the user's upstream token
                 // (`subjectProviderName`, else the first upstream), as in ToolHive.
-                let subject = sources.upstream.as_ref().map(|u| {
-                    let provider = te
-                        .subject_provider_name
-                        .clone()
-                        .filter(|p| !p.is_empty())
-                        .unwrap_or_else(|| u.default_provider.clone());
-                    (provider, u.clone())
-                });
+                let subject = match &sources.upstream {
+                    Some(u) => Subject::UpstreamAccess {
+                        provider: named_or_first(te.subject_provider_name.as_deref(), u),
+                        source: u.clone(),
+                    },
+                    None => Subject::Caller(identities),
+                };
                 Strategy::TokenExchange(Arc::new(TokenExchange::from_config(
-                    te, backend, identities, http, subject,
+                    te, backend, subject, http,
                 )?))
+            }
+            BackendAuthKind::Obo => {
+                let o = cfg.obo.as_ref().ok_or_else(|| missing("obo", "obo"))?;
+                // As in ToolHive: the caller's own token, unless an upstream is named (no
+                // first-upstream default for obo).
+                let subject =
+                    match o.subject_token_provider_name.as_deref().filter(|p| !p.is_empty()) {
+                        None => Subject::Caller(identities),
+                        Some(provider) => match &sources.upstream {
+                            Some(u) => Subject::UpstreamAccess {
+                                provider: provider.to_owned(),
+                                source: u.clone(),
+                            },
+                            None => {
+                                return Err(OutgoingAuthConfigError::Invalid {
+                                    backend: backend.to_owned(),
+                                    message: "obo.subjectTokenProviderName needs the embedded \
+                                          authorization server (authserver-config.yaml beside \
+                                          the config file)"
+                                        .to_owned(),
+                                });
+                            }
+                        },
+                    };
+                Strategy::Obo(Arc::new(Obo::from_config(o, backend, subject, http)?))
+            }
+            BackendAuthKind::Xaa => {
+                let x = cfg.xaa.as_ref().ok_or_else(|| missing("xaa", "xaa"))?;
+                // With an authorization server, the user's ID token from an upstream (as in
+                // ToolHive); without one, the token the caller presented.
+                let subject = match &sources.upstream {
+                    Some(u) => Subject::UpstreamId {
+                        provider: named_or_first(x.subject_provider_name.as_deref(), u),
+                        source: u.clone(),
+                    },
+                    None if x.subject_provider_name.as_deref().is_some_and(|p| !p.is_empty()) => {
+                        return Err(OutgoingAuthConfigError::Invalid {
+                            backend: backend.to_owned(),
+                            message: "xaa.subjectProviderName needs the embedded authorization \
+                                      server (authserver-config.yaml beside the config file)"
+                                .to_owned(),
+                        });
+                    }
+                    None => Subject::Caller(identities),
+                };
+                Strategy::Xaa(Arc::new(Xaa::from_config(x, backend, subject, http)?))
             }
             BackendAuthKind::UpstreamInject => {
                 let Some(upstream) = &sources.upstream else {
@@ -203,28 +259,32 @@ impl OutgoingAuth {
         }))
     }
 
-    /// The same strategy with another bound on each token-exchange request (default
-    /// [`DEFAULT_EXCHANGE_TIMEOUT`]); other strategies are returned unchanged. The result has a
-    /// cache of its own.
+    /// The same strategy with another bound on each token endpoint request (`token_exchange`,
+    /// `obo`, each step of `xaa`; default [`DEFAULT_EXCHANGE_TIMEOUT`]); other strategies are
+    /// returned unchanged. The result has a cache of its own.
     pub fn with_exchange_timeout(self, timeout: Duration) -> Self {
         match &self.0 {
             Strategy::TokenExchange(te) => {
                 Self(Strategy::TokenExchange(Arc::new(te.with_timeout(timeout))))
             }
+            Strategy::Obo(o) => Self(Strategy::Obo(Arc::new(o.with_timeout(timeout)))),
+            Strategy::Xaa(x) => Self(Strategy::Xaa(Arc::new(x.with_timeout(timeout)))),
             _ => self,
         }
     }
 
     /// Whether the credentials sent are derived from the caller's own identity (`passthrough`,
-    /// `token_exchange`). Such a backend may refuse to list anything without a user's token, or
-    /// list different things per user, so it is discovered per principal
-    /// (`catalog::principal`), never as `Caller::System`.
+    /// `token_exchange`, `upstream_inject`, `obo`, `xaa`). Such a backend may refuse to list
+    /// anything without a user's token, or list different things per user, so it is discovered
+    /// per principal (`catalog::principal`), never as `Caller::System`.
     pub fn is_user_bound(&self) -> bool {
         match &self.0 {
             Strategy::Unauthenticated | Strategy::HeaderInjection(_) => false,
-            Strategy::Passthrough(_) | Strategy::TokenExchange(_) | Strategy::UpstreamInject(_) => {
-                true
-            }
+            Strategy::Passthrough(_)
+            | Strategy::TokenExchange(_)
+            | Strategy::UpstreamInject(_)
+            | Strategy::Obo(_)
+            | Strategy::Xaa(_) => true,
         }
     }
 
@@ -240,6 +300,8 @@ impl OutgoingAuth {
             Strategy::Passthrough(p) => Ok(p.apply(caller, request)),
             Strategy::TokenExchange(t) => t.apply(caller, request).await,
             Strategy::UpstreamInject(u) => u.apply(caller, request).await,
+            Strategy::Obo(o) => o.apply(caller, request).await,
+            Strategy::Xaa(x) => x.apply(caller, request).await,
         }
     }
 }
@@ -252,6 +314,8 @@ impl fmt::Debug for OutgoingAuth {
             Strategy::Passthrough(p) => write!(f, "OutgoingAuth::{p:?}"),
             Strategy::TokenExchange(t) => write!(f, "OutgoingAuth::{t:?}"),
             Strategy::UpstreamInject(u) => write!(f, "OutgoingAuth::{u:?}"),
+            Strategy::Obo(o) => write!(f, "OutgoingAuth::{o:?}"),
+            Strategy::Xaa(x) => write!(f, "OutgoingAuth::{x:?}"),
         }
     }
 }
@@ -266,6 +330,11 @@ pub fn for_backend(
         Some(b) => OutgoingAuth::from_config(b, backend, sources),
         None => Ok(OutgoingAuth::unauthenticated()),
     }
+}
+
+/// `name` unless empty, else the authorization server's first upstream.
+fn named_or_first(name: Option<&str>, upstream: &UpstreamSource) -> String {
+    name.filter(|p| !p.is_empty()).unwrap_or(&upstream.default_provider).to_owned()
 }
 
 /// A secret given inline (`inline_key`) or by environment variable (`env_key`): exactly one.
@@ -341,6 +410,8 @@ mod tests {
             header_injection: None,
             token_exchange: None,
             upstream_inject: None,
+            obo: None,
+            xaa: None,
         });
         cfg.backends.insert(
             "x".into(),
@@ -349,6 +420,8 @@ mod tests {
                 header_injection: None,
                 token_exchange: None,
                 upstream_inject: None,
+                obo: None,
+                xaa: None,
             },
         );
         let x = for_backend(&cfg, "x", &sources(&ids, &http)).unwrap();
@@ -368,6 +441,8 @@ mod tests {
             header_injection: None,
             token_exchange: None,
             upstream_inject: None,
+            obo: None,
+            xaa: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(
@@ -389,6 +464,8 @@ mod tests {
                 subject_provider_name: None,
             }),
             upstream_inject: None,
+            obo: None,
+            xaa: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(

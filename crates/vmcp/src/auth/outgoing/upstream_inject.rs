@@ -58,21 +58,34 @@ pub(super) async fn upstream_token(
     provider: &str,
     vault: &dyn UpstreamTokens,
 ) -> Result<Secret, OutgoingAuthError> {
-    let user = match caller {
-        Caller::User(id) if id.issuer == issuer => id.subject.as_str(),
+    let user = upstream_user(caller, issuer, provider)?;
+    vault.access_token(user, provider).await.map_err(vault_error)
+}
+
+/// The vault's user id of the user `caller` acts for: only users of vmcp's own authorization
+/// server (`issuer`) have upstream tokens.
+pub(super) fn upstream_user<'a>(
+    caller: &'a Caller,
+    issuer: &str,
+    provider: &str,
+) -> Result<&'a str, OutgoingAuthError> {
+    match caller {
+        Caller::User(id) if id.issuer == issuer => Ok(id.subject.as_str()),
         Caller::Teardown(Binding::Principal { issuer: i, subject }) if i == issuer => {
-            subject.as_str()
+            Ok(subject.as_str())
         }
-        _ => {
-            return Err(OutgoingAuthError::Reauthenticate(format!(
-                "upstream {provider:?} tokens need a login through this gateway"
-            )));
-        }
-    };
-    vault.access_token(user, provider).await.map_err(|e| match e {
+        _ => Err(OutgoingAuthError::Reauthenticate(format!(
+            "upstream {provider:?} tokens need a login through this gateway"
+        ))),
+    }
+}
+
+/// A vault failure as the client should see it: log in again, or 503 (the user stays logged in).
+pub(super) fn vault_error(e: TokenError) -> OutgoingAuthError {
+    match e {
         TokenError::Reauthenticate { .. } => OutgoingAuthError::Reauthenticate(e.to_string()),
         TokenError::Unavailable { .. } => OutgoingAuthError::UpstreamUnavailable(e.to_string()),
-    })
+    }
 }
 
 impl fmt::Debug for UpstreamInject {

@@ -185,6 +185,18 @@ pub trait UpstreamTokens: Send + Sync {
         upstream: &'a str,
     ) -> BoxFuture<'a, Result<Secret, TokenError>>;
 
+    /// `user`'s OIDC ID token from `upstream` (the latest: a refresh may rotate it), after
+    /// refreshing as [`UpstreamTokens::access_token`] does; `None` when the upstream issued none.
+    /// It may have expired: whoever presents it must handle a refusal. The default holds none.
+    fn id_token<'a>(
+        &'a self,
+        user: &'a str,
+        upstream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>, TokenError>> {
+        let _ = (user, upstream);
+        Box::pin(async { Ok(None) })
+    }
+
     /// Whether a grant usable without a new login is held (an unexpired access token or a
     /// refresh token not known to be dead), so a login can skip that upstream.
     fn holds<'a>(&'a self, user: &'a str, upstream: &'a str) -> BoxFuture<'a, bool>;

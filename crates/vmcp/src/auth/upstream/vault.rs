@@ -392,6 +392,19 @@ impl UpstreamTokens for Vault {
         Box::pin(self.current(user, upstream))
     }
 
+    fn id_token<'a>(
+        &'a self,
+        user: &'a str,
+        upstream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>, TokenError>> {
+        Box::pin(async move {
+            // A grant that needs a new login fails here, as for the access token.
+            self.current(user, upstream).await?;
+            let record = self.inner.load(user, upstream).await?;
+            Ok(record.and_then(|r| r.id_token).map(Secret::new))
+        })
+    }
+
     fn holds<'a>(&'a self, user: &'a str, upstream: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             match self.inner.load(user, upstream).await {
