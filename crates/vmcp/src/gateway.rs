@@ -100,15 +100,17 @@ impl Gateway {
             .build()
             .unwrap_or_default();
         let auth_server = match &config.auth_server {
-            Some(cfg) => Some(crate::auth::embedded::build(cfg, http.clone())?),
+            // The upstream IdPs' token endpoints get client secrets and refresh tokens: no
+            // redirects there either.
+            Some(cfg) => Some(crate::auth::embedded::build(
+                cfg,
+                crate::auth::token_client(std::time::Duration::from_secs(10)),
+            )?),
             None => None,
         };
         let sources = crate::auth::outgoing::Sources {
             identities: identities.clone(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            http: crate::auth::token_client(std::time::Duration::from_secs(30)),
             upstream: auth_server.as_ref().map(|e| crate::auth::outgoing::UpstreamSource {
                 issuer: e.issuer.clone(),
                 tokens: e.tokens.clone(),

@@ -225,3 +225,32 @@ async fn token_exchange_exchanges_the_users_upstream_token() {
     // The caller's own vmcp token never went to the exchange.
     assert_eq!(*seen.lock().unwrap(), ["corp-alice", "gh-alice"]);
 }
+
+/// A token endpoint that redirects (307) is not followed: the form, with the client secret and
+/// the user's token, never reaches the place it points to.
+#[tokio::test]
+async fn token_endpoints_are_not_followed_through_redirects() {
+    use axum::response::IntoResponse;
+    let (target, seen) = exchange_endpoint().await;
+    async fn redirect(State(to): State<String>) -> axum::response::Response {
+        axum::response::Redirect::temporary(&to).into_response()
+    }
+    let app = Router::new().route("/token", post(redirect)).with_state(target);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let vault = Arc::new(FakeVault::default());
+    vault.set("alice", "corp", Ok("corp-alice"));
+    let cfg: BackendAuthConfig = serde_json::from_value(json!({
+        "type": "token_exchange",
+        "tokenExchange": { "tokenUrl": format!("http://{addr}/token"), "clientId": "gw", "clientSecret": "s3cret" },
+    }))
+    .unwrap();
+    // The client the gateway builds for token endpoints.
+    let sources =
+        Sources { http: vmcp::auth::token_client(Duration::from_secs(5)), ..sources(&vault) };
+    let auth = OutgoingAuth::from_config(&cfg, "api", &sources).unwrap();
+    let e = authorization(&auth, &user(ISSUER, "alice")).await.unwrap_err();
+    assert!(!e.to_string().contains("s3cret") && !e.to_string().contains("corp-alice"), "{e}");
+    assert!(seen.lock().unwrap().is_empty(), "the redirect was followed");
+}

@@ -14,6 +14,17 @@ pub mod upstream;
 
 pub use identity::{Binding, Caller, Identity};
 
+/// The HTTP client for token endpoints (upstream IdPs, token exchange, obo, xaa): bounded by
+/// `timeout`, and never following a redirect, because a 307/308 would re-send a form carrying a
+/// client secret or a user's token to wherever it points.
+pub fn token_client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value, as OAuth client authentication
 /// (RFC 6749 §2.3.1) and form bodies need it.
 pub(crate) fn form_urlencode(value: &str) -> String {
