@@ -32,6 +32,7 @@ with exactly one JSON line (EOF or `quit` ends the session and prints the summar
                   by plain HTTP with the vmcp access token the SDK holds now, and TOOL if given:
                   {"raw": status, "retry_after": ..., "www_authenticate": ..., "body": ...}
     state         {"state": true, "logins": N, "token": fingerprint, "statuses": {...}}
+    loglevel L    logging/setLevel L through the SDK (Legacy): {"loglevel": L, "error": ...}
 """
 
 from __future__ import annotations
@@ -275,6 +276,13 @@ async def main() -> int:
                 elif cmd == "raw":
                     raws += 1
                     print(json.dumps(await raw_call(wire, token(), arg, raws, a.timeout)), flush=True)
+                elif cmd == "loglevel":
+                    level, error = arg or "debug", None
+                    try:
+                        await client.set_logging_level(level)
+                    except Exception as e:  # noqa: BLE001 - reported, not raised
+                        error = f"{type(e).__name__}: {e}"
+                    print(json.dumps({"loglevel": level, "error": error}), flush=True)
                 elif cmd == "state":
                     state = {"logins": browser.logins, "token": fingerprint(token()), "statuses": wire.statuses}
                     print(json.dumps({"state": True, **state}), flush=True)

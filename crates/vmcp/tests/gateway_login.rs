@@ -142,3 +142,27 @@ async fn an_idle_session_is_torn_down_with_a_fresh_upstream_token() {
     assert_eq!(stats.refresh_grants, refreshes + 1, "one refresh for the teardown");
     assert_eq!(stats.replays, 0);
 }
+
+/// A Legacy client that sets a log level has its backend session's GET stream held open for it
+/// (log messages arrive there). That stream is the user's, opened without a request of theirs
+/// behind it: it must carry the user's current upstream token, as any request for them does,
+/// not go without credentials (a backend that wants the user's token would refuse it, and the
+/// user's log messages would never arrive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_backend_stream_carries_their_upstream_token() {
+    let s = stack(3600).await;
+    let mut script = Script::start(&s.gw.url, &["--tool", "api_whoami"]).await;
+    script.call_ok().await;
+    let set = script.send("loglevel debug").await;
+    assert!(set["error"].is_null(), "{set}");
+    let get = poll(Duration::from_secs(10), "the user's backend GET stream", || async {
+        let r = users_requests(backend_requests(&s.backend).await);
+        r.into_iter().find(|r| r.method == "GET")
+    })
+    .await;
+    let token = get.token.as_deref().expect("the user's GET stream went without credentials");
+    assert_eq!(s.idp.check(token).await, (true, Some("johndoe".into())));
+    assert!(get.at < jwt_exp_ms(token));
+    let summary = script.quit().await;
+    assert_eq!(summary["logins"], 1, "{summary}");
+}

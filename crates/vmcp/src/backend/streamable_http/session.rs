@@ -4,8 +4,10 @@
 //!
 //! Invariants:
 //! - A session holds its id, version and listener token; never a credential. Every exchange on
-//!   it takes the caller of the request that causes it; background work is `Caller::System`, and
-//!   ending a session without a request behind it uses the entry's `Caller::Teardown(binding)`.
+//!   it takes the caller of the request that causes it; work without a request behind it (ending
+//!   a session, holding its GET stream) uses the entry's own caller ([`Key::ending_caller`]):
+//!   `Caller::System` for the gateway's entry, `Caller::Teardown(binding)` for a principal's,
+//!   which resolves that principal's current credentials when used.
 //! - At most one listener runs per session, and a session's listener stops when the session is
 //!   renewed, ended, or the backend says there is no stream (405) or no session (404).
 //! - A GET stream is held only where something arrives on it for someone: the gateway's own
@@ -223,7 +225,8 @@ impl Inner {
     }
 
     /// Holds the session's GET stream open for server-initiated notifications until the session
-    /// ends. Background work: `Caller::System`. A 405 means the backend offers no stream: the
+    /// ends. No request is behind it: each (re)open goes with the entry's own caller, so a
+    /// principal's stream carries that principal's current credentials. A 405 means the backend offers no stream: the
     /// listener stops for good. A 404 means the backend forgot the session: the listener stops
     /// (the gateway's own entry is renewed at once, so list_changed keeps reaching the catalog;
     /// a client's is renewed by its next request).
@@ -284,7 +287,9 @@ impl Inner {
         if let Some(id) = &session.id {
             req = req.header(protocol::HEADER_SESSION_ID, id);
         }
-        let Ok(req) = self.spec.auth.apply(&Caller::System, req).await else {
+        // A principal's stream is theirs (their log messages, their subscriptions): with no
+        // credentials a backend that wants the user's token would refuse it.
+        let Ok(req) = self.spec.auth.apply(&key.ending_caller(), req).await else {
             return Listened::Failed;
         };
         let resp = match req.send().await {
