@@ -29,7 +29,9 @@ with exactly one JSON line (EOF or `quit` ends the session and prints the summar
     call [TOOL]   one call through the SDK: a call line as above
     list          {"tools": [...]}, fetched from the server
     raw [TOOL]    the SDK's last tools/call request (session and protocol headers, body) sent again
-                  by plain HTTP with the vmcp access token the SDK holds now, and TOOL if given:
+                  by plain HTTP with the vmcp access token the SDK holds now, and TOOL if given;
+                  before any tools/call, a plain tools/call of TOOL (or --tool) with the headers of
+                  the SDK's last POST (Legacy: its session):
                   {"raw": status, "retry_after": ..., "www_authenticate": ..., "body": ...}
     state         {"state": true, "logins": N, "token": fingerprint, "statuses": {...}}
     loglevel L    logging/setLevel L through the SDK (Legacy): {"loglevel": L, "error": ...}
@@ -140,6 +142,7 @@ class Wire:
         self.url = url
         self.statuses: dict[str, int] = {}
         self.last_call: tuple[dict[str, str], dict] | None = None
+        self.last_headers: dict[str, str] | None = None
 
     async def on_request(self, request: httpx2.Request) -> None:
         if str(request.url) != self.url or request.method != "POST":
@@ -148,9 +151,13 @@ class Wire:
             body = json.loads(request.content)
         except (ValueError, httpx2.RequestNotRead):
             return
+        # Set anew on each request: credentials and framing.
+        own = ("authorization", "content-length", "host")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in own}
+        # Per-method headers (2026-07-28) belong to that request only.
+        per_method = ("mcp-method", "mcp-name")
+        self.last_headers = {k: v for k, v in headers.items() if k.lower() not in per_method}
         if isinstance(body, dict) and body.get("method") == "tools/call":
-            skip = ("authorization", "content-length", "host")
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
             self.last_call = (headers, body)
 
     async def on_response(self, response: httpx2.Response) -> None:
@@ -159,11 +166,17 @@ class Wire:
             self.statuses[key] = self.statuses.get(key, 0) + 1
 
 
-async def raw_call(wire: Wire, token: str | None, tool: str | None, n: int, timeout: float) -> dict:
-    """The SDK's last tools/call again, by plain HTTP with `token`."""
-    if wire.last_call is None:
-        return {"raw": None, "error": "no tools/call sent yet"}
-    headers, body = wire.last_call
+async def raw_call(
+    wire: Wire, token: str | None, tool: str | None, default_tool: str, n: int, timeout: float
+) -> dict:
+    """The SDK's last tools/call again (or a first one), by plain HTTP with `token`."""
+    if wire.last_call is not None:
+        headers, body = wire.last_call
+    elif wire.last_headers is not None:
+        params = {"name": tool or default_tool, "arguments": {}}
+        headers, body = wire.last_headers, {"jsonrpc": "2.0", "method": "tools/call", "params": params}
+    else:
+        return {"raw": None, "error": "the SDK sent nothing yet"}
     headers = dict(headers)
     body = dict(body, id=f"raw-{n}")
     if tool is not None:
@@ -275,7 +288,7 @@ async def main() -> int:
                     print(json.dumps({"tools": await names()}), flush=True)
                 elif cmd == "raw":
                     raws += 1
-                    print(json.dumps(await raw_call(wire, token(), arg, raws, a.timeout)), flush=True)
+                    print(json.dumps(await raw_call(wire, token(), arg, a.tool, raws, a.timeout)), flush=True)
                 elif cmd == "loglevel":
                     level, error = arg or "debug", None
                     try:

@@ -244,3 +244,82 @@ async fn each_user_sees_only_their_own_tools() {
         assert_eq!(summary["logins"], 1, "{summary}");
     }
 }
+
+/// IdP down when the user's catalog has to be listed with their token (here their first call;
+/// likewise after their cached catalog was dropped for idleness, or a `list_changed`): that
+/// call needs a refresh too, and fails like any other that does, with 503 + Retry-After
+/// (-32005), not as an unknown tool; the user stays logged in, and once the IdP is back
+/// (and the listing's retry delay has passed) the calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_down_when_the_users_catalog_needs_a_refresh() {
+    let s = stack(2).await;
+    let mut script = Script::start(&s.gw.url, &["--tool", "api_whoami"]).await;
+    // Legacy: the login happened at `initialize`, before any command; no call yet.
+    let logged_in = script.state().await;
+    assert_eq!(logged_in["logins"], 1, "{logged_in}");
+    let first = latest_token(&s.idp, "johndoe").await.expect("an upstream token after the login");
+    until_expired(&s.idp, &first).await;
+    s.idp.down().await;
+
+    let failed = script.call().await;
+    assert!(!failed["error"].is_null(), "call succeeded: {failed}");
+    let during = script.state().await;
+    assert_eq!(during["statuses"]["503"], 1, "the SDK's call: {failed} {during}");
+    let raw = script.raw().await;
+    assert_eq!(raw["raw"], 503, "{raw}");
+    assert!(raw["retry_after"].is_string(), "no Retry-After: {raw}");
+    assert_eq!(error_code(&raw), -32005, "{raw}");
+
+    s.idp.up().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let c = script.call().await;
+        if c["error"].is_null() {
+            assert_eq!(jwt_sub(&bearer_of_whoami(&c)), "johndoe");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "calls still fail: {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let summary = script.quit().await;
+    assert_eq!(summary["logins"], 1, "logged out by an IdP outage: {summary}");
+    assert_eq!(summary["token"], logged_in["token"], "the SDK dropped its vmcp token");
+    // Until the listing was retried, the calls failed as the first did: 503s, nothing else.
+    let statuses = summary["statuses"].as_object().unwrap();
+    assert_eq!(statuses["401"], 1, "only the first request was challenged: {statuses:?}");
+    let other = statuses.keys().find(|k| !["200", "202", "401", "503"].contains(&k.as_str()));
+    assert!(other.is_none(), "{statuses:?}");
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.code_grants, 1);
+    assert_eq!(stats.replays, 0);
+}
+
+/// The grant dies before the user's first call (here a revocation; likewise an expired refresh
+/// token after a long idle): that call needs the user's backend session and catalog opened with
+/// a refresh that cannot happen. It gets 401 with a `resource_metadata` challenge, not
+/// "backend unavailable", and the call right after the new login goes through (the SDK's own
+/// retry), rather than the dead listing being remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_dead_before_the_first_call_sends_the_user_to_log_in_again() {
+    let s = stack(2).await;
+    let mut script = Script::start(&s.gw.url, &["--tool", "api_whoami"]).await;
+    // Legacy: the login happened at `initialize`, before any command; no call yet.
+    let before = script.state().await;
+    assert_eq!(before["logins"], 1, "{before}");
+    let first = latest_token(&s.idp, "johndoe").await.expect("an upstream token after the login");
+    assert!(s.idp.revoke("johndoe").await >= 1, "nothing to revoke");
+    until_expired(&s.idp, &first).await;
+
+    let raw = script.raw().await;
+    assert_login_challenge(&raw, &s.gw.base);
+    let after = script.call_ok().await;
+    assert_eq!(s.idp.check(&after).await, (true, Some("johndoe".into())));
+    let state = script.state().await;
+    assert_eq!(state["logins"], 2, "one new login, and its retry went through: {state}");
+    assert_eq!(state["statuses"]["401"], 2, "the first request and the dead grant: {state}");
+    let summary = script.quit().await;
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.code_grants, 2);
+    assert_eq!(stats.replays, 0);
+}

@@ -309,3 +309,19 @@ pub async fn until_expired(idp: &UpstreamIdp, token: &str) {
     })
     .await;
 }
+
+/// The upstream access token the IdP last issued to `user` (through its control port; see
+/// `tests/support/upstream-idp.mjs`), if any.
+pub async fn latest_token(idp: &UpstreamIdp, user: &str) -> Option<String> {
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}/ctl/latest", idp.control))
+        .json(&json!({ "user": user }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("control /ctl/latest")
+        .json()
+        .await
+        .expect("control /ctl/latest JSON");
+    v["token"].as_str().map(str::to_owned)
+}

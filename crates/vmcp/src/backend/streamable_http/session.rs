@@ -49,12 +49,13 @@ impl Inner {
         caller: &Caller,
         client: Option<u64>,
         client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<(ServerInfo, Arc<LegacySession>), String> {
+    ) -> Result<(ServerInfo, Arc<LegacySession>), BackendError> {
+        let fail = |reason: String| self.unavailable(reason);
         // Only a client's own entry tells the backend that client's capabilities.
         let client_meta = client_meta.filter(|_| client.is_some());
         let mut params: serde_json::Value =
             serde_json::from_str(crate::backend::initialize_params().get())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| fail(e.to_string()))?;
         if let Some(m) = client_meta {
             if let Some(caps) = m.get(meta::KEY_CLIENT_CAPABILITIES) {
                 params["capabilities"] = caps.clone();
@@ -75,10 +76,12 @@ impl Inner {
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .timeout(self.spec.timeout)
             .body(body.to_bytes());
-        let req = self.spec.auth.apply(caller, req).await.map_err(|e| e.to_string())?;
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        // A credential failure stays what it is: it decides between "log in again" (401) and
+        // "retry later" (503) for the client, where "backend unavailable" would decide nothing.
+        let req = self.spec.auth.apply(caller, req).await?;
+        let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
         if !resp.status().is_success() {
-            return Err(format!("initialize answered HTTP {}", resp.status()));
+            return Err(fail(format!("initialize answered HTTP {}", resp.status())));
         }
         let id = resp
             .headers()
@@ -86,10 +89,10 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let ctx = CallContext::detached();
-        let info = match self.read_reply(resp, 0, &ctx).await.map_err(|e| e.to_string())? {
-            Reply::Result(r) => crate::backend::parse_initialize_result(&r)?,
+        let info = match self.read_reply(resp, 0, &ctx).await.map_err(|e| fail(e.to_string()))? {
+            Reply::Result(r) => crate::backend::parse_initialize_result(&r).map_err(fail)?,
             Reply::Error(e) => {
-                return Err(format!("initialize failed: {} ({})", e.message, e.code));
+                return Err(fail(format!("initialize failed: {} ({})", e.message, e.code)));
             }
         };
         let session = Arc::new(LegacySession {
@@ -98,9 +101,12 @@ impl Inner {
             listener: self.stop.child_token(),
         });
         let note = Message::Notification(Notification::new("notifications/initialized", None));
-        self.post(caller, Post::plain(&info, Some(&session), &note))
-            .await
-            .map_err(|e| e.into_backend(&self.spec.name).to_string())?;
+        self.post(caller, Post::plain(&info, Some(&session), &note)).await.map_err(|e| match e
+            .into_backend(&self.spec.name)
+        {
+            BackendError::Auth(e) => BackendError::Auth(e),
+            other => fail(other.to_string()),
+        })?;
         Ok((info, session))
     }
 
@@ -164,10 +170,9 @@ impl Inner {
                     // A renewed gateway session: rediscover, the backend may have changed.
                     self.status.ready(info);
                 }
-                Ok::<_, String>(session)
+                Ok::<_, BackendError>(session)
             })
-            .await
-            .map_err(|e| self.unavailable(e))?;
+            .await?;
         Ok(session.clone())
     }
 
