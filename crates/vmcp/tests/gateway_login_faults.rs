@@ -1,7 +1,9 @@
 //! Log in once, when things go wrong and when there are two users: the stack of
 //! `gateway_login.rs` (real upstream IdP, `--user-tools` backend, vmcp with its authorization
 //! server, the Python SDK's OAuth client), with the IdP down, a refresh token revoked, a refresh
-//! answer lost; and two users side by side, whose upstream tokens and tool lists never cross.
+//! answer lost; the IdP down and a dead grant also before the user's first call, when their
+//! backend session and catalog are still to be opened; and two users side by side, whose
+//! upstream tokens and tool lists never cross.
 //!
 //! The SDK is driven command by command ([`Script`]) so that each fault lands at a known point:
 //! the test waits (polling the IdP) until the upstream token it saw has expired, so the next
