@@ -27,6 +27,8 @@
 //   POST /ctl/revoke  {user}: revoke that user's refresh tokens
 //   POST /ctl/check   {token} -> {active, sub}: would a resource server accept this access
 //                     token now (issued here and not expired, to the millisecond)
+//   POST /ctl/latest  {user} -> {token, active}: the access token last issued to that user
+//                     (null if none) and whether it is still accepted
 //   GET  /ctl/stats   {grants: {authorization_code, refresh_token}, replays, rejected,
 //                     clientAuth: last token request's "basic" | "post" | "none"}
 
@@ -215,6 +217,11 @@ const routes = {
   'POST /ctl/check': async (body) => {
     const t = accessTokens.get(body.token);
     return { active: !!t && t.exp > Date.now(), sub: t?.user ?? null };
+  },
+  'POST /ctl/latest': async (body) => {
+    let latest = null;
+    for (const [token, t] of accessTokens) if (t.user === body.user) latest = { token, exp: t.exp };
+    return { token: latest?.token ?? null, active: !!latest && latest.exp > Date.now() };
   },
   'GET /ctl/stats': async () => stats,
 };

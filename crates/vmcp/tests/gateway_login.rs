@@ -7,142 +7,63 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::time::Duration;
 
-use base64::Engine;
-use common::upstream_idp::UpstreamIdp;
+use common::login::*;
 use common::*;
-use serde_json::{Value, json};
 
-/// The whole stack: upstream IdP, backend, vmcp with its authorization server.
-struct Stack {
-    idp: UpstreamIdp,
-    backend: Fixture,
-    gw: Gateway,
-    _dir: TempDir,
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Starts the IdP (upstream access tokens live `access_ttl` seconds, refresh tokens rotate), the
-/// backend and vmcp configured with `upstream_inject` for it.
-async fn stack(access_ttl: u64) -> Stack {
-    let idp = UpstreamIdp::launch().await;
-    idp.config(json!({ "accessTtl": access_ttl, "rotate": true })).await;
-    let backend = Fixture::http_args(0, "legacy", "api", &["--user-tools"]);
-    let dir = TempDir(temp_path("login", "d"));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let config = format!(
-        "name: login
-backends:
-  - name: api
-    transport: streamable-http
-    url: {backend}
-incomingAuth:
-  type: oidc
-  oidc:
-    issuer: {issuer}
-    audience: {issuer}/mcp
-outgoingAuth:
-  backends:
-    api:
-      type: upstream_inject
-      upstreamInject:
-        providerName: corp
-",
-        backend = backend.url
-    );
-    let auth = format!(
-        "issuer: {issuer}
-allowed_audiences: [{issuer}/mcp]
-upstreams:
-  - name: corp
-    type: oidc
-    oidc_config:
-      issuer_url: {idp}
-      client_id: vmcp-gateway
-",
-        idp = idp.url
-    );
-    std::fs::write(dir.0.join("config.yaml"), config).unwrap();
-    std::fs::write(dir.0.join("authserver-config.yaml"), auth).unwrap();
-    let gw = Gateway::start_dir(&dir.0, port, &[]);
-    Stack { idp, backend, gw, _dir: dir }
-}
-
-/// One line the login script printed.
-struct Outcome {
-    calls: Vec<Value>,
-    summary: Value,
-}
-
-/// Runs `tests/python/oauth_login.py` against the gateway.
-fn login(url: &str, args: &[&str]) -> Outcome {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/oauth_login.py");
-    let out = Command::new(tools::python())
-        .arg(&script)
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("running the Python login client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Logs in once with the SDK in `mode` and calls `api_whoami` every 0.2 s for `seconds` (upstream
+/// tokens live 2 s); checks that every call reached the backend with the user's current upstream
+/// token, the client logged in once, and refresh tokens were never replayed. Returns the calls
+/// and when the login started.
+async fn logged_in_throughout(s: &Stack, mode: &str, seconds: u32) -> (Outcome, u64) {
+    let started = now_ms();
+    let secs = seconds.to_string();
+    let args =
+        ["--mode", mode, "--list", "--tool", "api_whoami", "--seconds", &secs, "--interval", "0.2"];
+    let out = login(&s.gw.url, &args).await;
+    // The user's own tool is listed: the backend's catalog was discovered with their token.
+    let tools = out.tools.as_ref().expect("a tool list");
+    assert!(tools.iter().any(|t| t == "api_whoami_johndoe"), "{tools:?}");
+    assert_eq!(out.summary["logins"], 1, "a second login happened: {}", out.summary);
+    assert_eq!(out.summary["errors"], 0, "{:?}", out.calls.iter().find(|c| !c["error"].is_null()));
+    let seen: HashSet<String> = out.calls.iter().map(bearer_of_whoami).collect();
+    // ~5 calls a second (fewer on a loaded machine).
+    let calls = seconds as usize * 5 / 2;
+    assert!(out.calls.len() >= calls, "{} calls", out.calls.len());
+    // seconds / 2 lifetimes passed: the backend saw the token change with each refresh.
+    let lifetimes = seconds as usize / 2;
+    let least = (lifetimes * 4).div_ceil(5);
     assert!(
-        out.status.success(),
-        "login script failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        seen.len() >= least,
+        "only {} distinct upstream tokens reached the backend",
+        seen.len()
     );
-    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let summary = lines.iter().find(|l| l["summary"] == true).cloned().unwrap_or_else(|| {
-        panic!("no summary\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    let calls = lines.into_iter().filter(|l| l.get("call").is_some()).collect();
-    Outcome { calls, summary }
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.code_grants, 1, "one upstream login");
+    assert!(stats.refresh_grants as usize >= least, "{} refreshes", stats.refresh_grants);
+    assert_eq!(stats.replays, 0, "a rotated refresh token was replayed");
+    assert_eq!(stats.rejected, 0, "the IdP rejected a refresh");
+    (out, started)
 }
 
-/// `exp` of a JWT, unverified.
-fn jwt_exp_ms(token: &str) -> u64 {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"),
-    )
-    .expect("JSON claims");
-    claims["exp"].as_u64().expect("exp") * 1000
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// What the backend received: `(method, path, arrival ms, bearer token)` of each request to
-/// `/mcp`.
-async fn backend_requests(backend: &Fixture) -> Vec<(String, u64, Option<String>)> {
-    let url = backend.url.replace("/mcp", "/test/requests");
-    let log: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    log.as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["path"] == "/mcp")
-        .map(|e| {
-            let token = e["authorization"]
-                .as_str()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .map(str::to_owned);
-            (e["method"].as_str().unwrap().to_owned(), e["at"].as_u64().unwrap(), token)
-        })
-        .collect()
+/// Every backend request from `since` on carries a token that was valid when it arrived.
+async fn all_tokens_valid_on_arrival(s: &Stack, since: u64, least: usize) -> Vec<BackendRequest> {
+    // Besides the gateway's own session (no user, no credentials), every request from the
+    // login on is the user's: the call, the listing, the teardown.
+    let requests = users_requests(backend_requests(&s.backend).await);
+    let users: Vec<_> = requests.into_iter().filter(|r| r.at >= since).collect();
+    assert!(users.len() >= least, "{} backend requests", users.len());
+    for r in &users {
+        let Some(token) = r.token.as_deref() else {
+            let log: Vec<_> = users.iter().map(|r| (&r.method, r.at, r.token.is_some())).collect();
+            panic!("{} at {} without credentials; since {since}: {log:?}", r.method, r.at);
+        };
+        let exp = jwt_exp_ms(token);
+        assert!(r.at < exp, "{} at {} carried a token that expired at {exp}", r.method, r.at);
+    }
+    users
 }
 
 /// The daily re-login cannot happen: upstream tokens live 2 s, one client session calls for
@@ -152,41 +73,25 @@ async fn backend_requests(backend: &Fixture) -> Vec<(String, u64, Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_login_lasts_through_twenty_upstream_token_lifetimes() {
     let s = stack(2).await;
-    let started = now_ms();
-    let out = login(&s.gw.url, &["--tool", "api_whoami", "--seconds", "42", "--interval", "0.2"]);
-    assert_eq!(out.summary["logins"], 1, "a second login happened: {}", out.summary);
-    assert_eq!(out.summary["errors"], 0, "{:?}", out.calls.iter().find(|c| !c["error"].is_null()));
-    let mut seen = std::collections::HashSet::new();
-    for c in &out.calls {
-        let headers: Value = serde_json::from_str(c["text"].as_str().unwrap()).unwrap();
-        let token = headers["authorization"].as_str().unwrap().strip_prefix("Bearer ").unwrap();
-        seen.insert(token.to_owned());
-    }
-    assert!(out.calls.len() >= 100, "{} calls", out.calls.len());
-    // ~21 lifetimes passed: the backend saw the token change with each refresh.
-    assert!(seen.len() >= 15, "only {} distinct upstream tokens reached the backend", seen.len());
-    let stats = s.idp.stats().await;
-    assert_eq!(stats.code_grants, 1, "one upstream login");
-    assert!(stats.refresh_grants >= 15, "{} refreshes", stats.refresh_grants);
-    assert_eq!(stats.replays, 0, "a rotated refresh token was replayed");
-    assert_eq!(stats.rejected, 0, "the IdP rejected a refresh");
-
+    let (out, started) = logged_in_throughout(&s, "legacy", 42).await;
     // The session has ended (the SDK deletes it on exit): its teardown reaches the backend.
     poll(Duration::from_secs(10), "the backend session's DELETE", || async {
         let r = backend_requests(&s.backend).await;
-        r.iter().any(|(m, _, _)| m == "DELETE").then_some(())
+        r.iter().any(|r| r.method == "DELETE").then_some(())
     })
     .await;
-    let requests = backend_requests(&s.backend).await;
-    // Before the login only the gateway's own connection probe ran (no user, no credentials);
-    // from the login on, every request is the user's: the call, the listing, the teardown.
-    let users: Vec<_> = requests.iter().filter(|r| r.1 >= started).collect();
-    assert!(users.len() >= out.calls.len(), "{} backend requests", users.len());
-    for (method, at, token) in users {
-        let token = token.as_deref().unwrap_or_else(|| panic!("{method} without credentials"));
-        let exp = jwt_exp_ms(token);
-        assert!(at < &exp, "{method} at {at} carried a token that expired at {exp}");
-    }
+    all_tokens_valid_on_arrival(&s, started, out.calls.len()).await;
+}
+
+/// The same in the stateless era (2026-07-28), over 5 lifetimes: no client session, each request
+/// stands alone, and each still reaches the backend with the user's current upstream token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_lasts_through_upstream_token_lifetimes_in_the_stateless_era() {
+    let s = stack(2).await;
+    let (out, started) = logged_in_throughout(&s, MODERN, 10).await;
+    let statuses = &out.summary["statuses"];
+    assert_eq!(statuses["401"], 1, "only the first request was challenged: {statuses}");
+    all_tokens_valid_on_arrival(&s, started, out.calls.len()).await;
 }
 
 /// 20 concurrent calls just after the upstream token expired cause exactly one refresh.
@@ -197,7 +102,8 @@ async fn a_burst_after_expiry_makes_one_refresh() {
     let out = login(
         &s.gw.url,
         &["--tool", "api_whoami", "--seconds", "3", "--interval", "3.5", "--concurrency", "20"],
-    );
+    )
+    .await;
     assert_eq!(out.summary["logins"], 1);
     assert_eq!(out.summary["errors"], 0, "{:?}", out.calls);
     assert_eq!(out.calls.len(), 40);
@@ -205,4 +111,58 @@ async fn a_burst_after_expiry_makes_one_refresh() {
     let stats = s.idp.stats().await;
     assert_eq!(stats.refresh_grants, 1, "refreshes for one burst");
     assert_eq!(stats.replays, 0);
+}
+
+/// Teardown after hours, short: a Legacy session left idle until its upstream token expired,
+/// then ended by the client. The backend session's DELETE goes out for the user with a token
+/// refreshed for it (never the expired one the session last used), valid when it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_torn_down_with_a_fresh_upstream_token() {
+    let s = stack(2).await;
+    let mut script = Script::start(&s.gw.url, &["--tool", "api_whoami"]).await;
+    let last = script.call_ok().await;
+    until_expired(&s.idp, &last).await;
+    let expired_at = now_ms();
+    let refreshes = s.idp.stats().await.refresh_grants;
+    let summary = script.quit().await;
+    assert_eq!(summary["logins"], 1, "{summary}");
+
+    let delete = poll(Duration::from_secs(10), "the backend session's DELETE", || async {
+        let r = backend_requests(&s.backend).await;
+        r.into_iter().find(|r| r.method == "DELETE")
+    })
+    .await;
+    assert!(delete.at >= expired_at, "the DELETE came before the token expired");
+    let token = delete.token.as_deref().expect("the DELETE carried no credentials");
+    assert_ne!(token, last, "the DELETE replayed the session's last (expired) token");
+    assert!(delete.at < jwt_exp_ms(token), "the DELETE's token had expired when it arrived");
+    let (_, sub) = s.idp.check(token).await;
+    assert_eq!(sub.as_deref(), Some("johndoe"), "the DELETE carried someone else's token");
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.refresh_grants, refreshes + 1, "one refresh for the teardown");
+    assert_eq!(stats.replays, 0);
+}
+
+/// A Legacy client that sets a log level has its backend session's GET stream held open for it
+/// (log messages arrive there). That stream is the user's, opened without a request of theirs
+/// behind it: it must carry the user's current upstream token, as any request for them does,
+/// not go without credentials (a backend that wants the user's token would refuse it, and the
+/// user's log messages would never arrive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_backend_stream_carries_their_upstream_token() {
+    let s = stack(3600).await;
+    let mut script = Script::start(&s.gw.url, &["--tool", "api_whoami"]).await;
+    script.call_ok().await;
+    let set = script.send("loglevel debug").await;
+    assert!(set["error"].is_null(), "{set}");
+    let get = poll(Duration::from_secs(10), "the user's backend GET stream", || async {
+        let r = users_requests(backend_requests(&s.backend).await);
+        r.into_iter().find(|r| r.method == "GET")
+    })
+    .await;
+    let token = get.token.as_deref().expect("the user's GET stream went without credentials");
+    assert_eq!(s.idp.check(token).await, (true, Some("johndoe".into())));
+    assert!(get.at < jwt_exp_ms(token));
+    let summary = script.quit().await;
+    assert_eq!(summary["logins"], 1, "{summary}");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{BackendLists, Unlisted};
+use super::{BackendLists, Unlisted, UnlistedCause};
 use crate::auth::Caller;
 use crate::auth::outgoing::OutgoingAuthError;
 use crate::backend::{Backend, BackendError, CallContext, Reply};
@@ -68,16 +68,16 @@ impl List<'_> {
         if !self.enabled {
             return Ok(Vec::new());
         }
-        self.all().await.map_err(|(reason, reauthenticate)| {
+        self.all().await.map_err(|(reason, cause)| {
             let (backend, method) = (self.name, self.method);
             tracing::warn!(backend, method, error = %reason, "discovery failed");
-            Unlisted { backend: Arc::from(backend), reason, reauthenticate }
+            Unlisted { backend: Arc::from(backend), reason, cause }
         })
     }
 
-    /// Follows `nextCursor` through every page (at most [`MAX_PAGES`]). An error says whether
-    /// the caller must authenticate again.
-    async fn all(&self) -> Result<Vec<Value>, (String, bool)> {
+    /// Follows `nextCursor` through every page (at most [`MAX_PAGES`]). An error says what the
+    /// caller should make of it.
+    async fn all(&self) -> Result<Vec<Value>, (String, UnlistedCause)> {
         let (method, key) = (self.method, self.key);
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
@@ -89,16 +89,24 @@ impl List<'_> {
                 .request(self.caller, method, params, CallContext::detached())
                 .await
                 .map_err(|e| {
-                    let again =
-                        matches!(e, BackendError::Auth(OutgoingAuthError::Reauthenticate(_)));
-                    (e.to_string(), again)
+                    let cause = match e {
+                        BackendError::Auth(OutgoingAuthError::Reauthenticate(_)) => {
+                            UnlistedCause::Reauthenticate
+                        }
+                        BackendError::Auth(OutgoingAuthError::UpstreamUnavailable(_)) => {
+                            UnlistedCause::CredentialsUnavailable
+                        }
+                        _ => UnlistedCause::Unavailable,
+                    };
+                    (e.to_string(), cause)
                 })?;
+            let failed = UnlistedCause::Unavailable;
             let result = match reply {
                 Reply::Result(r) => r,
-                Reply::Error(e) => return Err((format!("{} ({})", e.message, e.code), false)),
+                Reply::Error(e) => return Err((format!("{} ({})", e.message, e.code), failed)),
             };
             let mut page: serde_json::Map<String, Value> = serde_json::from_str(result.get())
-                .map_err(|e| (format!("unreadable {method} result: {e}"), false))?;
+                .map_err(|e| (format!("unreadable {method} result: {e}"), failed))?;
             if let Some(Value::Array(list)) = page.remove(key) {
                 items.extend(list);
             }

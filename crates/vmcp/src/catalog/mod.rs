@@ -72,8 +72,20 @@ pub struct Unlisted {
     pub backend: Arc<str>,
     /// Why (no credential or token in it).
     pub reason: String,
+    /// What the caller should make of it.
+    pub cause: UnlistedCause,
+}
+
+/// Why a user-bound backend could not be listed for a principal, as the caller should take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlistedCause {
+    /// The backend failed, timed out or could not be reached.
+    Unavailable,
     /// The backend refused this caller's credentials for good: it must authenticate again.
-    pub reauthenticate: bool,
+    Reauthenticate,
+    /// The caller's upstream credentials cannot be refreshed right now (their identity provider
+    /// is down): still logged in, try again later.
+    CredentialsUnavailable,
 }
 
 /// Sizes of the advertised lists, for logs and `/status`.

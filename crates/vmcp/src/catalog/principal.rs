@@ -20,7 +20,10 @@
 //!   the gateway's own connection), so every cached principal's lists of that backend are
 //!   fetched again, and only principals whose catalog actually changed are told;
 //! - a fetch that fails keeps the lists fetched before (or none) and is tried again no sooner
-//!   than [`RETRY`] later; it never fails the request that needed the catalog;
+//!   than [`RETRY`] later; it never fails the request that needed the catalog. One refused
+//!   because the principal must log in again is tried at their next request: only a new login
+//!   mends it, the request right after that login must see it mended, and asking costs nothing
+//!   meanwhile (the credentials fail before anything is sent);
 //! - dropped after `idle` without requests, and the least recently used is dropped beyond
 //!   `max_principals` ([`PrincipalLimits`]).
 //!
@@ -39,7 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Changed, LiveCatalog, Notice, Shared, same};
-use super::{BackendLists, Catalog, Unlisted, build_with};
+use super::{BackendLists, Catalog, Unlisted, UnlistedCause, build_with};
 use crate::auth::{Binding, Caller};
 use crate::backend::State;
 use crate::backend::registry::Backends;
@@ -294,10 +297,14 @@ async fn fetch(
                 .cloned()
                 .unwrap_or_else(|| BackendLists { backend: name.clone(), ..Default::default() });
             let reason = format!("listing did not finish within {timeout:?}");
-            (kept, Some(Unlisted { backend: name.clone(), reason, reauthenticate: false }))
+            let cause = UnlistedCause::Unavailable;
+            (kept, Some(Unlisted { backend: name.clone(), reason, cause }))
         }
     };
-    let retry_at = failure.is_some().then(|| Instant::now() + RETRY);
+    let retry_at = failure.as_ref().map(|f| match f.cause {
+        UnlistedCause::Reauthenticate => Instant::now(),
+        _ => Instant::now() + RETRY,
+    });
     Slot { lists: Some(lists), epoch, retry_at, failure }
 }
 

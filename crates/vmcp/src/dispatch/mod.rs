@@ -157,15 +157,21 @@ fn uri_within(uri: &str, limit: usize) -> Result<(), ErrorObject> {
 
 /// A name the caller's catalog lacks: `unknown` as it is, unless a user-bound backend could not
 /// be listed for this caller, which may be why. Then that failure is the error: -32001 (backend
-/// unavailable), or -32004 when the backend refused the caller's credentials for good (the
-/// client is asked to authenticate again), naming the backends and why.
+/// unavailable), -32004 when the backend refused the caller's credentials for good (the client
+/// is asked to authenticate again), or -32005 when the caller's upstream token could not be
+/// refreshed for the listing (their IdP is down: a retry, not a logout), naming the backends
+/// and why.
 fn unlisted(catalog: &crate::catalog::Catalog, unknown: ErrorObject) -> ErrorObject {
+    use crate::catalog::UnlistedCause;
     let failed = catalog.unlisted();
     if failed.is_empty() {
         return unknown;
     }
-    let code = if failed.iter().any(|u| u.reauthenticate) {
+    let any = |cause| failed.iter().any(|u| u.cause == cause);
+    let code = if any(UnlistedCause::Reauthenticate) {
         code::REAUTHENTICATE
+    } else if any(UnlistedCause::CredentialsUnavailable) {
+        code::CREDENTIALS_UNAVAILABLE
     } else {
         code::BACKEND_UNAVAILABLE
     };
@@ -290,22 +296,27 @@ mod tests {
 
     #[test]
     fn unknown_names_say_which_user_bound_backend_could_not_be_listed() {
+        use crate::catalog::UnlistedCause::{CredentialsUnavailable, Reauthenticate, Unavailable};
         use crate::catalog::{Catalog, Unlisted, build_with};
         let config = crate::config::AggregationConfig::default();
         let unknown = || invalid_params("Unknown tool: u_x");
         let same = unlisted(&Catalog::empty(), unknown());
         assert_eq!((same.code, same.message.as_str()), (code::INVALID_PARAMS, "Unknown tool: u_x"));
-        let down = |reauthenticate| Unlisted {
-            backend: "u".into(),
-            reason: "HTTP 401 Unauthorized".into(),
-            reauthenticate,
-        };
-        let e = unlisted(&build_with(&config, &[], vec![down(false)]), unknown());
+        let down =
+            |cause| Unlisted { backend: "u".into(), reason: "HTTP 401 Unauthorized".into(), cause };
+        let e = unlisted(&build_with(&config, &[], vec![down(Unavailable)]), unknown());
         assert_eq!(e.code, code::BACKEND_UNAVAILABLE);
         assert!(e.message.starts_with("Unknown tool: u_x; "), "{}", e.message);
         assert!(e.message.contains("u (HTTP 401 Unauthorized)"), "{}", e.message);
-        let e = unlisted(&build_with(&config, &[], vec![down(false), down(true)]), unknown());
-        assert_eq!(e.code, code::REAUTHENTICATE);
+        let catalog = build_with(&config, &[], vec![down(Unavailable), down(Reauthenticate)]);
+        assert_eq!(unlisted(&catalog, unknown()).code, code::REAUTHENTICATE);
+        // The user's IdP is down: a retry later (HTTP 503), unless another backend wants a login.
+        let catalog =
+            build_with(&config, &[], vec![down(Unavailable), down(CredentialsUnavailable)]);
+        assert_eq!(unlisted(&catalog, unknown()).code, code::CREDENTIALS_UNAVAILABLE);
+        let catalog =
+            build_with(&config, &[], vec![down(CredentialsUnavailable), down(Reauthenticate)]);
+        assert_eq!(unlisted(&catalog, unknown()).code, code::REAUTHENTICATE);
     }
 
     #[test]

@@ -333,7 +333,10 @@ impl Inner {
             self.end_slots(self.pool.drain());
             return Ok(info);
         }
-        let (info, session) = self.open_session(caller, None, None).await?;
+        let (info, session) = self.open_session(caller, None, None).await.map_err(|e| match e {
+            BackendError::Unavailable { reason, .. } => reason,
+            other => other.to_string(),
+        })?;
         let slot = self.pool.install_system(session.clone());
         self.spawn_listener(info.clone(), session, &slot);
         Ok(info)

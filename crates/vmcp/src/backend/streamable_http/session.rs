@@ -4,8 +4,10 @@
 //!
 //! Invariants:
 //! - A session holds its id, version and listener token; never a credential. Every exchange on
-//!   it takes the caller of the request that causes it; background work is `Caller::System`, and
-//!   ending a session without a request behind it uses the entry's `Caller::Teardown(binding)`.
+//!   it takes the caller of the request that causes it; work without a request behind it (ending
+//!   a session, holding its GET stream) uses the entry's own caller ([`Key::ending_caller`]):
+//!   `Caller::System` for the gateway's entry, `Caller::Teardown(binding)` for a principal's,
+//!   which resolves that principal's current credentials when used.
 //! - At most one listener runs per session, and a session's listener stops when the session is
 //!   renewed, ended, or the backend says there is no stream (405) or no session (404).
 //! - A GET stream is held only where something arrives on it for someone: the gateway's own
@@ -47,12 +49,13 @@ impl Inner {
         caller: &Caller,
         client: Option<u64>,
         client_meta: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<(ServerInfo, Arc<LegacySession>), String> {
+    ) -> Result<(ServerInfo, Arc<LegacySession>), BackendError> {
+        let fail = |reason: String| self.unavailable(reason);
         // Only a client's own entry tells the backend that client's capabilities.
         let client_meta = client_meta.filter(|_| client.is_some());
         let mut params: serde_json::Value =
             serde_json::from_str(crate::backend::initialize_params().get())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| fail(e.to_string()))?;
         if let Some(m) = client_meta {
             if let Some(caps) = m.get(meta::KEY_CLIENT_CAPABILITIES) {
                 params["capabilities"] = caps.clone();
@@ -73,10 +76,12 @@ impl Inner {
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .timeout(self.spec.timeout)
             .body(body.to_bytes());
-        let req = self.spec.auth.apply(caller, req).await.map_err(|e| e.to_string())?;
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        // A credential failure stays what it is: it decides between "log in again" (401) and
+        // "retry later" (503) for the client, where "backend unavailable" would decide nothing.
+        let req = self.spec.auth.apply(caller, req).await?;
+        let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
         if !resp.status().is_success() {
-            return Err(format!("initialize answered HTTP {}", resp.status()));
+            return Err(fail(format!("initialize answered HTTP {}", resp.status())));
         }
         let id = resp
             .headers()
@@ -84,10 +89,10 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let ctx = CallContext::detached();
-        let info = match self.read_reply(resp, 0, &ctx).await.map_err(|e| e.to_string())? {
-            Reply::Result(r) => crate::backend::parse_initialize_result(&r)?,
+        let info = match self.read_reply(resp, 0, &ctx).await.map_err(|e| fail(e.to_string()))? {
+            Reply::Result(r) => crate::backend::parse_initialize_result(&r).map_err(fail)?,
             Reply::Error(e) => {
-                return Err(format!("initialize failed: {} ({})", e.message, e.code));
+                return Err(fail(format!("initialize failed: {} ({})", e.message, e.code)));
             }
         };
         let session = Arc::new(LegacySession {
@@ -96,9 +101,12 @@ impl Inner {
             listener: self.stop.child_token(),
         });
         let note = Message::Notification(Notification::new("notifications/initialized", None));
-        self.post(caller, Post::plain(&info, Some(&session), &note))
-            .await
-            .map_err(|e| e.into_backend(&self.spec.name).to_string())?;
+        self.post(caller, Post::plain(&info, Some(&session), &note)).await.map_err(|e| match e
+            .into_backend(&self.spec.name)
+        {
+            BackendError::Auth(e) => BackendError::Auth(e),
+            other => fail(other.to_string()),
+        })?;
         Ok((info, session))
     }
 
@@ -162,10 +170,9 @@ impl Inner {
                     // A renewed gateway session: rediscover, the backend may have changed.
                     self.status.ready(info);
                 }
-                Ok::<_, String>(session)
+                Ok::<_, BackendError>(session)
             })
-            .await
-            .map_err(|e| self.unavailable(e))?;
+            .await?;
         Ok(session.clone())
     }
 
@@ -223,7 +230,8 @@ impl Inner {
     }
 
     /// Holds the session's GET stream open for server-initiated notifications until the session
-    /// ends. Background work: `Caller::System`. A 405 means the backend offers no stream: the
+    /// ends. No request is behind it: each (re)open goes with the entry's own caller, so a
+    /// principal's stream carries that principal's current credentials. A 405 means the backend offers no stream: the
     /// listener stops for good. A 404 means the backend forgot the session: the listener stops
     /// (the gateway's own entry is renewed at once, so list_changed keeps reaching the catalog;
     /// a client's is renewed by its next request).
@@ -284,7 +292,9 @@ impl Inner {
         if let Some(id) = &session.id {
             req = req.header(protocol::HEADER_SESSION_ID, id);
         }
-        let Ok(req) = self.spec.auth.apply(&Caller::System, req).await else {
+        // A principal's stream is theirs (their log messages, their subscriptions): with no
+        // credentials a backend that wants the user's token would refuse it.
+        let Ok(req) = self.spec.auth.apply(&key.ending_caller(), req).await else {
             return Listened::Failed;
         };
         let resp = match req.send().await {
