@@ -82,14 +82,37 @@ pub(super) fn upstream_user<'a>(
 
 /// A vault failure as the client should see it: log in again, or 503 (the user stays logged in).
 pub(super) fn vault_error(e: TokenError) -> OutgoingAuthError {
-    match e {
+    match &e {
         TokenError::Reauthenticate { .. } => OutgoingAuthError::Reauthenticate(e.to_string()),
-        TokenError::Unavailable { .. } => OutgoingAuthError::UpstreamUnavailable(e.to_string()),
+        // The detail (which IdP endpoint failed, how) is for the operator; the client learns
+        // which upstream and that it should retry, not the gateway's internal addresses.
+        TokenError::Unavailable { upstream, .. } => {
+            tracing::warn!(upstream = %upstream, error = %e, "upstream tokens unavailable");
+            OutgoingAuthError::UpstreamUnavailable(format!(
+                "upstream identity provider {upstream:?} unavailable right now; retry later"
+            ))
+        }
     }
 }
 
 impl fmt::Debug for UpstreamInject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "UpstreamInject({:?})", self.provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_idp_is_not_described_to_the_client() {
+        let e = vault_error(TokenError::Unavailable {
+            upstream: "corp".into(),
+            reason: "connection failed (http://10.0.0.7:8443/oauth2/token)".into(),
+        });
+        let m = e.to_string();
+        assert!(matches!(e, OutgoingAuthError::UpstreamUnavailable(_)), "{e:?}");
+        assert!(m.contains("\"corp\"") && !m.contains("10.0.0.7"), "{m}");
     }
 }
