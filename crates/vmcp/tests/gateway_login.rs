@@ -45,6 +45,16 @@ async fn logged_in_throughout(s: &Stack, mode: &str, seconds: u32) -> (Outcome, 
     assert!(stats.refresh_grants as usize >= least, "{} refreshes", stats.refresh_grants);
     assert_eq!(stats.replays, 0, "a rotated refresh token was replayed");
     assert_eq!(stats.rejected, 0, "the IdP rejected a refresh");
+    // The figures, for the record (`cargo test --test gateway_login -- --nocapture`).
+    eprintln!(
+        "{mode}: {seconds} s, {} calls, {} distinct upstream tokens at the backend, {} refreshes, \
+         {} login(s), {} replays",
+        out.calls.len(),
+        seen.len(),
+        stats.refresh_grants,
+        out.summary["logins"],
+        stats.replays
+    );
     (out, started)
 }
 
