@@ -17,8 +17,8 @@ pub(crate) fn warnings(cfg: &AuthServerConfig) -> Vec<String> {
     }
     if cfg.hmac_secret_files.is_empty() {
         out.push(
-            "hmac_secret_files: not set: an ephemeral secret is generated at start, so \
-             authorization codes and refresh tokens stop working when vmcp restarts"
+            "hmac_secret_files: not set: the upstream token vault's key is generated at start, so \
+             a store that outlives vmcp could not be read after a restart"
                 .to_owned(),
         );
     }

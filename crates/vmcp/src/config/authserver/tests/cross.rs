@@ -212,8 +212,8 @@ fn warnings_name_the_file() {
              the resource, and the gateway accepts only the audience",
             "authserver-config.yaml: signing_key_config: not set: an ephemeral signing key is \
              generated at start, so issued tokens stop validating when vmcp restarts",
-            "authserver-config.yaml: hmac_secret_files: not set: an ephemeral secret is generated \
-             at start, so authorization codes and refresh tokens stop working when vmcp restarts",
+            "authserver-config.yaml: hmac_secret_files: not set: the upstream token vault's key is \
+             generated at start, so a store that outlives vmcp could not be read after a restart",
             "authserver-config.yaml: upstreams[0].oauth2_config: neither userinfo nor \
              identity_from_token is set: the user's subject is derived from each access token (it \
              changes at every sign-in) and there is no name or email",
