@@ -345,7 +345,7 @@ pub(super) enum Subject {
 
 impl Subject {
     /// The subject credential for `caller`. `what` names the strategy in the message of an
-    /// unauthenticated caller. Callers handle `Caller::System` before asking.
+    /// unauthenticated caller. `OutgoingAuth::apply` handles `Caller::System` before any strategy asks.
     pub(super) async fn resolve(
         &self,
         caller: &Caller,

@@ -294,6 +294,11 @@ impl OutgoingAuth {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
+        if matches!(caller, Caller::System) && self.is_user_bound() {
+            // Background work (discovery, probes, notification streams) has no user to act for:
+            // a user-bound strategy sends no credentials rather than borrowing anyone's.
+            return Ok(request);
+        }
         match &self.0 {
             Strategy::Unauthenticated => Ok(request),
             Strategy::HeaderInjection(h) => Ok(h.apply(request)),

@@ -115,10 +115,6 @@ impl Obo {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        if matches!(caller, Caller::System) {
-            // Background work has no user to act for: no credentials rather than anyone's.
-            return Ok(request);
-        }
         let assertion = self.subject.resolve(caller, "on-behalf-of exchange").await?;
         let assertion = assertion.expose();
         let key = cache_key(assertion, &[&self.scope]);

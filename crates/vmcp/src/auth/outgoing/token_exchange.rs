@@ -114,11 +114,6 @@ impl TokenExchange {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        if matches!(caller, Caller::System) {
-            // Background work (discovery, notification streams) has no user to act for: it goes
-            // without credentials rather than borrowing anyone's.
-            return Ok(request);
-        }
         let subject = self.subject.resolve(caller, "token exchange").await?;
         let subject = subject.expose();
         // One strategy serves one backend, so the target is the same for every key; it is in

@@ -35,11 +35,6 @@ impl UpstreamInject {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        if matches!(caller, Caller::System) {
-            // Background work (connection probe, notification streams) has no user to act for:
-            // it goes without credentials rather than borrowing anyone's.
-            return Ok(request);
-        }
         let token = upstream_token(caller, &self.issuer, &self.provider, &*self.vault).await?;
         match bearer(token.expose()) {
             Some(v) => Ok(set_header(request, AUTHORIZATION, v)),

@@ -137,10 +137,6 @@ impl Xaa {
         caller: &Caller,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        if matches!(caller, Caller::System) {
-            // Background work has no user to act for: no credentials rather than anyone's.
-            return Ok(request);
-        }
         let subject = self.subject.resolve(caller, "cross-app access (xaa)").await?;
         let subject = subject.expose();
         let target = [self.audience.as_str(), self.resource.as_deref().unwrap_or(""), &self.scope];
