@@ -14,7 +14,6 @@
 
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -187,10 +186,8 @@ fn classify_error_body(status: u16, body: &Value) -> RefreshError {
 
 /// The `sub` of a JWT's payload, unverified (it was verified when it was received).
 fn unverified_sub(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let v: Value = serde_json::from_slice(&raw).ok()?;
-    v.get("sub").and_then(Value::as_str).map(str::to_string)
+    let claims = super::token_response::unverified_claims(jwt)?;
+    claims.get("sub").and_then(Value::as_str).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -213,6 +210,7 @@ mod tests {
 
     #[test]
     fn sub_of_a_jwt() {
+        use base64::Engine as _;
         let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"u1"}"#);
         assert_eq!(unverified_sub(&format!("h.{p}.s")).as_deref(), Some("u1"));
         assert_eq!(unverified_sub("nope"), None);
