@@ -39,23 +39,9 @@ use vmcp::auth::server::StaticClient;
 /// The client id the suite is given (`--client-id`).
 const CLIENT_ID: &str = "conformance";
 
-fn conformance() -> String {
-    if let Some(v) = std::env::var_os("VMCP_CONFORMANCE") {
-        return v.to_string_lossy().into_owned();
-    }
-    let p = tools::tools_dir().join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    assert!(
-        p.exists(),
-        "conformance suite not found: VMCP_CONFORMANCE unset and no {}. Run \
-         scripts/install-test-tools.sh, or `source .tools/env.sh` before `cargo test`",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
 #[tokio::test]
 async fn conformance_authorization_server_scenarios() {
-    let (node, suite) = (tools::node(), conformance());
+    let (node, suite) = (tools::node(), tools::conformance());
     let h = Harness::start(&["corp"], |s| {
         s.cimd.enabled = true;
         s.clients.push(StaticClient {

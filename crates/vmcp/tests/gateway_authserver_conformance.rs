@@ -26,7 +26,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -46,38 +46,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("authorization-code-grant", &["authorization-code-grant"]),
 ];
-
-/// `@modelcontextprotocol/conformance`'s `dist/index.js`.
-fn conformance() -> String {
-    if let Some(v) = std::env::var_os("VMCP_CONFORMANCE") {
-        return v.to_string_lossy().into_owned();
-    }
-    let p = tools::tools_dir().join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    assert!(
-        p.exists(),
-        "conformance suite not found: VMCP_CONFORMANCE unset and no {}. Run \
-         scripts/install-test-tools.sh, or `source .tools/env.sh` before `cargo test`",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(stem: &str) -> TempDir {
-        let d = temp_path(stem, "d");
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The upstream IdP and vmcp with its authorization server (CIMD enabled), no backends.
 struct Stack {
@@ -223,7 +191,7 @@ async fn run_suite(issuer: &str, client_id: &str, resource: &str) -> SuiteRun {
     let out = TempDir::new("as-conformance-results");
     let port = free_port();
     let mut child = tokio::process::Command::new(tools::node())
-        .arg(conformance())
+        .arg(tools::conformance())
         .args(["authorization", "--url", issuer, "--client-id", client_id])
         .args(["--resource", resource, "--port", &port.to_string()])
         .arg("-o")

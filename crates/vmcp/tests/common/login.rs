@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::upstream_idp::UpstreamIdp;
-use super::{Fixture, Gateway, free_port, temp_path, tools};
+use super::{Fixture, Gateway, TempDir, free_port, tools};
 
 /// Bound for one step of the script (a login, a call).
 pub const SCRIPT_STEP: Duration = Duration::from_secs(60);
@@ -28,22 +28,13 @@ pub struct Stack {
     _dir: TempDir,
 }
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Starts the IdP (upstream access tokens live `access_ttl` seconds, refresh tokens rotate), the
 /// backend and vmcp configured with `upstream_inject` for it.
 pub async fn stack(access_ttl: u64) -> Stack {
     let idp = UpstreamIdp::launch().await;
     idp.config(json!({ "accessTtl": access_ttl, "rotate": true })).await;
     let backend = Fixture::http_args(0, "legacy", "api", &["--user-tools"]);
-    let dir = TempDir(temp_path("login", "d"));
+    let dir = TempDir::new("login");
     std::fs::create_dir_all(&dir.0).unwrap();
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");

@@ -76,6 +76,24 @@ pub fn temp_path(stem: &str, ext: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vmcp-itest-{stem}-{}-{n}.{ext}", std::process::id()))
 }
 
+/// A fresh directory under the system temp dir, removed (with its contents) on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `vmcp-itest-STEM-...d`.
+    pub fn new(stem: &str) -> TempDir {
+        let d = temp_path(stem, "d");
+        std::fs::create_dir_all(&d).expect("creating a temp dir");
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A TCP port nobody listens on (right now).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

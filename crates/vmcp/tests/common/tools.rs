@@ -55,3 +55,12 @@ pub fn everything() -> String {
 pub fn python() -> String {
     locate("VMCP_PYTHON", "py/bin/python", "Python with the MCP SDK (VMCP_PYTHON)")
 }
+
+/// The official conformance suite's `dist/index.js` (`@modelcontextprotocol/conformance`).
+pub fn conformance() -> String {
+    locate(
+        "VMCP_CONFORMANCE",
+        "node_modules/@modelcontextprotocol/conformance/dist/index.js",
+        "conformance suite (VMCP_CONFORMANCE)",
+    )
+}
