@@ -209,6 +209,8 @@ async fn record_request(
             "at": at,
             "session": header("mcp-session-id"),
             "authorization": header("authorization"),
+            // Modern requests name their JSON-RPC method in a header.
+            "mcpMethod": header("mcp-method"),
         })
     };
     shared.log_request(entry);

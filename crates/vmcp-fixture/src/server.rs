@@ -436,8 +436,14 @@ impl ServerHandler for Fixture {
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
-        // Accept whatever was asked; rmcp narrows it to the advertised capabilities.
-        Some(requested.clone())
+        // Accept what was asked, except resources a backend that authorises subscriptions would
+        // refuse (the same ones `resources/subscribe` refuses); rmcp narrows the rest to the
+        // advertised capabilities.
+        let mut accepted = requested.clone();
+        if let Some(uris) = accepted.resource_subscriptions.as_mut() {
+            uris.retain(|u| !u.contains("/refused/"));
+        }
+        Some(accepted)
     }
 
     async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {

@@ -134,3 +134,91 @@ async fn a_refused_subscription_is_rolled_back() {
     let r = a.call("resources/unsubscribe", json!({ "uri": refused })).await;
     assert!(r.msg().get("error").is_none(), "{:?}", r.message);
 }
+
+/// The `subscriptions/listen` requests the fixture at `url` received: the bearer token each
+/// carried (`None`: without one).
+async fn listen_tokens(url: &str) -> Vec<Option<String>> {
+    let log: Value = reqwest::get(url.replace("/mcp", "/test/requests"))
+        .await
+        .expect("GET /test/requests")
+        .json()
+        .await
+        .expect("request log");
+    log.as_array()
+        .expect("log array")
+        .iter()
+        .filter(|e| e["mcpMethod"] == "subscriptions/listen")
+        .map(|e| {
+            e["authorization"].as_str().and_then(|a| a.strip_prefix("Bearer ")).map(str::to_owned)
+        })
+        .collect()
+}
+
+/// A Modern backend that gets the user's own credentials authorises each principal's
+/// subscriptions: each principal's URIs ride on a stream opened with that principal's token
+/// (never on the gateway's own), a URI the backend does not accept is refused to the subscriber
+/// who asked and leaves nothing behind, and a principal's stream closes when its last
+/// subscription ends.
+#[tokio::test]
+async fn modern_backend_with_user_credentials_listens_per_principal() {
+    use common::local_idp::{AUDIENCE, LocalIdp};
+    let idp = LocalIdp::start();
+    let f = Fixture::http("modern", "m");
+    let gw = Gateway::start(&format!(
+        "name: s\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+         outgoingAuth:\n  backends:\n    m: {{ type: passthrough }}\nbackends:\n{}",
+        idp.url,
+        http_backend("m", &f.url),
+    ));
+    let (alice_token, bob_token) = (idp.token("alice"), idp.token("bob"));
+    let mut alice = gw.client();
+    alice.bearer = Some(alice_token.clone());
+    alice.legacy_init().await;
+    let mut bob = gw.client();
+    bob.bearer = Some(bob_token.clone());
+    bob.legacy_init().await;
+
+    // Both subscribe: the backend sees one listen stream per principal, each with its own token.
+    for c in [&alice, &bob] {
+        let r = c.call("resources/subscribe", json!({ "uri": URI })).await;
+        assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+    }
+    let tokens = listen_tokens(&f.url).await;
+    for t in [&alice_token, &bob_token] {
+        assert!(
+            tokens.iter().any(|seen| seen.as_deref() == Some(t.as_str())),
+            "no listen stream carried a subscriber's token: {tokens:?}"
+        );
+    }
+    assert_eq!(gw.backend_status("m").await["principalListenStreams"], 2);
+
+    // Alice hears about the update on her GET stream.
+    let mut a_stream = alice.get_stream().await;
+    let mut got = None;
+    for _ in 0..20 {
+        bob.tool(false, "m_touch_resource", json!({ "uri": URI })).await;
+        got = updated_within(&mut a_stream, Duration::from_millis(500)).await;
+        if got.is_some() {
+            break;
+        }
+    }
+    assert!(got.is_some(), "a subscribed principal never heard of the update");
+
+    // A URI the backend does not accept is refused to the one who asked, every time.
+    let refused = "test://template/refused/data";
+    for _ in 0..2 {
+        let r = bob.call("resources/subscribe", json!({ "uri": refused })).await;
+        let e = r.error();
+        assert!(e["message"].as_str().unwrap_or("").contains("refused"), "{e}");
+    }
+
+    // The last subscription of a principal ends its stream.
+    for c in [&alice, &bob] {
+        let r = c.call("resources/unsubscribe", json!({ "uri": URI })).await;
+        assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+    }
+    poll(Duration::from_secs(5), "principal streams to close", || async {
+        (gw.backend_status("m").await["principalListenStreams"] == 0).then_some(())
+    })
+    .await;
+}

@@ -25,6 +25,7 @@ pub mod stdio;
 pub mod streamable_http;
 
 pub use crate::auth::outgoing::OutgoingAuth;
+pub use streamable_http::ListenError;
 
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -158,6 +159,9 @@ pub struct BackendEvent {
     pub backend: std::sync::Arc<str>,
     /// The client session whose backend session it came on; `None` for shared sessions.
     pub session: Option<u64>,
+    /// The principal whose backend session, child or stream it came on; `None` when it is
+    /// shared by all. Only that principal's sessions may receive it.
+    pub principal: Option<crate::auth::Binding>,
     /// The notification as the backend sent it.
     pub notification: Notification,
 }
@@ -292,10 +296,34 @@ impl Backend {
     }
 
     /// Adds (`on`) or removes a resource URI on the notification stream of a Modern backend
-    /// (2026-07-28 has no `resources/subscribe`). Other backends ignore it.
-    pub fn listen_resource(&self, uri: &str, on: bool) {
-        if let Backend::Http(b) = self {
-            b.listen_resource(uri, on);
+    /// (2026-07-28 has no `resources/subscribe`), as `caller`: on a backend whose credentials are
+    /// the user's, each principal's URIs go on a stream of its own, and the answer says whether
+    /// the backend accepted them. Other backends ignore it.
+    pub async fn listen_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        on: bool,
+    ) -> Result<(), streamable_http::ListenError> {
+        match self {
+            Backend::Http(b) => b.listen_resource(caller, uri, on).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Principals holding a subscription stream of their own at a Modern HTTP backend.
+    pub fn principal_listens(&self) -> Option<usize> {
+        match self {
+            Backend::Http(b) => Some(b.principal_listens()),
+            _ => None,
+        }
+    }
+
+    /// Whether this backend's outgoing credentials are the caller's own (HTTP transports).
+    pub fn user_bound(&self) -> bool {
+        match self {
+            Backend::Http(b) => b.user_bound(),
+            _ => false,
         }
     }
 

@@ -414,6 +414,7 @@ impl Mux {
         let _ = self.inner.events.send(BackendEvent {
             backend: self.inner.backend.clone(),
             session: self.dedicated_session(),
+            principal: self.inner.routing.owner.as_ref().and_then(|o| o.principal.clone()),
             notification: n,
         });
     }

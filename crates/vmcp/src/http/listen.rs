@@ -145,6 +145,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
     first.insert("notifications".into(), accepted.into());
     let ack = tag("notifications/subscriptions/acknowledged", first);
     let uris: Vec<String> = subscribed.iter().map(|(_, u)| u.clone()).collect();
+    let binding = caller.binding();
     let guard = Unsubscribe {
         gw: gw.clone(),
         caller: Caller::Teardown(caller.binding()),
@@ -161,7 +162,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
     let rest = futures::stream::unfold(
         state,
         move |(mut changes, mut events, stop, mut queue, guard)| {
-            let (tag, uris) = (tag.clone(), uris.clone());
+            let (tag, uris, binding) = (tag.clone(), uris.clone(), binding.clone());
             async move {
                 loop {
                     if let Some(m) = queue.pop_front() {
@@ -184,6 +185,8 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
                         }
                         e = events.recv() => if let Ok(e) = e
                             && e.session.is_none()
+                            // Another principal's stream is none of this one's business.
+                            && e.principal.as_ref().is_none_or(|p| *p == binding)
                             && e.notification.method == "notifications/resources/updated"
                             && let Some(uri) = params::get_str(e.notification.params.as_deref(), "uri")
                             && uris.contains(&uri)

@@ -445,7 +445,8 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                     e = events.recv() => if let Ok(e) = e {
                         let n = e.notification;
                         // Another client's own backend session is none of this client's business.
-                        let ours = e.session.is_none_or(|k| k == session.key);
+                        let ours = e.session.is_none_or(|k| k == session.key)
+                            && e.principal.as_ref().is_none_or(|p| *p == session.binding);
                         let deliver = ours && match n.method.as_str() {
                             "notifications/resources/updated" => params::get_str(n.params.as_deref(), "uri").is_some_and(|u| session.is_subscribed(&u)),
                             // Logs only from a backend session or child of this client's own:

@@ -29,6 +29,8 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 "lastError": b.last_error(),
                 "unroutableMessages": b.status().unroutable(),
                 "isolation": b.isolation(),
+                // Modern backends with the user's credentials: one subscription stream each.
+                "principalListenStreams": b.principal_listens(),
                 // User-bound backends are discovered per principal: not counted in `counts`.
                 "userBound": gw.catalog.is_user_bound(name),
                 "counts": catalog.counts_for(name),

@@ -15,6 +15,7 @@
 //! Invariant: the credentials on each POST come from that request's `Caller`; sessions hold only
 //! ids and versions, and the pool only bindings.
 
+mod listen;
 mod pool;
 mod post;
 mod session;
@@ -28,6 +29,8 @@ use serde_json::value::RawValue;
 use sse_stream::SseByteStream;
 use tokio_util::sync::CancellationToken;
 
+pub use self::listen::ListenError;
+use self::listen::PrincipalListens;
 use self::pool::Pool;
 use self::post::{Post, PostError};
 use self::session::{Lease, LegacySession};
@@ -54,6 +57,8 @@ struct Inner {
     listened: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Wakes the listen stream to reopen it with a changed set.
     relisten: tokio::sync::Notify,
+    /// Each principal's own listen stream, when the credentials are the user's (see [`listen`]).
+    principals: PrincipalListens,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -75,6 +80,7 @@ impl HttpBackend {
             .build()
             .unwrap_or_default();
         let pool = Pool::new(spec.limits.max_sessions, spec.limits.session_idle);
+        let principals = PrincipalListens::new(spec.limits.max_sessions);
         let inner = Arc::new(Inner {
             spec,
             client,
@@ -84,6 +90,7 @@ impl HttpBackend {
             stop: CancellationToken::new(),
             listened: Default::default(),
             relisten: tokio::sync::Notify::new(),
+            principals,
         });
         tokio::spawn(supervise(inner.clone()));
         tokio::spawn(expire_idle(Arc::downgrade(&inner)));
@@ -120,6 +127,7 @@ impl HttpBackend {
             params: params.as_deref(),
             tool_schema: schema,
             headers: Some(&ctx.headers),
+            stream: false,
         };
         let session_of = |l: &Option<Lease>| l.as_ref().map(|l| l.session.clone());
         let current = session_of(&lease);
@@ -200,14 +208,36 @@ impl HttpBackend {
         .await;
     }
 
-    /// See [`super::Backend::listen_resource`].
-    pub fn listen_resource(&self, uri: &str, on: bool) {
+    /// See [`super::Backend::listen_resource`]. A backend whose credentials are the user's gets
+    /// each principal's URIs on a stream of that principal's ([`listen`]); others get them on
+    /// the gateway's own stream.
+    pub async fn listen_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        on: bool,
+    ) -> Result<(), ListenError> {
+        if self.inner.spec.auth.is_user_bound() && !matches!(caller, Caller::System) {
+            let info = self.inner.ready_info()?;
+            return self.inner.listen_as(&info, caller, uri, on).await;
+        }
         let mut set = self.inner.listened.lock().unwrap_or_else(|e| e.into_inner());
         let changed = if on { set.insert(uri.to_owned()) } else { set.remove(uri) };
         drop(set);
         if changed {
             self.inner.relisten.notify_one();
         }
+        Ok(())
+    }
+
+    /// Whether the outgoing credentials are the caller's own.
+    pub fn user_bound(&self) -> bool {
+        self.inner.spec.auth.is_user_bound()
+    }
+
+    /// Principals holding a subscription stream of their own, for `/status`.
+    pub fn principal_listens(&self) -> usize {
+        self.inner.principals.len()
     }
 
     /// Connection status (state, server info, last error, change feed).
@@ -448,6 +478,7 @@ impl Inner {
                 let _ = self.spec.events.send(BackendEvent {
                     backend: self.spec.name.clone(),
                     session: None,
+                    principal: None,
                     notification: n,
                 });
             }

@@ -65,6 +65,14 @@ impl Key {
         }
     }
 
+    /// The principal this entry serves; `None` for the gateway's own.
+    pub fn principal(&self) -> Option<Binding> {
+        match &self.owner {
+            Owner::System => None,
+            Owner::Principal(b) => Some(b.clone()),
+        }
+    }
+
     /// The caller that ends this entry's session when nobody's request is behind it (eviction,
     /// idle expiry, shutdown): resolved when used, never stored.
     pub fn ending_caller(&self) -> Caller {

@@ -53,6 +53,9 @@ pub(super) struct Post<'a> {
     pub tool_schema: Option<&'a serde_json::Value>,
     /// Forwarded client headers.
     pub headers: Option<&'a crate::backend::Forwarded>,
+    /// A stream that stays open (`subscriptions/listen`): the timeout bounds only the wait for
+    /// the response head, not the body.
+    pub stream: bool,
 }
 
 impl<'a> Post<'a> {
@@ -62,7 +65,16 @@ impl<'a> Post<'a> {
         session: Option<&'a LegacySession>,
         body: &'a Message,
     ) -> Self {
-        Self { info, session, body, method: None, params: None, tool_schema: None, headers: None }
+        Self {
+            info,
+            session,
+            body,
+            method: None,
+            params: None,
+            tool_schema: None,
+            headers: None,
+            stream: false,
+        }
     }
 }
 
@@ -78,8 +90,10 @@ impl Inner {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .header(protocol::HEADER_PROTOCOL_VERSION, &p.info.protocol_version)
-            .timeout(self.spec.timeout)
             .body(p.body.to_bytes());
+        if !p.stream {
+            req = req.timeout(self.spec.timeout);
+        }
         let session_id =
             p.session.and_then(|s| s.id.as_deref()).filter(|_| p.info.era == Era::Legacy);
         if let Some(id) = session_id {
@@ -98,9 +112,14 @@ impl Inner {
             req = crate::backend::forward_headers(req, headers);
         }
         let req = self.spec.auth.apply(caller, req).await.map_err(PostError::Auth)?;
-        let resp = req
-            .send()
-            .await
+        let sent = if p.stream {
+            tokio::time::timeout(self.spec.timeout, req.send())
+                .await
+                .map_err(|_| PostError::Transport { reason: "timed out".into(), connect: false })?
+        } else {
+            req.send().await
+        };
+        let resp = sent
             .map_err(|e| PostError::Transport { reason: describe(&e), connect: unreachable(&e) })?;
         let status = resp.status();
         if status.is_success() {

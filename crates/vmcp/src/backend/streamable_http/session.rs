@@ -327,6 +327,7 @@ impl Inner {
             let _ = self.spec.events.send(BackendEvent {
                 backend: self.spec.name.clone(),
                 session: key.client,
+                principal: key.principal(),
                 notification: n,
             });
         }
