@@ -222,3 +222,34 @@ async fn modern_backend_with_user_credentials_listens_per_principal() {
     })
     .await;
 }
+
+/// A Legacy backend forgets its sessions (a restart on the same port): a client's backend
+/// session that carries a subscription is renewed at once and subscribed again, so the client
+/// keeps hearing about updates without sending anything.
+#[tokio::test]
+async fn a_forgotten_backend_session_keeps_its_subscriptions() {
+    let f = Fixture::http("legacy", "h");
+    let gw = Gateway::start(&format!("name: s\nbackends:\n{}", http_backend("h", &f.url)));
+    let mut a = gw.client();
+    a.legacy_init().await;
+    let mut b = gw.client();
+    b.legacy_init().await;
+    let r = a.call("resources/subscribe", json!({ "uri": URI })).await;
+    assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+    let mut a_stream = a.get_stream().await;
+    let resp = reqwest::Client::new()
+        .post(f.url.replace("/mcp", "/test/forget-sessions"))
+        .send()
+        .await
+        .expect("forget");
+    assert!(resp.status().is_success());
+    let mut got = None;
+    for _ in 0..20 {
+        b.tool(false, "h_touch_resource", json!({ "uri": URI })).await;
+        got = updated_within(&mut a_stream, Duration::from_millis(500)).await;
+        if got.is_some() {
+            break;
+        }
+    }
+    assert!(got.is_some(), "the subscription did not survive the backend forgetting its session");
+}

@@ -145,10 +145,14 @@ impl HttpBackend {
             Err(e) => Err(inner.failed(e)),
         };
         if let (Ok(Reply::Result(_)), Some(lease)) = (&reply, &lease)
-            && ARMS_LISTENER.contains(&method)
+            && KEEPS_STATE.contains(&method)
         {
-            // From now on the backend reports on this session's GET stream.
-            inner.arm(&info, lease);
+            // Set again on the entry's next session, should this one be renewed or evicted.
+            lease.slot.state().record(method, params.as_deref());
+            if method != "resources/unsubscribe" {
+                // From now on the backend reports on this session's GET stream.
+                inner.arm(&info, lease);
+            }
         }
         // A transport failure may leave the request running at the backend: cancel it there.
         guard.armed = matches!(reply, Err(BackendError::Transport { .. }));
@@ -566,9 +570,10 @@ async fn supervise(inner: Arc<Inner>) {
     }
 }
 
-/// Methods after which a Legacy backend reports on the session's GET stream, so the session's
-/// entry keeps a listener from then on.
-const ARMS_LISTENER: [&str; 2] = ["resources/subscribe", "logging/setLevel"];
+/// Methods that change what a Legacy backend session carries for its client (see
+/// [`pool::SessionState`]); all but unsubscribe also make the backend report on the session's
+/// GET stream, so the entry keeps a listener from then on.
+const KEEPS_STATE: [&str; 3] = ["resources/subscribe", "resources/unsubscribe", "logging/setLevel"];
 
 /// Ends principals' backend sessions that have been idle for the configured time, until the
 /// backend stops.

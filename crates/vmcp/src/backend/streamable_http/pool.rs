@@ -20,8 +20,13 @@
 //!   least recently used entry that no request is using is ended. When all are busy, the request
 //!   that needed a new entry fails; nothing else does.
 //! - The map's lock is held for map operations only, never across an `.await`.
+//! - What a client set at the backend through an entry (resource subscriptions, a log level) is
+//!   remembered with the entry ([`SessionState`]) and set again on the entry's next session, so a
+//!   renewed or re-opened backend session serves its client as before. An entry holding such
+//!   state does not idle out, is evicted only when no stateless one can go, and then leaves its
+//!   state parked for its next session (bounded like the entries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,6 +93,41 @@ impl Key {
     }
 }
 
+/// What clients set at the backend through an entry's session, to be set again on its next one.
+/// Holds no credential.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SessionState {
+    /// Resource URIs subscribed with `resources/subscribe`.
+    pub subscriptions: BTreeSet<String>,
+    /// The level of the last `logging/setLevel`.
+    pub log_level: Option<String>,
+}
+
+impl SessionState {
+    fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty() && self.log_level.is_none()
+    }
+
+    /// Records a request the backend accepted, if it changes the session's state.
+    pub fn record(&mut self, method: &str, params: Option<&serde_json::value::RawValue>) {
+        let get = |k: &str| crate::protocol::params::get_str(params, k);
+        match method {
+            "resources/subscribe" => {
+                if let Some(uri) = get("uri") {
+                    self.subscriptions.insert(uri);
+                }
+            }
+            "resources/unsubscribe" => {
+                if let Some(uri) = get("uri") {
+                    self.subscriptions.remove(&uri);
+                }
+            }
+            "logging/setLevel" => self.log_level = get("level"),
+            _ => {}
+        }
+    }
+}
+
 /// One pool entry: its key and the backend session currently serving it.
 pub(super) struct Slot {
     pub key: Key,
@@ -98,6 +138,11 @@ pub(super) struct Slot {
     /// something was asked through them that the backend answers on the GET stream (resource
     /// subscriptions, a log level). Kept across renewals.
     pub listening: AtomicBool,
+    /// What its sessions are to carry (see [`SessionState`]).
+    pub state: Mutex<SessionState>,
+    /// The client's capabilities and info its first session was opened with (a client's
+    /// entry), for sessions opened with no request of that client behind them.
+    pub client_meta: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Slot {
@@ -106,7 +151,19 @@ impl Slot {
             key,
             cell: ArcSwap::from_pointee(OnceCell::new()),
             listening: AtomicBool::new(false),
+            state: Mutex::default(),
+            client_meta: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The state its sessions carry, for reading or recording.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        // Each critical section is one small update, so a poisoned lock is still sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn has_state(&self) -> bool {
+        !self.state().is_empty()
     }
 
     /// The session now serving the entry, if one was opened.
@@ -136,9 +193,29 @@ pub(super) struct Full(pub usize);
 
 /// The pool of one backend.
 pub(super) struct Pool {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries>,
     max: usize,
     idle: Duration,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Key, Entry>,
+    /// State of entries evicted while holding some, for their next session.
+    parked: HashMap<Key, SessionState>,
+}
+
+impl std::ops::Deref for Entries {
+    type Target = HashMap<Key, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
 }
 
 impl Pool {
@@ -146,7 +223,7 @@ impl Pool {
         Self { entries: Mutex::default(), max: max.max(1), idle }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -164,18 +241,34 @@ impl Pool {
             let counted =
                 |m: &HashMap<Key, Entry>| m.keys().filter(|k| k.owner != Owner::System).count();
             while counted(&map) >= self.max {
+                // Entries whose sessions carry state go last: their clients count on them.
                 let victim = map
                     .iter()
                     .filter(|(k, e)| k.owner != Owner::System && !e.busy())
-                    .min_by_key(|(_, e)| e.last_used)
+                    .min_by_key(|(_, e)| (e.slot.has_state(), e.last_used))
                     .map(|(k, _)| k.clone());
                 let Some(victim) = victim else { return Err(Full(self.max)) };
                 if let Some(e) = map.remove(&victim) {
+                    let state = e.slot.state().clone();
+                    if !state.is_empty() {
+                        if map.parked.len() >= self.max {
+                            // Bounded like the entries: the oldest parking is not known, any goes.
+                            let any = map.parked.keys().next().cloned();
+                            if let Some(k) = any {
+                                map.parked.remove(&k);
+                            }
+                        }
+                        map.parked.insert(victim, state);
+                    }
                     evicted.push(e.slot);
                 }
             }
         }
         let slot = Arc::new(Slot::new(key.clone()));
+        if let Some(state) = map.parked.remove(&key) {
+            *slot.state() = state;
+            slot.listening.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         map.insert(key, Entry { slot: slot.clone(), last_used: now });
         Ok((slot, evicted))
     }
@@ -198,18 +291,23 @@ impl Pool {
     /// exactly one).
     pub fn remove_client(&self, client: u64) -> Vec<Arc<Slot>> {
         let mut map = self.lock();
+        map.parked.retain(|k, _| k.client != Some(client));
         let keys: Vec<Key> = map.keys().filter(|k| k.client == Some(client)).cloned().collect();
         keys.iter().filter_map(|k| map.remove(k)).map(|e| e.slot).collect()
     }
 
-    /// Removes principals' Modern entries unused for the idle timeout and not in use.
+    /// Removes principals' Modern entries unused for the idle timeout, not in use and holding no
+    /// state (a standing subscription keeps its entry).
     pub fn expire(&self) -> Vec<Arc<Slot>> {
         let now = Instant::now();
         let mut map = self.lock();
         let keys: Vec<Key> = map
             .iter()
             .filter(|(k, e)| {
-                k.is_principal_modern() && !e.busy() && now.duration_since(e.last_used) >= self.idle
+                k.is_principal_modern()
+                    && !e.busy()
+                    && now.duration_since(e.last_used) >= self.idle
+                    && !e.slot.has_state()
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -218,7 +316,9 @@ impl Pool {
 
     /// Removes every entry (backend gone, or shutdown).
     pub fn drain(&self) -> Vec<Arc<Slot>> {
-        self.lock().drain().map(|(_, e)| e.slot).collect()
+        let mut map = self.lock();
+        map.parked.clear();
+        map.drain().map(|(_, e)| e.slot).collect()
     }
 
     /// How often [`Pool::expire`] should run.
@@ -291,5 +391,40 @@ mod tests {
         assert_eq!(pool.expire().len(), 1);
         assert_eq!(pool.remove_client(1).len(), 1);
         assert_eq!(pool.len(), 1);
+    }
+
+    fn subscribed(slot: &Slot, uri: &str) {
+        let params = crate::protocol::jsonrpc::raw(&serde_json::json!({ "uri": uri }));
+        slot.state().record("resources/subscribe", Some(&params));
+    }
+
+    #[test]
+    fn entries_carrying_state_stay_and_their_state_outlives_eviction() {
+        let pool = Pool::new(2, Duration::ZERO);
+        let (a, _) = pool.checkout(key("a", None)).unwrap();
+        subscribed(&a, "test://x");
+        drop(a);
+        let (b, _) = pool.checkout(key("b", None)).unwrap();
+        drop(b);
+        // Idle for the (zero) timeout: only the stateless entry expires.
+        let expired: Vec<Key> = pool.expire().iter().map(|s| s.key.clone()).collect();
+        assert_eq!(expired, [key("b", None)]);
+        let (b, _) = pool.checkout(key("b", None)).unwrap();
+        drop(b);
+        std::thread::sleep(Duration::from_millis(2));
+        // Full: the stateless entry goes first, although a was used longer ago.
+        let (c, evicted) = pool.checkout(key("c", None)).unwrap();
+        assert_eq!(evicted.iter().map(|s| s.key.clone()).collect::<Vec<_>>(), [key("b", None)]);
+        drop(c);
+        // With only stateful entries idle, one goes; its state waits for its next session.
+        let (c, _) = pool.checkout(key("c", None)).unwrap();
+        subscribed(&c, "test://y");
+        drop(c);
+        let (_d, evicted) = pool.checkout(key("d", None)).unwrap();
+        assert_eq!(evicted.len(), 1);
+        let gone = evicted[0].key.clone();
+        let (back, _) = pool.checkout(gone).unwrap();
+        assert_eq!(back.state().subscriptions.len(), 1, "the evicted entry's state came back");
+        assert!(back.listening.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

@@ -158,11 +158,16 @@ impl Inner {
         if Key::of(caller, slot.key.client) != slot.key {
             return Err(self.unavailable("backend session belongs to another principal"));
         }
+        if let Some(m) = client_meta {
+            let _ = slot.client_meta.set(m.clone());
+        }
+        let client_meta = client_meta.or(slot.client_meta.get());
         let cell = slot.cell.load_full();
         let session = cell
             .get_or_try_init(|| async {
                 let (info, session) =
                     self.open_session(caller, slot.key.client, client_meta).await?;
+                self.restore(caller, &info, &session, slot).await;
                 if slot.listening.load(Ordering::Relaxed) {
                     self.spawn_listener(info.clone(), session.clone(), slot);
                 }
@@ -174,6 +179,33 @@ impl Inner {
             })
             .await?;
         Ok(session.clone())
+    }
+
+    /// Sets again on a new session what its entry's earlier sessions carried (log level,
+    /// resource subscriptions), as `caller`, the entry's own principal. A refusal is logged: the
+    /// backend may have withdrawn what it allowed before, and the client's next request tells.
+    async fn restore(
+        &self,
+        caller: &Caller,
+        info: &ServerInfo,
+        session: &LegacySession,
+        slot: &Slot,
+    ) {
+        let state = slot.state().clone();
+        let level = state.log_level.iter().map(|l| ("logging/setLevel", "level", l.as_str()));
+        let uris = state.subscriptions.iter().map(|u| ("resources/subscribe", "uri", u.as_str()));
+        for (method, key, value) in level.chain(uris) {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let params = protocol::jsonrpc::raw(&serde_json::json!({ key: value }));
+            let body = Message::Request(Request::new(Id::Number(id), method, Some(params)));
+            let outcome = match self.post(caller, Post::plain(info, Some(session), &body)).await {
+                Ok(resp) => self.read_reply(resp, id, &CallContext::detached()).await,
+                Err(e) => Err(e.into_backend(&self.spec.name)),
+            };
+            if !matches!(outcome, Ok(Reply::Result(_))) {
+                tracing::warn!(backend = %self.spec.name, method, "could not restore a renewed backend session's state");
+            }
+        }
     }
 
     /// The backend answered 404 for `lease`'s session: it forgot it. Stops that session's
@@ -233,8 +265,9 @@ impl Inner {
     /// ends. No request is behind it: each (re)open goes with the entry's own caller, so a
     /// principal's stream carries that principal's current credentials. A 405 means the backend offers no stream: the
     /// listener stops for good. A 404 means the backend forgot the session: the listener stops
-    /// (the gateway's own entry is renewed at once, so list_changed keeps reaching the catalog;
-    /// a client's is renewed by its next request).
+    /// (the gateway's own entry, and one carrying subscriptions or a log level, is renewed at
+    /// once, with the entry's own caller, and its state set again; another is renewed by its
+    /// client's next request).
     async fn listen(
         self: Arc<Self>,
         info: ServerInfo,
@@ -259,18 +292,26 @@ impl Inner {
                     return;
                 }
                 Listened::Gone => {
-                    if key == Key::system()
-                        && let Some(slot) = slot.upgrade()
-                    {
-                        let lease = Lease { slot, session: session.clone() };
-                        if let Err(e) = self.renew(&Caller::System, &lease, None).await {
+                    let Some(slot) = slot.upgrade() else { return };
+                    // The gateway's own session, and one carrying a client's subscriptions or log
+                    // level, are renewed now: their notifications must not wait for a request.
+                    // Others wait for their client's next request.
+                    if key != Key::system() && !slot.has_state() {
+                        session.listener.cancel();
+                        return;
+                    }
+                    let lease = Lease { slot, session: session.clone() };
+                    match self.renew(&key.ending_caller(), &lease, None).await {
+                        Ok(_) => {}
+                        Err(e) if key == Key::system() => {
                             // Without its own session the gateway would miss list_changed:
                             // let the supervisor reconnect with backoff instead.
                             tracing::warn!(backend = %self.spec.name, error = %e, "renewing the gateway's backend session failed");
                             self.status.down(e.to_string());
                         }
-                    } else {
-                        session.listener.cancel();
+                        Err(e) => {
+                            tracing::debug!(backend = %self.spec.name, error = %e, "renewing a client's backend session failed; its next request will");
+                        }
                     }
                     return;
                 }
