@@ -1,4 +1,5 @@
-//! The command line: `vmcp serve`, `vmcp validate`, `vmcp version`.
+//! The command line: `vmcp serve`, `vmcp validate`, `vmcp init`, `vmcp version`, with
+//! ToolHive's global `--config` and `--debug`.
 //!
 //! This is the composition root: the config is loaded and split here, and each part gets only its
 //! own piece.
@@ -14,12 +15,20 @@ use crate::config;
 use crate::gateway::Gateway;
 use crate::http::server::Server;
 
+mod init;
 mod shutdown;
 
 /// vmcp: many MCP servers behind one endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "vmcp", version, about)]
 pub struct Cli {
+    /// Configuration file (YAML); before or after the subcommand, as in ToolHive's `vmcp`.
+    /// For `init`, where to write the starter config (default: standard output).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log at debug level (`VMCP_LOG`, when set, wins).
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -30,9 +39,6 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve {
-        /// Configuration file (YAML).
-        #[arg(long, short)]
-        config: PathBuf,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
@@ -43,28 +49,69 @@ pub enum Command {
         /// `server.limits.sessionIdleTimeout`.
         #[arg(long, value_parser = parse_ttl)]
         session_ttl: Option<Duration>,
+        /// ToolHive's audit logging switch: not available in vmcp yet (refused when set).
+        #[arg(long)]
+        enable_audit: bool,
     },
     /// Check a configuration file, and `authserver-config.yaml` beside it when present, and exit
     /// (status 0 when valid, 1 when not).
-    Validate {
-        /// Configuration file (YAML).
+    Validate,
+    /// Write a commented starter configuration for the given backends: each a URL
+    /// (`http(s)://…`, a path ending in `/sse` is legacy HTTP+SSE) or a command line (stdio),
+    /// optionally prefixed `NAME=`.
+    Init {
+        /// Backends, e.g. `http://127.0.0.1:8080/mcp` or `files=npx -y @scope/server /tmp`.
+        backends: Vec<String>,
+        /// The gateway's name.
+        #[arg(long, default_value = "vmcp")]
+        name: String,
+        /// Where to write it (alias of `--config`; default: standard output).
         #[arg(long, short)]
-        config: PathBuf,
+        output: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the version.
     Version,
 }
 
+impl Cli {
+    /// The log filter when `VMCP_LOG` is unset.
+    pub fn default_log_level(&self) -> &'static str {
+        if self.debug { "debug" } else { "info" }
+    }
+}
+
 /// Runs the command line; the exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config = cli.config;
+    let needs_config = |config: Option<PathBuf>| {
+        config.ok_or_else(|| anyhow::anyhow!("no configuration file given: use --config FILE"))
+    };
     match cli.command {
         Command::Version => {
             println!("vmcp {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
-        Command::Validate { config } => Ok(validate(&config)),
-        Command::Serve { config, host, port, session_ttl } => {
-            serve(&config, &host, port, session_ttl).await
+        Command::Validate => Ok(validate(&needs_config(config)?)),
+        Command::Init { backends, name, output, force } => {
+            match init::run(&name, &backends, output.or(config).as_deref(), force) {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    eprintln!("vmcp init: {e}");
+                    Ok(2)
+                }
+            }
+        }
+        Command::Serve { enable_audit: true, .. } => {
+            eprintln!(
+                "--enable-audit: audit logging is not available in vmcp yet; remove the flag"
+            );
+            Ok(2)
+        }
+        Command::Serve { host, port, session_ttl, enable_audit: false } => {
+            serve(&needs_config(config)?, &host, port, session_ttl).await
         }
     }
 }
