@@ -144,6 +144,17 @@ impl Health {
         Refused { reason, retry_at }
     }
 
+    /// Why a call would be refused now (breaker open, or half-open with its trial under way),
+    /// without taking the trial: `None` when [`Health::admit`] would let a call through.
+    pub fn blocks_calls(&self) -> Option<Refused> {
+        let now = Instant::now();
+        let s = self.lock();
+        let blocked = self.policy.breaker.is_some()
+            && s.breaker != BreakerState::Closed
+            && s.until.is_some_and(|t| now < t);
+        blocked.then(|| self.refusal_of(&s, now))
+    }
+
     /// Why the backend is out of service (breaker open, or unhealthy), if it is.
     pub fn refusal(&self) -> Option<Refused> {
         let s = self.lock();
@@ -313,6 +324,8 @@ mod tests {
         assert_eq!(h.breaker(), BreakerState::Open);
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
+        let reason = |r: Option<Refused>| r.map(|r| r.reason);
+        assert_eq!(reason(h.blocks_calls()), reason(h.admit().err()));
         let refused = h.admit().unwrap_err();
         assert!(refused.reason.contains("3 consecutive failures"), "{refused:?}");
         assert!(refused.reason.contains("HTTP 502"), "{refused:?}");
@@ -322,7 +335,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(h.admit(), Ok(()), "the trial");
         assert_eq!(h.breaker(), BreakerState::HalfOpen);
-        assert!(h.admit().is_err(), "one trial at a time");
+        assert!(h.blocks_calls().is_some() && h.admit().is_err(), "one trial at a time");
         h.success();
         assert_eq!(h.breaker(), BreakerState::Closed);
         assert!(h.in_service());
@@ -350,6 +363,7 @@ mod tests {
         h.failure("x");
         assert!(!h.in_service());
         assert_eq!(h.admit(), Ok(()), "no breaker: calls still go through");
+        assert_eq!(h.blocks_calls(), None);
         assert_eq!(h.report()["health"], "unhealthy");
         assert_eq!(h.report()["breaker"]["enabled"], false);
         h.success();

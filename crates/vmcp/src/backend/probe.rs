@@ -2,7 +2,8 @@
 //!
 //! Each connected backend gets a `ping` every interval, as `Caller::System` through its
 //! configured outgoing auth (a backend that does not know `ping` is asked for `tools/list`
-//! instead). The outcome feeds the backend's [`Health`]: so a backend that died with no traffic
+//! instead, unless it is user-bound: it is never listed without a user's credentials, and its
+//! "method not found" answer already shows it is up). The outcome feeds the backend's [`Health`]: so a backend that died with no traffic
 //! (a Modern backend holds no connection) is noticed within one interval, and a backend whose
 //! breaker is open is tried again as soon as its breaker timeout has passed.
 //!
@@ -95,7 +96,11 @@ impl Target {
     /// One probe, its outcome recorded.
     async fn probe(&self) {
         let outcome = match self.ask("ping").await {
-            Ok(Reply::Error(e)) if e.code == code::METHOD_NOT_FOUND => self.ask("tools/list").await,
+            // The answer itself shows the backend is up; a user-bound backend is never listed
+            // without a user's credentials, so its answer is enough.
+            Ok(Reply::Error(e)) if e.code == code::METHOD_NOT_FOUND && !self.user_bound => {
+                self.ask("tools/list").await
+            }
             other => other,
         };
         match outcome {

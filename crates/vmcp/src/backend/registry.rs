@@ -138,6 +138,17 @@ impl Backends {
         self.health(name).and_then(|h| h.refusal())
     }
 
+    /// Why a call to the backend `name` would be refused now: not connected, or its breaker
+    /// open. An unhealthy backend (out of the catalog) whose breaker lets calls through still
+    /// gets them: a success brings it back.
+    pub fn call_refusal(&self, name: &str) -> Option<super::health::Refused> {
+        let ready = self.get(name).is_some_and(|b| b.state() == State::Ready);
+        if !ready {
+            return self.out_of_service(name);
+        }
+        self.health(name).and_then(|h| h.blocks_calls())
+    }
+
     /// All backends in config order.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Backend>)> {
         self.list.iter().map(|(n, b)| (n, b))

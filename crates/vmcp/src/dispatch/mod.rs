@@ -155,9 +155,10 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
 }
 
 /// A name the caller's catalog lacks but the gateway listed before: its backend left service
-/// (down, unhealthy, breaker open). `None`: never listed. `Some(Err)`: -32001 naming the backend,
-/// why, and when it is retried, rather than an unknown name. `Some(Ok)`: the backend is back
-/// and the catalog has not caught up yet: route there (with the catalog that knows it).
+/// (down, unhealthy, breaker open). `None`: never listed. `Some(Err)`: the backend would refuse
+/// the call (not connected, breaker open): -32001 naming it, why, and when it is retried, rather
+/// than an unknown name. `Some(Ok)`: the backend takes calls (unhealthy but answering, or back
+/// before the catalog caught up): route there (with the catalog that knows the name).
 #[allow(clippy::type_complexity)]
 fn withdrawn<T>(
     gw: &Gateway,
@@ -167,7 +168,7 @@ fn withdrawn<T>(
     let known = gw.catalog.known();
     let found = lookup(&known)?;
     let backend = backend_of(&found);
-    Some(match gw.backends.out_of_service(backend) {
+    Some(match gw.backends.call_refusal(backend) {
         Some(why) => Err(forward::refused(backend, &why)),
         None => Ok((found, known)),
     })
