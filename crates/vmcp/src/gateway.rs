@@ -59,6 +59,9 @@ pub struct Gateway {
     pub events: EventSender,
     /// Items per page in list results (0: no paging).
     pub page_size: usize,
+    /// `operational.failureHandling.partialFailureMode`: whether a session's `initialize` and
+    /// lists fail while a backend is out of service.
+    pub partial_failure: crate::config::PartialFailureMode,
     /// Stops background tasks.
     pub stop: CancellationToken,
     /// Backend calls waiting for a Modern client's input.
@@ -141,6 +144,11 @@ impl Gateway {
             events.subscribe(),
             stop.clone(),
         ));
+        tokio::spawn(crate::backend::probe::run(
+            backends.clone(),
+            config.operational.failure_handling.clone(),
+            stop.clone(),
+        ));
         let gw = Arc::new(Gateway {
             name: config.name.clone(),
             backends,
@@ -148,6 +156,7 @@ impl Gateway {
             sessions: Sessions::new(config.server.limits.clone()),
             events,
             page_size: config.server.page_size,
+            partial_failure: config.operational.failure_handling.partial_failure_mode,
             stop,
             parked: Default::default(),
             subscriptions: Default::default(),
@@ -166,6 +175,38 @@ impl Gateway {
             config.server.limits.session_idle_timeout,
         ));
         Ok(gw)
+    }
+
+    /// With `partialFailureMode: fail`, the error for a session's `initialize` or a list while
+    /// some backends are out of service, naming them and why; `None` otherwise.
+    pub fn partial_failure_error(&self) -> Option<crate::protocol::ErrorObject> {
+        if self.partial_failure != crate::config::PartialFailureMode::Fail {
+            return None;
+        }
+        let out: Vec<String> = self
+            .backends
+            .iter()
+            .filter_map(|(name, _)| {
+                self.backends.out_of_service(name).map(|r| format!("{name} ({})", r.reason))
+            })
+            .collect();
+        if out.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .backends
+            .iter()
+            .filter(|(n, _)| !self.backends.in_service(n))
+            .map(|(n, _)| &**n)
+            .collect();
+        Some(crate::protocol::ErrorObject::with_data(
+            crate::protocol::jsonrpc::code::BACKEND_UNAVAILABLE,
+            format!(
+                "backends unavailable (operational.failureHandling.partialFailureMode: fail): {}",
+                out.join(", ")
+            ),
+            &serde_json::json!({ "backends": names }),
+        ))
     }
 
     /// The headers of a client request that go on to backends.

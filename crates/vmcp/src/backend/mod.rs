@@ -16,9 +16,11 @@
 //! - Dropping a request future before it completes cancels the request at the backend
 //!   (`notifications/cancelled`).
 
+pub mod health;
 pub mod limit;
 pub mod mux;
 pub mod pool;
+pub mod probe;
 pub mod registry;
 pub mod sse;
 pub mod stdio;
@@ -32,6 +34,11 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::protocol::{Era, ErrorObject, Message, Notification};
+
+/// Longest wait between two reconnect attempts (or stdio restarts) of a backend that is down: a
+/// backend that comes back after a long outage is back in service within about this long.
+/// Attempts are cheap (a refused TCP connect, or a process spawn).
+pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a backend said about itself when the gateway connected.
 #[derive(Debug, Clone)]
@@ -132,6 +139,28 @@ pub enum BackendError {
     /// Outgoing credentials could not be resolved.
     #[error(transparent)]
     Auth(#[from] crate::auth::outgoing::OutgoingAuthError),
+}
+
+impl BackendError {
+    /// The HTTP status a transport error reports (`HTTP 502 Bad Gateway`), if any.
+    pub fn http_status(&self) -> Option<u16> {
+        let BackendError::Transport { reason, .. } = self else { return None };
+        reason.strip_prefix("HTTP ")?.get(..3)?.parse().ok()
+    }
+
+    /// Whether this failure says the backend is in trouble (and so counts against its health):
+    /// a transport failure (connection, framing, HTTP 5xx, timeout). Not an HTTP 4xx (about the
+    /// request or its credentials), not "unavailable" (the gateway is not connected, or out of
+    /// room for another session: nothing was sent), not a credential failure (the caller's).
+    pub fn counts_against_health(&self) -> bool {
+        matches!(self, BackendError::Transport { .. })
+            && !self.http_status().is_some_and(|s| (400..500).contains(&s))
+    }
+
+    /// Whether the transport gave up because the request took too long.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BackendError::Transport { reason, .. } if reason.starts_with("timed out"))
+    }
 }
 
 /// Connection state, for `/status` and routing decisions.

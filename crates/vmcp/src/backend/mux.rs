@@ -567,9 +567,11 @@ fn rewrite_progress_token(
     (Some(raw(&Value::Object(map))), Some(original))
 }
 
-/// Reconnect delays for a transport's supervisor: 250ms doubling up to 30s, back to 250ms after a
-/// connection that lasted over a minute (a flapping backend backs off, a long-lived one that
-/// drops once reconnects quickly).
+/// Reconnect (or restart) delays for a transport's supervisor: 250ms doubling up to
+/// [`super::RECONNECT_MAX`], back to 250ms after a connection that lasted [`Backoff::RESET_AFTER`]
+/// (a process that crashes at once backs off; one that served a while, even if it crashes every
+/// few seconds, comes back at once). The cap is low so a backend that returns after a long
+/// outage is back within about a second.
 #[derive(Debug)]
 pub struct Backoff {
     next: std::time::Duration,
@@ -577,8 +579,9 @@ pub struct Backoff {
 
 impl Backoff {
     const MIN: std::time::Duration = std::time::Duration::from_millis(250);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
-    const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+    const MAX: std::time::Duration = super::RECONNECT_MAX;
+    /// A run this long (it connected, initialized and served) resets the delay.
+    pub const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
     /// A fresh backoff.
     pub fn new() -> Self {
@@ -587,7 +590,7 @@ impl Backoff {
 
     /// The delay before the next attempt, given how long the last connection lasted.
     pub fn delay(&mut self, last_run: std::time::Duration) -> std::time::Duration {
-        if last_run > Self::RESET_AFTER {
+        if last_run >= Self::RESET_AFTER {
             self.next = Self::MIN;
         }
         let delay = self.next;
@@ -931,14 +934,25 @@ mod tests {
     #[test]
     fn backoff_doubles_caps_and_resets() {
         let mut b = Backoff::new();
-        let short = Duration::from_secs(1);
+        let short = Duration::from_millis(100);
         assert_eq!(b.delay(short), Duration::from_millis(250));
         assert_eq!(b.delay(short), Duration::from_millis(500));
         for _ in 0..20 {
             b.delay(short);
         }
-        assert_eq!(b.delay(short), Duration::from_secs(30));
+        // Capped low: a backend back after a long outage is reconnected within a second.
+        assert_eq!(b.delay(short), Duration::from_secs(1));
         assert_eq!(b.delay(Duration::from_secs(61)), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_process_crashing_every_few_seconds_restarts_at_once() {
+        // It served three seconds each time: no growing delay (it used to reset only after a
+        // minute up, so such a server spent most of its time waiting to restart).
+        let mut b = Backoff::new();
+        for _ in 0..10 {
+            assert_eq!(b.delay(Duration::from_secs(3)), Duration::from_millis(250));
+        }
     }
 
     #[tokio::test]

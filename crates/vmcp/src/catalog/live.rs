@@ -13,6 +13,11 @@
 //! Change notices go to every client for the shared catalog, and to one principal's clients for
 //! that principal's catalog ([`LiveCatalog::changes_for`]).
 //!
+//! A backend is listed while it is in service ([`Backends::in_service`]): connected, not
+//! unhealthy, its circuit breaker not open. When it leaves service its items leave the catalog
+//! (clients get `list_changed`) but stay *known*: [`LiveCatalog::known`] still routes them, so
+//! a call to one is refused as "backend unavailable", never as an unknown name.
+//!
 //! Invariant: a backend's failure only removes that backend's items.
 
 use std::collections::HashMap;
@@ -110,6 +115,8 @@ pub struct LiveCatalog {
     discovered: tokio::sync::watch::Sender<usize>,
     /// `None` when no backend is user-bound: every caller reads the shared catalog.
     pub(super) principals: Option<Principals>,
+    /// Built from the last lists of every shared backend ever listed, in service or not.
+    known: ArcSwap<Catalog>,
 }
 
 impl Default for LiveCatalog {
@@ -123,6 +130,7 @@ impl Default for LiveCatalog {
             changes: broadcast::channel(NOTICES).0,
             discovered: tokio::sync::watch::channel(0).0,
             principals: None,
+            known: ArcSwap::from_pointee(Catalog::empty()),
         }
     }
 }
@@ -182,6 +190,12 @@ impl LiveCatalog {
         ChangeFeed { rx: self.changes.subscribe(), binding }
     }
 
+    /// The catalog as it would be with every shared backend ever listed in service: where a
+    /// name the current catalog lacks came from (its backend is out of service now).
+    pub fn known(&self) -> Arc<Catalog> {
+        self.known.load_full()
+    }
+
     /// Whether `name` is discovered per principal rather than in the shared catalog.
     pub fn is_user_bound(&self, name: &str) -> bool {
         self.principals.as_ref().is_some_and(|p| p.is_bound(name))
@@ -218,12 +232,15 @@ pub async fn run_discovery(
         tokio::spawn(super::principal::refresh(live.clone(), backends.clone(), stop.clone()));
     }
     let mut lists: HashMap<Arc<str>, BackendLists> = HashMap::new();
+    // Every shared backend's last lists, kept while it is out of service.
+    let mut known: HashMap<Arc<str>, BackendLists> = HashMap::new();
     // User-bound backends: whether each was ready when last seen.
     let mut ready: HashMap<Arc<str>, bool> = HashMap::new();
     // One stream of "this backend may have changed" signals: state changes and list_changed.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<str>>(256);
     for (name, backend) in backends.iter() {
         let (name, backend, tx, stop) = (name.clone(), backend.clone(), tx.clone(), stop.clone());
+        let mut health = backends.health(&name).map(|h| h.subscribe());
         tokio::spawn(async move {
             let mut watch = backend.watch();
             loop {
@@ -231,6 +248,10 @@ pub async fn run_discovery(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = watch.changed() => if r.is_err() { return },
+                    r = async { match health.as_mut() {
+                        Some(h) => h.changed().await,
+                        None => std::future::pending().await,
+                    } } => if r.is_err() { return },
                 }
             }
         });
@@ -249,13 +270,13 @@ pub async fn run_discovery(
         let Some(backend) = backends.get(&name) else { continue };
         if let Some(p) = live.principals.as_ref().filter(|p| p.is_bound(&name)) {
             // Only readiness matters here (not every reconnect attempt while it is down).
-            let up = backend.state() == State::Ready;
+            let up = backends.in_service(&name);
             if ready.insert(name.clone(), up) != Some(up) || listed {
                 p.backend_changed(&name);
             }
             continue;
         }
-        let fresh = if backend.state() == State::Ready {
+        let fresh = if backends.in_service(&name) {
             let (found, failure) =
                 discover_as(&Caller::System, &name, backend, lists.get(&name)).await;
             if failure.is_some() {
@@ -277,6 +298,12 @@ pub async fn run_discovery(
             None => lists.remove(&name).is_some(),
         };
         if changed {
+            if let Some(l) = lists.get(&name) {
+                known.insert(name.clone(), l.clone());
+            }
+            let everything: Vec<&BackendLists> =
+                backends.iter().filter_map(|(n, _)| known.get(n)).collect();
+            live.known.store(Arc::new(super::build_from(&aggregation, &everything)));
             let ordered: Vec<BackendLists> =
                 backends.iter().filter_map(|(n, _)| lists.get(n).cloned()).collect();
             live.publish(build(&aggregation, &ordered), ordered);

@@ -242,6 +242,9 @@ pub struct OperationalConfig {
     /// Largest HTTP backend reply (JSON body or one SSE event) in bytes; default 16 MiB.
     #[serde(default)]
     pub max_backend_reply_bytes: Option<usize>,
+    /// Health probes, the circuit breaker and partial failure (see `failure_handling.rs`).
+    #[serde(default)]
+    pub failure_handling: FailureHandlingConfig,
 }
 
 /// `operational.timeouts`.
@@ -307,6 +310,7 @@ pub mod authserver;
 pub mod backend_sessions;
 pub mod connections;
 pub mod duration;
+pub mod failure_handling;
 pub mod limits;
 
 pub use auth::{
@@ -316,6 +320,7 @@ pub use auth::{
 pub use authserver::AuthServerConfig;
 pub use backend_sessions::BackendSessionsConfig;
 pub use connections::ConnectionsConfig;
+pub use failure_handling::{CircuitBreakerConfig, FailureHandlingConfig, PartialFailureMode};
 mod auth_validate;
 mod load;
 mod locate;

@@ -86,6 +86,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
         c.report("server.maxRequestBodyBytes", "must be greater than zero");
     }
     c.findings.extend(super::limits::check(&cfg.server.limits));
+    c.findings.extend(super::failure_handling::check(&cfg.operational.failure_handling));
     c.findings
 }
 

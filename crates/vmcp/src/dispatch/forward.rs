@@ -56,6 +56,9 @@ pub async fn forward_with(
     let backend = gw.backends.get(name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
+    if let Some(health) = gw.backends.health(name) {
+        health.admit().map_err(|r| refused(name, &r))?;
+    }
     if let (Client::Modern(_), Some(Era::Legacy)) = (&cx.client, backend.info().map(|i| i.era)) {
         // The Legacy backend may ask the client things mid-call; a Modern client answers through
         // input_required rounds with the call parked in between.
@@ -107,11 +110,31 @@ async fn call_once(
         headers: cx.headers.clone(),
     };
     let timeout = gw.backends.timeout(name);
+    let health = gw.backends.health(name);
     let call = async {
-        match tokio::time::timeout(timeout, backend.request(&cx.caller, method, params, ctx)).await
-        {
-            Ok(r) => r.map_err(|e| backend_error(&e)),
-            Err(_) => Err(ErrorObject::new(
+        let started = tokio::time::Instant::now();
+        let outcome =
+            tokio::time::timeout(timeout, backend.request(&cx.caller, method, params, ctx)).await;
+        // A transport that gives up as the deadline passes (its own HTTP timeout, a stream cut
+        // then) reports a timeout too: one code for running out of time, whatever the transport.
+        let timed_out = match &outcome {
+            Err(_) => true,
+            Ok(Err(e)) => e.is_timeout() || started.elapsed() + DEADLINE_SLACK >= timeout,
+            Ok(Ok(_)) => false,
+        };
+        match (&outcome, health) {
+            (_, None) => {}
+            (Ok(Ok(_)), Some(h)) => h.success(),
+            (_, Some(h)) if timed_out => {
+                h.failure(&format!("{method} timed out after {timeout:?}"))
+            }
+            (Ok(Err(e)), Some(h)) if e.counts_against_health() => h.failure(&e.to_string()),
+            _ => {}
+        }
+        match outcome {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) if !timed_out => Err(backend_error(&e)),
+            _ => Err(ErrorObject::new(
                 code::BACKEND_TIMEOUT,
                 format!("backend {name} did not answer {method} within {timeout:?}"),
             )),
@@ -280,6 +303,24 @@ fn fix_result(cx: &Cx, method: &str, result: Box<RawValue>) -> Box<RawValue> {
         return result;
     }
     raw(&map)
+}
+
+/// How close to its deadline a transport failure counts as the deadline passing.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A call the backend's health refuses (breaker open): -32001 at once, naming the backend and
+/// when it will be tried again.
+pub(super) fn refused(name: &str, r: &crate::backend::health::Refused) -> ErrorObject {
+    let retry = r.retry_at.map(crate::backend::health::rfc3339);
+    let when = match &retry {
+        Some(t) => format!("; retried after {t}"),
+        None => String::new(),
+    };
+    ErrorObject::with_data(
+        code::BACKEND_UNAVAILABLE,
+        format!("backend {name} is unavailable: {}{when}", r.reason),
+        &serde_json::json!({ "backend": name, "retryAt": retry }),
+    )
 }
 
 pub(super) fn backend_error(e: &BackendError) -> ErrorObject {

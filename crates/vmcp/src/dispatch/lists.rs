@@ -2,6 +2,8 @@
 //!
 //! Lists come from the catalog the caller sees ([`super::catalog`]): the shared one, or its
 //! principal's when some backend is user-bound. A cursor is an offset into that same list.
+//! With `partialFailureMode: fail`, a list fails (naming the backends) while any backend is out
+//! of service.
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -13,6 +15,10 @@ use crate::protocol::jsonrpc::raw;
 use crate::protocol::{SUPPORTED_VERSIONS, meta, params};
 
 fn list(gw: &Gateway, cx: &Cx, params: Option<&RawValue>, key: &str, items: &[Value]) -> Outcome {
+    // partialFailureMode: fail: no partial lists.
+    if let Some(e) = gw.partial_failure_error() {
+        return Err(e);
+    }
     let cursor = params::get_str(params, "cursor");
     let (items, next) = page(items, cursor.as_deref(), gw.page_size)
         .map_err(|_| invalid_params("invalid cursor"))?;

@@ -95,10 +95,18 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "tools/call" => {
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("tools/call needs a string `name`"))?;
-            let catalog = catalog(gw, cx).await;
-            let route = catalog.tool(&name).cloned().ok_or_else(|| {
-                unlisted(&catalog, invalid_params(format!("Unknown tool: {name}")))
-            })?;
+            let mut catalog = catalog(gw, cx).await;
+            let route = match catalog.tool(&name).cloned() {
+                Some(route) => route,
+                None => {
+                    let (route, known) = withdrawn(gw, |c| c.tool(&name).cloned(), |r| &r.backend)
+                        .ok_or_else(|| {
+                            unlisted(&catalog, invalid_params(format!("Unknown tool: {name}")))
+                        })??;
+                    catalog = known;
+                    route
+                }
+            };
             let schema = catalog.tool_schema(&name);
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
@@ -108,9 +116,16 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
             let name = params::get_str(params.as_deref(), "name")
                 .ok_or_else(|| invalid_params("prompts/get needs a string `name`"))?;
             let catalog = catalog(gw, cx).await;
-            let route = catalog.prompt(&name).cloned().ok_or_else(|| {
-                unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
-            })?;
+            let route = match catalog.prompt(&name).cloned() {
+                Some(route) => route,
+                None => {
+                    withdrawn(gw, |c| c.prompt(&name).cloned(), |r| &r.backend)
+                        .ok_or_else(|| {
+                            unlisted(&catalog, invalid_params(format!("Unknown prompt: {name}")))
+                        })??
+                        .0
+                }
+            };
             let params =
                 params::set(params.as_deref(), "name", &route.original).map_err(invalid_params)?;
             forward(gw, cx, &route.backend, method, Some(params)).await
@@ -120,10 +135,14 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
                 .ok_or_else(|| invalid_params("resources/read needs a string `uri`"))?;
             check_uri(gw, &uri)?;
             let catalog = catalog(gw, cx).await;
-            let backend = catalog
-                .resource(&uri)
-                .cloned()
-                .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
+            let backend = match catalog.resource(&uri).cloned() {
+                Some(backend) => backend,
+                None => {
+                    withdrawn(gw, |c| c.resource(&uri).cloned(), |b| b)
+                        .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))??
+                        .0
+                }
+            };
             forward(gw, cx, &backend, method, params).await
         }
         "resources/subscribe" | "resources/unsubscribe" if !cx.is_modern() => {
@@ -133,6 +152,26 @@ pub async fn handle(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawV
         "logging/setLevel" if !cx.is_modern() => set_level(gw, cx, params).await,
         _ => Err(method_not_found(method)),
     }
+}
+
+/// A name the caller's catalog lacks but the gateway listed before: its backend left service
+/// (down, unhealthy, breaker open). `None`: never listed. `Some(Err)`: the backend would refuse
+/// the call (not connected, breaker open): -32001 naming it, why, and when it is retried, rather
+/// than an unknown name. `Some(Ok)`: the backend takes calls (unhealthy but answering, or back
+/// before the catalog caught up): route there (with the catalog that knows the name).
+#[allow(clippy::type_complexity)]
+fn withdrawn<T>(
+    gw: &Gateway,
+    lookup: impl Fn(&crate::catalog::Catalog) -> Option<T>,
+    backend_of: impl Fn(&T) -> &str,
+) -> Option<Result<(T, Arc<crate::catalog::Catalog>), ErrorObject>> {
+    let known = gw.catalog.known();
+    let found = lookup(&known)?;
+    let backend = backend_of(&found);
+    Some(match gw.backends.call_refusal(backend) {
+        Some(why) => Err(forward::refused(backend, &why)),
+        None => Ok((found, known)),
+    })
 }
 
 /// Refuses a URI longer than `server.limits.maxUriLength` before it is matched against the

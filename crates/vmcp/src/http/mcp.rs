@@ -185,6 +185,10 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
             );
         }
     };
+    // partialFailureMode: fail: no session while a backend is out of service.
+    if let Some(e) = gw.partial_failure_error() {
+        return json(StatusCode::OK, &Message::Error(ErrorResponse::new(Some(req.id.clone()), e)));
+    }
     let version = protocol::negotiate_legacy(&init.protocol_version);
     let session = match gw.sessions.create(
         caller.binding(),

@@ -1,4 +1,5 @@
-//! `/health` (liveness) and `/status` (what each backend is doing, and the catalog's size).
+//! `/health` (liveness) and `/status` (what each backend is doing, its health and circuit
+//! breaker, and the catalog's size).
 
 use axum::Json;
 use axum::extract::State;
@@ -34,6 +35,12 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 // User-bound backends are discovered per principal: not counted in `counts`.
                 "userBound": gw.catalog.is_user_bound(name),
                 "counts": catalog.counts_for(name),
+                // Connection attempts so far (reconnects included).
+                "connectAttempts": b.status().get().attempts,
+                // In the catalog: connected, not unhealthy, breaker not open.
+                "inService": gw.backends.in_service(name),
+                // Health fed by calls and probes, and the circuit breaker.
+                "health": gw.backends.health(name).map(|h| h.report()),
             })
         })
         .collect();

@@ -31,6 +31,9 @@ use crate::protocol::Message;
 
 /// How much of an overlong line is kept, to find the id of the request it answers.
 const HEAD_KEPT: usize = 256;
+/// Bytes kept from the end of an over-long line, where the `id` is when a server writes it after
+/// the `result`.
+const TAIL_KEPT: usize = 64;
 /// Longest stderr line logged whole.
 const MAX_STDERR_LINE: usize = 64 * 1024;
 /// Grace period between TERM and KILL.
@@ -195,15 +198,15 @@ async fn read_stdout(
     limit: usize,
 ) -> String {
     let mut reader = BufReader::new(stdout);
-    let mut line = Vec::new();
+    let (mut line, mut tail) = (Vec::new(), Vec::new());
     loop {
-        match read_line(&mut reader, &mut line, limit).await {
+        match read_line(&mut reader, &mut line, &mut tail, limit).await {
             Err(e) => return format!("reading stdout: {e}"),
             Ok(Line::Eof) => return "stdout closed".into(),
             Ok(Line::TooLong) => {
                 tracing::warn!(backend = %backend, limit, "stdout line too long; skipped");
                 // Its request would otherwise wait for a reply that never comes.
-                if let Some(id) = leading_id(&line) {
+                if let Some(id) = leading_id(&line).or_else(|| trailing_id(&tail)) {
                     let reason = crate::backend::limit::TooLarge { limit }.to_string();
                     mux.fail(id, BackendError::Transport { backend: backend.to_string(), reason });
                 }
@@ -229,9 +232,9 @@ async fn read_stdout(
 
 async fn log_stderr(stderr: impl AsyncRead + Unpin, backend: Arc<str>) {
     let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
+    let (mut line, mut tail) = (Vec::new(), Vec::new());
     loop {
-        match read_line(&mut reader, &mut line, MAX_STDERR_LINE).await {
+        match read_line(&mut reader, &mut line, &mut tail, MAX_STDERR_LINE).await {
             Err(_) | Ok(Line::Eof) => return,
             Ok(Line::TooLong) => tracing::debug!(backend = %backend, "stderr: (long line skipped)"),
             Ok(Line::Complete) => {
@@ -254,13 +257,15 @@ enum Line {
 
 /// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `max` bytes. A
 /// longer line is consumed whole and reported as [`Line::TooLong`], with only its first
-/// [`HEAD_KEPT`] bytes left in `buf`.
+/// [`HEAD_KEPT`] bytes left in `buf` and its last [`TAIL_KEPT`] in `tail`.
 async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
+    tail: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<Line> {
     buf.clear();
+    tail.clear();
     let mut too_long = false;
     loop {
         let available = reader.fill_buf().await?;
@@ -286,6 +291,9 @@ async fn read_line<R: AsyncBufRead + Unpin>(
                 buf.extend_from_slice(chunk);
             }
         }
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL_KEPT)..]);
+        let excess = tail.len().saturating_sub(TAIL_KEPT);
+        tail.drain(..excess);
         reader.consume(consumed);
         if done {
             return Ok(if too_long { Line::TooLong } else { Line::Complete });
@@ -318,6 +326,17 @@ fn leading_id(head: &[u8]) -> Option<i64> {
         }
         rest = rest.trim_start().strip_prefix(',')?;
     }
+}
+
+/// The numeric `id` of a JSON-RPC message whose last key it is (`..."id":7}`), read from the
+/// last bytes of its line.
+fn trailing_id(tail: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(tail);
+    let rest = text.trim_end().strip_suffix('}')?.trim_end();
+    let start = rest.rfind(|c: char| !(c.is_ascii_digit() || c == '-'))? + 1;
+    let number: i64 = rest[start..].parse().ok()?;
+    let key = rest[..start].trim_end().strip_suffix(':')?.trim_end();
+    key.ends_with("\"id\"").then_some(number)
 }
 
 /// A JSON string at the start of `s`: its raw contents (escapes left as they are) and the rest.
@@ -381,14 +400,26 @@ mod tests {
         assert_eq!(id("not json"), None);
     }
 
+    #[test]
+    fn trailing_ids_are_found_after_the_result() {
+        assert_eq!(trailing_id(br#"xxxx"]}},"id":42}"#), Some(42));
+        assert_eq!(trailing_id(b"xx\"}, \"id\" : -3 }\n"), Some(-3));
+        assert_eq!(trailing_id(br#"xxxx"]}},"idx":42}"#), None);
+        assert_eq!(trailing_id(br#","id":"a"}"#), None);
+        assert_eq!(trailing_id(br#"{"value":42}"#), None);
+    }
+
     #[tokio::test]
     async fn reads_lines_with_a_limit() {
         let input: &[u8] = b"one\n\nthis-is-long\ntwo\nlast";
         let mut r = BufReader::with_capacity(4, input);
-        let mut buf = Vec::new();
+        let (mut buf, mut tail) = (Vec::new(), Vec::new());
         let mut got = Vec::new();
         loop {
-            let l = read_line(&mut r, &mut buf, 8).await.unwrap();
+            let l = read_line(&mut r, &mut buf, &mut tail, 8).await.unwrap();
+            if l == Line::TooLong {
+                assert_eq!(tail, b"this-is-long", "the line's end is kept");
+            }
             if l == Line::Eof {
                 break;
             }

@@ -62,7 +62,7 @@ struct Inner {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = super::RECONNECT_MAX;
 /// Upper bound on establishing a TCP (and TLS) connection to a backend.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive interval on backend connections.
