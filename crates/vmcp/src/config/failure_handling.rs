@@ -66,6 +66,22 @@ impl Default for FailureHandlingConfig {
     }
 }
 
+/// Where these keys mean more in vmcp than in ToolHive, for `vmcp validate`.
+pub fn warnings(fh: &FailureHandlingConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if fh.partial_failure_mode == PartialFailureMode::Fail {
+        // ToolHive's operator writes `fail` into every config it generates, but ToolHive never
+        // acts on it; vmcp does, so say so before it surprises anyone.
+        out.push(
+            "operational.failureHandling.partialFailureMode: fail: ToolHive accepts this key \
+             but serves the healthy backends anyway; vmcp enforces it: while any backend is down, \
+             initialize and list requests fail naming it. Use best_effort for ToolHive's behaviour"
+                .to_owned(),
+        );
+    }
+    out
+}
+
 /// `partialFailureMode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,5 +239,18 @@ mod tests {
         let text =
             format!("{BASE}operational:\n  failureHandling:\n    partialFailureMode: maybe\n");
         assert!(parse(&text, "t.yaml").is_err());
+    }
+
+    #[test]
+    fn fail_mode_is_flagged_as_enforced_unlike_toolhive() {
+        let yaml =
+            format!("{BASE}operational:\n  failureHandling:\n    partialFailureMode: fail\n");
+        let cfg = parse(&yaml, "t").unwrap();
+        let w = crate::config::validate_warnings(&cfg);
+        assert!(
+            w.iter().any(|w| w.contains("partialFailureMode: fail") && w.contains("ToolHive")),
+            "{w:?}"
+        );
+        assert!(warnings(&FailureHandlingConfig::default()).is_empty());
     }
 }

@@ -318,7 +318,7 @@ fn check_operational(cfg: &Config, names: &[&str], c: &mut Checker<'_>) {
 /// Legal but suspicious settings, as human-readable lines (no file positions: the config is
 /// already valid and these are advisory).
 pub fn validate_warnings(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = super::failure_handling::warnings(&cfg.operational.failure_handling);
     let long = |d: Duration| d > SUSPICIOUS_TIMEOUT;
     if long(cfg.operational.timeouts.default) {
         out.push(format!(
