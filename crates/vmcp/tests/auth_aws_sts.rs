@@ -11,12 +11,15 @@
 //! used for the next assumption once the cached credentials near their expiry (moto is told to
 //! issue short-lived ones), no expired credential is ever sent, and a caller whose claims map
 //! to no role is refused with 403 before STS is asked. The config keys (ToolHive's example
-//! included) are checked in `auth_aws_sts/config.rs`.
+//! included) are checked in `auth_aws_sts/config.rs`; single flight, system work, an
+//! unanswering STS and `Debug` through the API in `auth_aws_sts/direct.rs`.
 
 mod common;
 
 #[path = "auth_aws_sts/config.rs"]
 mod config;
+#[path = "auth_aws_sts/direct.rs"]
+mod direct;
 
 use std::path::PathBuf;
 use std::process::Command;
