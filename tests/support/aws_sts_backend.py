@@ -21,10 +21,13 @@ starts, in this one process, on free loopback ports:
 It prints one JSON line when both listen: {"sts": URL, "backend": URL, "control": URL}.
 Control endpoints (on the proxy's port):
   GET  /ctl/log        -> every request seen: method, rpc method, verdict, key, role, session
-  GET  /ctl/issued     -> every assumption: key, role, session, duration, token, expiration
+  GET  /ctl/issued     -> every assumption: key, secret, session token, role, session,
+                          requested duration, web identity token, expiration
   GET  /ctl/last/M     -> the last accepted signed request of HTTP method M (method, path,
                           headers, body b64)
   POST /ctl/lifetime   -> {"seconds": N}: later credentials expire N seconds after issue
+  POST /ctl/refuse     -> {"role": ARN, "code": CODE}: assumptions of that role get STS's
+                          error CODE
   POST /ctl/replay     -> {"method", "path", "headers", "body_b64"}: checked like a request,
                           answers {"status": 200 | 403, "why": ...} without forwarding
 """
@@ -47,6 +50,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from moto.server import ThreadedMotoServer
 from moto.sts import responses as sts_responses
+from moto.sts.exceptions import STSClientError
 from moto.sts.models import STSBackend
 
 LOCK = threading.Lock()
@@ -54,15 +58,24 @@ ISSUED = {}  # access key id -> record
 LOG = []
 LAST = {}  # HTTP method -> last accepted signed request
 LIFETIME = [None]
+REFUSE = {}  # role ARN -> STS error code
 PENDING = threading.local()
 
 _orig_response = sts_responses.TokenResponse.assume_role_with_web_identity
 _orig_backend = STSBackend.assume_role_with_web_identity
 
 
+class Refused(STSClientError):
+    """An STS error answer: moto serialises it as STS would (an `ErrorResponse`)."""
+
+
 def _response(self):
     PENDING.token = self._get_param("WebIdentityToken")
     PENDING.asked = self._get_int_param("DurationSeconds", 3600)
+    with LOCK:
+        code = REFUSE.get(self._get_param("RoleArn"))
+    if code:
+        raise Refused(code, "refused by the test")
     return _orig_response(self)
 
 
@@ -169,15 +182,19 @@ class Proxy(BaseHTTPRequestHandler):
                 return self._json(200, list(LOG))
         if self.path == "/ctl/issued":
             with LOCK:
-                return self._json(200, [
-                    {k: v for k, v in r.items() if k not in ("secret", "session_token")}
-                    for r in ISSUED.values()])
+                # Secrets included: the tests check they never reach vmcp's log.
+                return self._json(200, list(ISSUED.values()))
         if self.path.startswith("/ctl/last/"):
             with LOCK:
                 return self._json(200, LAST.get(self.path[len("/ctl/last/"):], {}))
         if self.path == "/ctl/lifetime":
             with LOCK:
                 LIFETIME[0] = json.loads(body)["seconds"]
+            return self._json(200, {"ok": True})
+        if self.path == "/ctl/refuse":
+            r = json.loads(body)
+            with LOCK:
+                REFUSE[r["role"]] = r["code"]
             return self._json(200, {"ok": True})
         if self.path == "/ctl/replay":
             r = json.loads(body)

@@ -9,8 +9,10 @@
 //! stream and its DELETE are signed with credentials assumed for that role with its own token,
 //! a signed request whose body or headers change afterwards is refused, a refreshed token is
 //! used for the next assumption once the cached credentials near their expiry (moto is told to
-//! issue short-lived ones), no expired credential is ever sent, and a caller whose claims map
-//! to no role is refused with 403 before STS is asked. The config keys (ToolHive's example
+//! issue short-lived ones), no expired credential is ever sent, a caller whose claims map
+//! to no role is refused with 403 before STS is asked, STS refusing a role is a 403 naming it
+//! (an expired token a 401), and no token, secret key or session token reaches vmcp's trace
+//! log. The config keys (ToolHive's example
 //! included) are checked in `auth_aws_sts/config.rs`; single flight, system work, an
 //! unanswering STS and `Debug` through the API in `auth_aws_sts/direct.rs`.
 
@@ -104,9 +106,12 @@ impl Aws {
     }
 }
 
+/// The gateway, logging everything (`VMCP_LOG=trace`, the AWS SDK's and signer's events
+/// included), so that the tests can check no secret reaches its log.
 fn gateway(idp: &LocalIdp, aws: &Aws) -> common::Gateway {
-    common::Gateway::start(&format!(
-        "name: aws\n\
+    common::Gateway::start_env(
+        &format!(
+            "name: aws\n\
          incomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
          outgoingAuth:\n  backends:\n    aws:\n      type: aws_sts\n      awsSts:\n        \
          region: us-east-1\n        service: aws-mcp\n        stsEndpoint: {}\n        \
@@ -114,10 +119,29 @@ fn gateway(idp: &LocalIdp, aws: &Aws) -> common::Gateway {
          - claim: dev\n            roleArn: {DEV}\n          \
          - claim: admins\n            roleArn: {ADMIN}\n            priority: 1\n\
          backends:\n{}",
-        idp.url,
-        aws.sts,
-        common::http_backend("aws", &aws.backend),
-    ))
+            idp.url,
+            aws.sts,
+            common::http_backend("aws", &aws.backend),
+        ),
+        &[("VMCP_LOG", "trace")],
+    )
+}
+
+/// Neither a web identity token nor any issued secret or session token is in vmcp's log.
+async fn assert_no_secret_logged(gw: &common::Gateway, aws: &Aws, tokens: &[&str]) {
+    let log = gw.proc.stderr();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "not a trace log");
+    for t in tokens {
+        assert!(!log.contains(t), "a caller's token is in vmcp's log");
+    }
+    let issued = aws.issued().await;
+    assert!(!issued.is_empty());
+    for i in issued {
+        for k in ["secret", "session_token"] {
+            let v = i[k].as_str().unwrap();
+            assert!(!log.contains(v), "an issued {k} is in vmcp's log");
+        }
+    }
 }
 
 fn token(idp: &LocalIdp, sub: &str, groups: &[&str]) -> String {
@@ -226,8 +250,7 @@ async fn each_user_gets_its_role_and_every_request_is_signed() {
     let v = aws.post("/ctl/replay", tampered).await;
     assert_eq!(v["status"], 403, "{v}");
 
-    let log = gw.proc.stderr();
-    assert!(!log.contains(&alice_token) && !log.contains(&bob_token), "a token in vmcp's log");
+    assert_no_secret_logged(&gw, &aws, &[&alice_token, &bob_token]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,6 +288,7 @@ async fn refreshed_token_is_used_once_the_credentials_near_expiry() {
     assert_eq!(i["role"], DEV);
     // No request ever carried expired (or otherwise refused) credentials.
     assert_no_refusal(&aws).await;
+    assert_no_secret_logged(&gw, &aws, &[&first, &second]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,4 +317,37 @@ async fn claims_that_map_to_no_role_are_refused() {
     let dave = client(&gw, &token(&idp, "dave", &["dev"])).await;
     let r = dave.tool(false, "aws_whoami", json!({})).await;
     r.result();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_refusals_name_the_role() {
+    let idp = LocalIdp::start();
+    let aws = Aws::start();
+    // STS refuses the Admin role (its trust policy, say) and calls Dev's tokens expired.
+    aws.post("/ctl/refuse", json!({ "role": ADMIN, "code": "AccessDenied" })).await;
+    let gw = gateway(&idp, &aws);
+
+    let admin = client(&gw, &token(&idp, "gina", &["admins"])).await;
+    let (id, ev) =
+        admin.start("tools/call", json!({ "name": "aws_whoami", "arguments": {} })).await;
+    let status = ev.status;
+    let r = ev.reply(id, Duration::from_secs(10)).await;
+    assert_eq!(status, 403, "{:?}", r.message);
+    assert_eq!(r.error_code(), -32006, "{:?}", r.message);
+    let m = r.error()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(m.contains(ADMIN) && m.contains("AccessDenied"), "{m}");
+    assert!(!m.contains("refused by the test"), "STS's own message is not relayed: {m}");
+
+    aws.post("/ctl/refuse", json!({ "role": DEV, "code": "ExpiredTokenException" })).await;
+    let dev = client(&gw, &token(&idp, "hal", &["dev"])).await;
+    let (id, ev) = dev.start("tools/call", json!({ "name": "aws_whoami", "arguments": {} })).await;
+    assert_eq!(ev.status, 401, "an expired token means: sign in again");
+    assert!(ev.headers.contains_key("www-authenticate"));
+    let r = ev.reply(id, Duration::from_secs(10)).await;
+    assert_eq!(r.error_code(), -32004, "{:?}", r.message);
+    let m = r.error()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(m.contains(DEV), "{m}");
+    // Nothing was issued, so nothing was signed.
+    assert!(aws.issued().await.is_empty());
+    assert!(aws.log().await.iter().all(|e| e["signed"] == false));
 }
