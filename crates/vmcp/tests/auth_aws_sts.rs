@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 const DEV: &str = "arn:aws:iam::123456789012:role/Dev";
 const ADMIN: &str = "arn:aws:iam::123456789012:role/Admin";
+const ROOT: &str = "arn:aws:iam::123456789012:role/Root";
 
 /// moto + the checking proxy, in front of a fixture.
 struct Aws {
@@ -117,7 +118,9 @@ fn gateway(idp: &LocalIdp, aws: &Aws) -> common::Gateway {
          region: us-east-1\n        service: aws-mcp\n        stsEndpoint: {}\n        \
          sessionDuration: 900\n        roleMappings:\n          \
          - claim: dev\n            roleArn: {DEV}\n          \
-         - claim: admins\n            roleArn: {ADMIN}\n            priority: 1\n\
+         - claim: admins\n            roleArn: {ADMIN}\n            priority: 1\n          \
+         - matcher: 'claims[\"sub\"] == \"root\" && !(\"act\" in claims)'\n            \
+         roleArn: {ROOT}\n            priority: 0\n\
          backends:\n{}",
             idp.url,
             aws.sts,
@@ -317,6 +320,11 @@ async fn claims_that_map_to_no_role_are_refused() {
     let dave = client(&gw, &token(&idp, "dave", &["dev"])).await;
     let r = dave.tool(false, "aws_whoami", json!({})).await;
     r.result();
+    // A matcher maps `root` (no groups at all) to its own role.
+    let root = client(&gw, &token(&idp, "root", &[])).await;
+    root.tool(false, "aws_whoami", json!({})).await.result();
+    let key = last_call_key(&aws).await;
+    assert_eq!(aws.issued_for(&key).await["role"], ROOT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -333,7 +333,9 @@ pub struct AwsRoleMapping {
     /// Matches when this value is the role claim (a string) or one of its elements (a list).
     #[serde(default)]
     pub claim: Option<String>,
-    /// A CEL expression over `claims` in ToolHive. Not supported yet: refused at load.
+    /// A CEL expression over `claims` (ToolHive's). vmcp evaluates the subset ToolHive documents
+    /// (`==`, `!=`, `in`, `!`, `&&`, `||`, member access, literals); anything else is refused at
+    /// load.
     #[serde(default)]
     pub matcher: Option<String>,
     /// The IAM role assumed when this entry wins.

@@ -45,7 +45,8 @@ fn toolhive_example_loads() {
     assert_eq!(validate_warnings(&cfg), Vec::<String>::new());
 }
 
-/// Every key of ToolHive's `AwsStsConfig` and `RoleMapping`, plus vmcp's `stsEndpoint`.
+/// Every key of ToolHive's `AwsStsConfig` and `RoleMapping`, plus vmcp's `stsEndpoint`; the
+/// matcher is the example in ToolHive's `RoleMapping.Matcher` documentation.
 #[test]
 fn every_toolhive_key_loads() {
     let text = format!(
@@ -62,6 +63,9 @@ fn every_toolhive_key_loads() {
           priority: 1
         - claim: dev
           roleArn: arn:aws-us-gov:iam::123456789012:role/team/Dev
+        - matcher: 'claims[\"sub\"] == \"user123\" && !(\"act\" in claims)'
+          roleArn: arn:aws:iam::123456789012:role/Direct
+          priority: 0
       roleClaim: cognito:groups
       sessionDuration: 7200
       sessionNameClaim: email
@@ -71,7 +75,11 @@ fn every_toolhive_key_loads() {
     let cfg = parse(&text, "vmcp.yaml").unwrap_or_else(|e| panic!("{e}"));
     let a = cfg.outgoing_auth.default.as_ref().unwrap().aws_sts.as_ref().unwrap();
     assert_eq!(a.service.as_deref(), Some("execute-api"));
-    assert_eq!(a.role_mappings.len(), 2);
+    assert_eq!(a.role_mappings.len(), 3);
+    assert_eq!(
+        a.role_mappings[2].matcher.as_deref(),
+        Some(r#"claims["sub"] == "user123" && !("act" in claims)"#)
+    );
     assert_eq!(a.role_mappings[0].claim.as_deref(), Some("admins"));
     assert_eq!(a.role_mappings[0].priority, Some(1));
     assert_eq!(a.role_mappings[1].role_arn, "arn:aws-us-gov:iam::123456789012:role/team/Dev");
@@ -98,7 +106,7 @@ fn aws_sts_checks_point_at_the_line() {
           - claim: dev
             matcher: '\"dev\" in claims[\"groups\"]'
             roleArn: arn:aws:iam::123456789012:role/Dev
-          - matcher: 'claims[\"sub\"] == \"u\"'
+          - matcher: 'size(claims[\"groups\"]) == 1'
             roleArn: arn:aws:iam::123456789012:user/U
           - roleArn: ''
         sessionDuration: 60
@@ -121,7 +129,7 @@ fn aws_sts_checks_point_at_the_line() {
             format!("vmcp.yaml:16:9: {a}.service: must not be empty (unset means aws-mcp)"),
             format!("vmcp.yaml:17:9: {a}.fallbackRoleArn: \"arn:aws:iam::1234:role/X\" is not an IAM role ARN: the account id must be 12 digits"),
             format!("vmcp.yaml:19:13: {}: give either claim or matcher, not both", m(0)),
-            format!("vmcp.yaml:22:13: {}.matcher: CEL matchers are not supported yet; use `claim` (matched against the role claim's value or its elements)", m(1)),
+            format!("vmcp.yaml:22:13: {}.matcher: at 1: function calls (size()) are not supported: vmcp evaluates a subset of CEL (see docs/auth.md)", m(1)),
             format!("vmcp.yaml:23:13: {}.roleArn: \"arn:aws:iam::123456789012:user/U\" is not an IAM role ARN: not a role (role/<name>)", m(1)),
             format!("vmcp.yaml:24:13: {}: claim or matcher is required", m(2)),
             format!("vmcp.yaml:24:13: {}.roleArn: required: the role this mapping assumes", m(2)),

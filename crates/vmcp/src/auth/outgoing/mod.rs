@@ -36,7 +36,7 @@ use upstream_inject::UpstreamInject;
 use xaa::Xaa;
 
 pub(crate) use aws_sts::{
-    role_arn_problem as aws_role_arn_problem,
+    RoleMatcher as AwsRoleMatcher, role_arn_problem as aws_role_arn_problem,
     session_duration_problem as aws_session_duration_problem,
 };
 pub use grant::DEFAULT_EXCHANGE_TIMEOUT;

@@ -1,11 +1,11 @@
 //! Checks of the `awsSts` block: ToolHive's `ValidateConfig` rules (region, a role to assume,
 //! well-formed role ARNs, exactly one of `claim` and `matcher`, session duration bounds), plus
-//! what vmcp does not do yet (`matcher`, refused by name rather than ignored) and the vmcp
-//! extension `stsEndpoint`.
+//! matchers outside the CEL subset vmcp evaluates (refused with the construct and its place,
+//! never ignored) and the vmcp extension `stsEndpoint`.
 
 use super::grants::upstream_problem;
 use super::{Findings, url_problem};
-use crate::auth::outgoing::{aws_role_arn_problem, aws_session_duration_problem};
+use crate::auth::outgoing::{AwsRoleMatcher, aws_role_arn_problem, aws_session_duration_problem};
 use crate::config::Config;
 use crate::config::auth::AwsStsConfig;
 use crate::config::locate::{index_path, key_path};
@@ -34,11 +34,14 @@ pub(super) fn check(cfg: &Config, a: &AwsStsConfig, p: &str, f: &mut Findings<'_
         match (claim, matcher) {
             (None, None) => f.report(&mp, "claim or matcher is required"),
             (Some(_), Some(_)) => f.report(&mp, "give either claim or matcher, not both"),
-            (None, Some(_)) => f.report(
-                key_path(&mp, "matcher"),
-                "CEL matchers are not supported yet; use `claim` (matched against the role \
-                 claim's value or its elements)",
-            ),
+            (None, Some(m)) => {
+                if let Err(e) = AwsRoleMatcher::parse(m) {
+                    f.report(
+                        key_path(&mp, "matcher"),
+                        format!("{e}: vmcp evaluates a subset of CEL (see docs/auth.md)"),
+                    );
+                }
+            }
             (Some(_), None) => {}
         }
         if m.role_arn.is_empty() {

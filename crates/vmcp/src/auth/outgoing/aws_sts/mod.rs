@@ -13,6 +13,7 @@
 //! Invariant: no credential outlives its cache entry, which ends before the credentials expire;
 //! the web identity token is never stored.
 
+mod matcher;
 mod roles;
 mod sign;
 mod sts;
@@ -29,8 +30,10 @@ use crate::auth::current::CurrentIdentities;
 use crate::auth::identity::{Identity, Secret};
 use crate::config::auth::AwsStsConfig;
 
+pub(crate) use matcher::Matcher as RoleMatcher;
+use matcher::Matcher;
 pub(crate) use roles::{DEFAULT_SESSION_SECONDS, role_arn_problem, session_duration_problem};
-use roles::{Mapping, Roles};
+use roles::{Mapping, Roles, Rule};
 use sign::Scope;
 use sts::{Ask, Sts};
 
@@ -74,18 +77,24 @@ impl AwsSts {
         }
         let mut mappings = Vec::with_capacity(cfg.role_mappings.len());
         for (i, m) in cfg.role_mappings.iter().enumerate() {
-            if m.matcher.as_deref().is_some_and(|x| !x.is_empty()) {
-                return Err(invalid(format!(
-                    "roleMappings[{i}].matcher: CEL matchers are not supported yet; use `claim`"
-                )));
-            }
-            let Some(claim) = m.claim.clone().filter(|c| !c.is_empty()) else {
-                return Err(invalid(format!("roleMappings[{i}]: claim is required")));
+            let claim = m.claim.clone().filter(|c| !c.is_empty());
+            let matcher = m.matcher.as_deref().filter(|c| !c.is_empty());
+            let rule = match (claim, matcher) {
+                (Some(c), None) => Rule::Claim(c),
+                (None, Some(x)) => Rule::Matcher(
+                    Matcher::parse(x)
+                        .map_err(|e| invalid(format!("roleMappings[{i}].matcher: {e}")))?,
+                ),
+                _ => {
+                    return Err(invalid(format!(
+                        "roleMappings[{i}]: exactly one of claim and matcher is required"
+                    )));
+                }
             };
             if let Some(p) = role_arn_problem(&m.role_arn) {
                 return Err(invalid(format!("roleMappings[{i}].roleArn: {p}")));
             }
-            mappings.push(Mapping { claim, role_arn: m.role_arn.clone(), priority: m.priority });
+            mappings.push(Mapping { rule, role_arn: m.role_arn.clone(), priority: m.priority });
         }
         if mappings.is_empty() && fallback.is_none() {
             return Err(invalid("fallbackRoleArn or roleMappings is required".into()));

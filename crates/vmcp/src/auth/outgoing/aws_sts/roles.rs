@@ -2,13 +2,15 @@
 //! configuration and the caller's claims (ToolHive's `RoleMapper` and `ExtractSessionName`).
 //!
 //! - A mapping matches when its `claim` is the role claim's value (a string) or one of its
-//!   elements (a list of strings). Among matches the lowest `priority` wins (unset: below every
+//!   elements (a list of strings), or when its `matcher` (see [`super::matcher`]) is true. Among matches the lowest `priority` wins (unset: below every
 //!   number), then the earliest in the list; no match gives `fallbackRoleArn`, else nothing.
 //! - The session name is the `sessionNameClaim` claim's string value, made fit for STS's
 //!   `RoleSessionName` (2 to 64 characters of `[A-Za-z0-9_+=,.@-]`): other characters become
 //!   `_`, longer names are cut, a one-character name is padded with `_`.
 
 use serde_json::{Map, Value};
+
+use super::matcher::Matcher;
 
 /// `sessionDuration` bounds (STS's own) and default, in seconds.
 pub(crate) const MIN_SESSION_SECONDS: i64 = 900;
@@ -58,10 +60,19 @@ pub(crate) fn session_duration_problem(seconds: i64) -> Option<String> {
     })
 }
 
+/// What a `roleMappings` entry matches.
+#[derive(Debug, Clone)]
+pub(super) enum Rule {
+    /// The role claim is this value or contains it.
+    Claim(String),
+    /// A matcher over all claims.
+    Matcher(Matcher),
+}
+
 /// One `roleMappings` entry, ready to match.
 #[derive(Debug, Clone)]
 pub(super) struct Mapping {
-    pub claim: String,
+    pub rule: Rule,
     pub role_arn: String,
     /// `None` ranks below every number.
     pub priority: Option<i64>,
@@ -83,10 +94,13 @@ impl Roles {
     /// The role for a caller with `claims`.
     pub(super) fn select(&self, claims: &Map<String, Value>) -> Result<&str, NoRole> {
         let value = claims.get(&self.role_claim);
-        let matches = |m: &&Mapping| match value {
-            Some(Value::String(s)) => *s == m.claim,
-            Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(&m.claim)),
-            _ => false,
+        let matches = |m: &&Mapping| match (&m.rule, value) {
+            (Rule::Matcher(x), _) => x.matches(claims),
+            (Rule::Claim(c), Some(Value::String(s))) => s == c,
+            (Rule::Claim(c), Some(Value::Array(items))) => {
+                items.iter().any(|i| i.as_str() == Some(c))
+            }
+            (Rule::Claim(_), _) => false,
         };
         // `min_by_key` keeps the first of equal keys: config order breaks ties.
         let best = self
@@ -132,7 +146,7 @@ mod tests {
 
     fn roles(fallback: Option<&str>) -> Roles {
         let m = |claim: &str, role: &str, priority| Mapping {
-            claim: claim.into(),
+            rule: Rule::Claim(claim.into()),
             role_arn: role.into(),
             priority,
         };
@@ -180,6 +194,25 @@ mod tests {
         assert_eq!(
             r.select(&claims(json!({"groups": []}))).unwrap(),
             "arn:aws:iam::123456789012:role/Fallback"
+        );
+    }
+
+    #[test]
+    fn matchers_rank_with_claims() {
+        let mut r = roles(None);
+        r.mappings.push(Mapping {
+            rule: Rule::Matcher(Matcher::parse(r#"claims.sub == "root""#).unwrap()),
+            role_arn: "arn:aws:iam::123456789012:role/Root".into(),
+            priority: Some(0),
+        });
+        let pick = |v| r.select(&claims(v)).map(str::to_owned);
+        assert_eq!(
+            pick(json!({"sub": "root", "groups": ["admins"]})).unwrap(),
+            "arn:aws:iam::123456789012:role/Root"
+        );
+        assert_eq!(
+            pick(json!({"sub": "u", "groups": ["admins"]})).unwrap(),
+            "arn:aws:iam::123456789012:role/Admin"
         );
     }
 
