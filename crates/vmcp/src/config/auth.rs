@@ -330,7 +330,8 @@ pub struct AwsStsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsRoleMapping {
-    /// Matches when this value is the role claim (a string) or one of its elements (a list).
+    /// Matches when this value is an element (list) or key (map) of the role claim, as CEL's
+    /// `in` in ToolHive.
     #[serde(default)]
     pub claim: Option<String>,
     /// A CEL expression over `claims` (ToolHive's). vmcp evaluates the subset ToolHive documents

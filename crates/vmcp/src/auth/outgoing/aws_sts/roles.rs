@@ -1,8 +1,9 @@
 //! Which role a caller assumes, and under which session name: pure functions of the
 //! configuration and the caller's claims (ToolHive's `RoleMapper` and `ExtractSessionName`).
 //!
-//! - A mapping matches when its `claim` is the role claim's value (a string) or one of its
-//!   elements (a list of strings), or when its `matcher` (see [`super::matcher`]) is true. Among matches the lowest `priority` wins (unset: below every
+//! - A mapping matches when its `claim` is an element of the role claim (a list) or a key of it
+//!   (a map): ToolHive's `claim_value in claims[roleClaim]`, so a plain string claim matches
+//!   nothing, as there. Or when its `matcher` (see [`super::matcher`]) is true. Among matches the lowest `priority` wins (unset: below every
 //!   number), then the earliest in the list; no match gives `fallbackRoleArn`, else nothing.
 //! - The session name is the `sessionNameClaim` claim's string value, made fit for STS's
 //!   `RoleSessionName` (2 to 64 characters of `[A-Za-z0-9_+=,.@-]`): other characters become
@@ -96,10 +97,10 @@ impl Roles {
         let value = claims.get(&self.role_claim);
         let matches = |m: &&Mapping| match (&m.rule, value) {
             (Rule::Matcher(x), _) => x.matches(claims),
-            (Rule::Claim(c), Some(Value::String(s))) => s == c,
             (Rule::Claim(c), Some(Value::Array(items))) => {
                 items.iter().any(|i| i.as_str() == Some(c))
             }
+            (Rule::Claim(c), Some(Value::Object(keys))) => keys.contains_key(c),
             (Rule::Claim(_), _) => false,
         };
         // `min_by_key` keeps the first of equal keys: config order breaks ties.
@@ -183,8 +184,12 @@ mod tests {
             pick(json!({"groups": ["dev2", "dev"]})).unwrap(),
             "arn:aws:iam::123456789012:role/Dev"
         );
-        // A string claim matches too.
-        assert_eq!(pick(json!({"groups": "dev2"})).unwrap(), "arn:aws:iam::123456789012:role/Dev2");
+        // CEL's `in`: a map's keys match, a plain string does not (as in ToolHive).
+        assert_eq!(
+            pick(json!({"groups": {"dev2": true}})).unwrap(),
+            "arn:aws:iam::123456789012:role/Dev2"
+        );
+        assert!(pick(json!({"groups": "dev2"})).is_err());
         // Nothing matches and no fallback: refused, naming the claim.
         let e = pick(json!({"groups": ["guests"], "sub": "u"})).unwrap_err();
         assert!(e.0.contains("\"groups\"") && e.0.contains("fallbackRoleArn"), "{e:?}");
