@@ -335,6 +335,9 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<String> {
         let obo = b.obo.as_ref().filter(|_| b.kind == BackendAuthKind::Obo);
         let xaa = b.xaa.as_ref().filter(|_| b.kind == BackendAuthKind::Xaa);
         grants::warnings(cfg, &p, obo, xaa, &mut out);
+        if b.kind == BackendAuthKind::AwsSts {
+            aws_sts::warnings(cfg, &p, &mut out);
+        }
     }
     // Passthrough, per backend that ends up using it.
     for b in &cfg.backends {

@@ -42,7 +42,13 @@ fn toolhive_example_loads() {
     let a = cfg.outgoing_auth.backends["a"].aws_sts.as_ref().unwrap();
     assert_eq!(a.region, "us-east-1");
     assert_eq!(a.fallback_role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/TestRole"));
-    assert_eq!(validate_warnings(&cfg), Vec::<String>::new());
+    // Without incoming auth no caller has a token to assume the role with.
+    assert_eq!(
+        validate_warnings(&cfg),
+        [
+            "outgoingAuth.backends.a: aws_sts needs the caller's token, but incomingAuth is anonymous: every request to the backend will be refused"
+        ]
+    );
 }
 
 /// Every key of ToolHive's `AwsStsConfig` and `RoleMapping`, plus vmcp's `stsEndpoint`; the
@@ -50,7 +56,12 @@ fn toolhive_example_loads() {
 #[test]
 fn every_toolhive_key_loads() {
     let text = format!(
-        "{BACKENDS}outgoingAuth:
+        "{BACKENDS}incomingAuth:
+  type: oidc
+  oidc:
+    issuer: https://idp.example
+    audience: https://gw.example/mcp
+outgoingAuth:
   default:
     type: aws_sts
     awsSts:

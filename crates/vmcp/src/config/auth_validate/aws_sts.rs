@@ -7,7 +7,7 @@ use super::grants::upstream_problem;
 use super::{Findings, url_problem};
 use crate::auth::outgoing::{AwsRoleMatcher, aws_role_arn_problem, aws_session_duration_problem};
 use crate::config::Config;
-use crate::config::auth::AwsStsConfig;
+use crate::config::auth::{AwsStsConfig, IncomingAuthKind};
 use crate::config::locate::{index_path, key_path};
 
 /// The `awsSts` block at `p` (`<strategy>.awsSts`).
@@ -65,5 +65,15 @@ pub(super) fn check(cfg: &Config, a: &AwsStsConfig, p: &str, f: &mut Findings<'_
         && let Some(problem) = upstream_problem(cfg, name, "subjectProviderName")
     {
         f.report(at("subjectProviderName"), problem);
+    }
+}
+
+/// Legal but useless `aws_sts` settings of the strategy at `p`, as `path: message` lines.
+pub(super) fn warnings(cfg: &Config, p: &str, out: &mut Vec<String>) {
+    if cfg.incoming_auth.kind == IncomingAuthKind::Anonymous {
+        out.push(format!(
+            "{p}: aws_sts needs the caller's token, but incomingAuth is anonymous: every request \
+             to the backend will be refused"
+        ));
     }
 }
