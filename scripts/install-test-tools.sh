@@ -20,10 +20,12 @@ NPM_PKGS=(
   "@modelcontextprotocol/server-everything@2026.8.31"
   "oauth2-mock-server@9.3.0"
 )
-# anyio (an mcp dependency) ships the pytest plugin the suite uses.
+# anyio (an mcp dependency) ships the pytest plugin the suite uses. moto (with botocore) is
+# the STS and SigV4 checker of tests/auth_aws_sts.rs.
 PY_PKGS=(
   "mcp==2.3.0"
   "pytest==9.2.0"
+  "moto[server]==5.2.5"
 )
 # ---- Redis: not needed yet. ---------------------------------------------------
 # REDIS: when tests need Redis, add its install step here (e.g. Debian's

@@ -21,7 +21,8 @@ fn default_isolation(config: &Config, backend: &str) -> Isolation {
             | BackendAuthKind::TokenExchange
             | BackendAuthKind::UpstreamInject
             | BackendAuthKind::Obo
-            | BackendAuthKind::Xaa,
+            | BackendAuthKind::Xaa
+            | BackendAuthKind::AwsSts,
         ) => Isolation::PerPrincipal,
         _ => Isolation::Shared,
     }

@@ -96,6 +96,9 @@ impl List<'_> {
                         BackendError::Auth(OutgoingAuthError::UpstreamUnavailable(_)) => {
                             UnlistedCause::CredentialsUnavailable
                         }
+                        BackendError::Auth(OutgoingAuthError::Forbidden(_)) => {
+                            UnlistedCause::Forbidden
+                        }
                         _ => UnlistedCause::Unavailable,
                     };
                     (e.to_string(), cause)

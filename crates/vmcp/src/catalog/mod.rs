@@ -86,6 +86,9 @@ pub enum UnlistedCause {
     /// The caller's upstream credentials cannot be refreshed right now (their identity provider
     /// is down): still logged in, try again later.
     CredentialsUnavailable,
+    /// The caller may not reach this backend (its claims map to no role, or the credential
+    /// service refused it): logging in again would not help.
+    Forbidden,
 }
 
 /// Sizes of the advertised lists, for logs and `/status`.

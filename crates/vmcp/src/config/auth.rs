@@ -95,8 +95,8 @@ pub struct OutgoingAuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuthConfig {
-    /// `unauthenticated`, `header_injection`, `token_exchange`, `upstream_inject`, `obo`, `xaa`
-    /// or `passthrough`.
+    /// `unauthenticated`, `header_injection`, `token_exchange`, `upstream_inject`, `obo`, `xaa`,
+    /// `aws_sts` or `passthrough`.
     #[serde(rename = "type")]
     pub kind: BackendAuthKind,
     /// For `header_injection`.
@@ -114,6 +114,9 @@ pub struct BackendAuthConfig {
     /// For `xaa`.
     #[serde(default)]
     pub xaa: Option<XaaConfig>,
+    /// For `aws_sts`.
+    #[serde(default)]
+    pub aws_sts: Option<AwsStsConfig>,
 }
 
 /// `outgoingAuth.*.type`.
@@ -138,6 +141,9 @@ pub enum BackendAuthKind {
     /// exchanged at the IdP for an identity assertion (ID-JAG), which the backend's authorization
     /// server exchanges for an access token.
     Xaa,
+    /// AWS: the caller's token exchanged at STS (`AssumeRoleWithWebIdentity`) for temporary
+    /// credentials of a role picked from its claims; every backend request is SigV4-signed.
+    AwsSts,
 }
 
 /// `upstreamInject` (ToolHive `UpstreamInjectConfig`).
@@ -280,4 +286,63 @@ pub struct XaaConfig {
     /// default) is accepted.
     #[serde(default)]
     pub subject_token_type: Option<String>,
+}
+
+/// `awsSts` (ToolHive `AwsStsConfig`): assume an IAM role with the caller's token and sign each
+/// backend request with SigV4. Keys and defaults as in ToolHive, plus `stsEndpoint` (vmcp's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsStsConfig {
+    /// AWS region of STS and of the signature. Required.
+    #[serde(default)]
+    pub region: String,
+    /// Service name in the signature's scope (default `aws-mcp`, AWS's MCP server).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Role assumed when no `roleMappings` entry matches. Without it, such a caller is refused.
+    #[serde(default)]
+    pub fallback_role_arn: Option<String>,
+    /// Claim-based role choice; the matching entry with the lowest `priority` wins, then the
+    /// first in this list.
+    #[serde(default)]
+    pub role_mappings: Vec<AwsRoleMapping>,
+    /// The claim a mapping's `claim` is looked up in (default `groups`).
+    #[serde(default)]
+    pub role_claim: Option<String>,
+    /// `DurationSeconds` asked of STS: 900 to 43200 (default 3600).
+    #[serde(default)]
+    pub session_duration: Option<i64>,
+    /// The claim whose value names the role session, `RoleSessionName` (default `sub`).
+    #[serde(default)]
+    pub session_name_claim: Option<String>,
+    /// With the embedded authorization server: the upstream whose access token is the web
+    /// identity token. Unset while an authorization server is configured: its first upstream
+    /// (as for `token_exchange`); without one, the token the caller presented.
+    #[serde(default)]
+    pub subject_provider_name: Option<String>,
+    /// vmcp extension: the STS endpoint URL, instead of the region's
+    /// (`https://sts.<region>.amazonaws.com`). For VPC endpoints, FIPS endpoints and tests.
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+}
+
+/// `awsSts.roleMappings[]`: exactly one of `claim` and `matcher`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsRoleMapping {
+    /// Matches when this value is an element (list) or key (map) of the role claim, as CEL's
+    /// `in` in ToolHive.
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// A CEL expression over `claims` (ToolHive's). vmcp evaluates the subset ToolHive documents
+    /// (`==`, `!=`, `in`, `!`, `&&`, `||`, member access, literals); anything else is refused at
+    /// load.
+    #[serde(default)]
+    pub matcher: Option<String>,
+    /// The IAM role assumed when this entry wins.
+    #[serde(default)]
+    pub role_arn: String,
+    /// Lower wins; unset is the lowest priority of all. Ties go to the earlier entry.
+    #[serde(default)]
+    pub priority: Option<i64>,
 }

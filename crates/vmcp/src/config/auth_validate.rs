@@ -3,8 +3,9 @@
 //! safe to set or forward, references to configured backends).
 //!
 //! Findings never quote a secret value: they name the key that holds it. The `obo` and `xaa`
-//! blocks are checked in [`grants`].
+//! blocks are checked in [`grants`], `awsSts` in [`aws_sts`].
 
+mod aws_sts;
 mod grants;
 
 use super::auth::{BackendAuthConfig, BackendAuthKind, IncomingAuthKind};
@@ -22,6 +23,7 @@ fn kind_name(k: BackendAuthKind) -> &'static str {
         BackendAuthKind::UpstreamInject => "upstream_inject",
         BackendAuthKind::Obo => "obo",
         BackendAuthKind::Xaa => "xaa",
+        BackendAuthKind::AwsSts => "aws_sts",
     }
 }
 
@@ -110,7 +112,18 @@ fn check_strategy(cfg: &Config, b: &BackendAuthConfig, p: &str, f: &mut Findings
     if b.kind != BackendAuthKind::Xaa && b.xaa.is_some() {
         f.report(&xaa_path, format!("only used when type is xaa, but type is {kind}"));
     }
+    let aws_path = key_path(p, "awsSts");
+    if b.kind != BackendAuthKind::AwsSts && b.aws_sts.is_some() {
+        f.report(&aws_path, format!("only used when type is aws_sts, but type is {kind}"));
+    }
     match b.kind {
+        BackendAuthKind::AwsSts => match &b.aws_sts {
+            None => f.report(
+                &aws_path,
+                "required when type is aws_sts (region, and fallbackRoleArn or roleMappings)",
+            ),
+            Some(a) => aws_sts::check(cfg, a, &aws_path, f),
+        },
         BackendAuthKind::Obo => match &b.obo {
             None => f.report(
                 &obo_path,
@@ -322,6 +335,9 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<String> {
         let obo = b.obo.as_ref().filter(|_| b.kind == BackendAuthKind::Obo);
         let xaa = b.xaa.as_ref().filter(|_| b.kind == BackendAuthKind::Xaa);
         grants::warnings(cfg, &p, obo, xaa, &mut out);
+        if b.kind == BackendAuthKind::AwsSts {
+            aws_sts::warnings(cfg, &p, &mut out);
+        }
     }
     // Passthrough, per backend that ends up using it.
     for b in &cfg.backends {

@@ -335,6 +335,9 @@ pub(super) fn backend_error(e: &BackendError) -> ErrorObject {
         BackendError::Auth(crate::auth::outgoing::OutgoingAuthError::UpstreamUnavailable(_)) => {
             ErrorObject::new(code::CREDENTIALS_UNAVAILABLE, e.to_string())
         }
+        BackendError::Auth(crate::auth::outgoing::OutgoingAuthError::Forbidden(_)) => {
+            ErrorObject::new(code::ACCESS_DENIED, e.to_string())
+        }
         BackendError::Auth(_) => ErrorObject::new(code::BACKEND_UNAVAILABLE, e.to_string()),
     }
 }

@@ -198,8 +198,8 @@ fn uri_within(uri: &str, limit: usize) -> Result<(), ErrorObject> {
 /// be listed for this caller, which may be why. Then that failure is the error: -32001 (backend
 /// unavailable), -32004 when the backend refused the caller's credentials for good (the client
 /// is asked to authenticate again), or -32005 when the caller's upstream token could not be
-/// refreshed for the listing (their IdP is down: a retry, not a logout), naming the backends
-/// and why.
+/// refreshed for the listing (their IdP is down: a retry, not a logout), or -32006 when the
+/// caller may not reach the backend at all (HTTP 403), naming the backends and why.
 fn unlisted(catalog: &crate::catalog::Catalog, unknown: ErrorObject) -> ErrorObject {
     use crate::catalog::UnlistedCause;
     let failed = catalog.unlisted();
@@ -211,6 +211,8 @@ fn unlisted(catalog: &crate::catalog::Catalog, unknown: ErrorObject) -> ErrorObj
         code::REAUTHENTICATE
     } else if any(UnlistedCause::CredentialsUnavailable) {
         code::CREDENTIALS_UNAVAILABLE
+    } else if any(UnlistedCause::Forbidden) {
+        code::ACCESS_DENIED
     } else {
         code::BACKEND_UNAVAILABLE
     };

@@ -94,6 +94,10 @@ pub async fn respond(
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 return resp;
             }
+            if matches!(&outcome, Err(e) if e.code == crate::protocol::jsonrpc::code::ACCESS_DENIED) {
+                // Authenticated, but not allowed there: logging in again would not help.
+                return json(StatusCode::FORBIDDEN, &reply_message(id, outcome));
+            }
             let status = status_of(&outcome);
             return json(status, &reply_message(id, outcome));
         }

@@ -38,6 +38,9 @@ pub mod code {
     /// Gateway: the caller's upstream identity provider cannot refresh their token right now;
     /// the caller stays logged in and should retry (HTTP 503).
     pub const CREDENTIALS_UNAVAILABLE: i64 = -32005;
+    /// Gateway: the caller is authenticated but may not reach the backend (e.g. no AWS role maps
+    /// to its claims, or STS refused it the role); logging in again would not help (HTTP 403).
+    pub const ACCESS_DENIED: i64 = -32006;
 }
 
 /// A request id: a number or a string.

@@ -6,6 +6,7 @@
 //! caller's credential anywhere else: the token of a request is read from the [`Caller`] (or, for
 //! teardown, from [`CurrentIdentities`]) each time a request is sent.
 
+mod aws_sts;
 mod grant;
 mod header_injection;
 mod obo;
@@ -25,6 +26,7 @@ use super::current::CurrentIdentities;
 use super::identity::Secret;
 use crate::config::{BackendAuthConfig, BackendAuthKind, OutgoingAuthConfig};
 
+use aws_sts::{AwsSts, WebIdentity};
 use grant::Subject;
 use header_injection::HeaderInjection;
 use obo::Obo;
@@ -33,6 +35,10 @@ use token_exchange::TokenExchange;
 use upstream_inject::UpstreamInject;
 use xaa::Xaa;
 
+pub(crate) use aws_sts::{
+    RoleMatcher as AwsRoleMatcher, role_arn_problem as aws_role_arn_problem,
+    session_duration_problem as aws_session_duration_problem,
+};
 pub use grant::DEFAULT_EXCHANGE_TIMEOUT;
 pub(crate) use xaa::{
     ID_TOKEN_TYPE as XAA_SUBJECT_TOKEN_TYPE, endpoint_problem as xaa_url_problem,
@@ -52,6 +58,7 @@ enum Strategy {
     UpstreamInject(Arc<UpstreamInject>),
     Obo(Arc<Obo>),
     Xaa(Arc<Xaa>),
+    AwsSts(Arc<AwsSts>),
 }
 
 /// Where user-bound strategies find a user's upstream tokens: the vault of vmcp's embedded
@@ -90,6 +97,10 @@ pub enum OutgoingAuthError {
     /// retries); the user stays logged in and the client gets HTTP 503.
     #[error("{0}")]
     UpstreamUnavailable(String),
+    /// The caller is authenticated but may not reach this backend (no role maps to its claims,
+    /// or the credential service refused it); logging in again would not help: HTTP 403.
+    #[error("access denied: {0}")]
+    Forbidden(String),
 }
 
 /// Why a backend's outgoing authentication cannot be built from its configuration. Messages name
@@ -235,6 +246,33 @@ impl OutgoingAuth {
                 };
                 Strategy::Xaa(Arc::new(Xaa::from_config(x, backend, subject, http)?))
             }
+            BackendAuthKind::AwsSts => {
+                let a = cfg.aws_sts.as_ref().ok_or_else(|| missing("aws_sts", "awsSts"))?;
+                // As `token_exchange`: with an authorization server, the user's upstream token
+                // (`subjectProviderName`, else the first upstream); else the caller's own.
+                let web_identity = match &sources.upstream {
+                    Some(u) => WebIdentity::Upstream {
+                        provider: named_or_first(a.subject_provider_name.as_deref(), u),
+                        source: u.clone(),
+                    },
+                    None if a.subject_provider_name.as_deref().is_some_and(|p| !p.is_empty()) => {
+                        return Err(OutgoingAuthConfigError::Invalid {
+                            backend: backend.to_owned(),
+                            message: "awsSts.subjectProviderName needs the embedded \
+                                      authorization server (authserver-config.yaml beside the \
+                                      config file)"
+                                .to_owned(),
+                        });
+                    }
+                    None => WebIdentity::Caller,
+                };
+                Strategy::AwsSts(Arc::new(AwsSts::from_config(
+                    a,
+                    backend,
+                    identities,
+                    web_identity,
+                )?))
+            }
             BackendAuthKind::UpstreamInject => {
                 let Some(upstream) = &sources.upstream else {
                     return Err(OutgoingAuthConfigError::Invalid {
@@ -260,8 +298,9 @@ impl OutgoingAuth {
     }
 
     /// The same strategy with another bound on each token endpoint request (`token_exchange`,
-    /// `obo`, each step of `xaa`; default [`DEFAULT_EXCHANGE_TIMEOUT`]); other strategies are
-    /// returned unchanged. The result has a cache of its own.
+    /// `obo`, each step of `xaa`, the STS call of `aws_sts`; default
+    /// [`DEFAULT_EXCHANGE_TIMEOUT`]); other strategies are returned unchanged. The result has a
+    /// cache of its own.
     pub fn with_exchange_timeout(self, timeout: Duration) -> Self {
         match &self.0 {
             Strategy::TokenExchange(te) => {
@@ -269,12 +308,13 @@ impl OutgoingAuth {
             }
             Strategy::Obo(o) => Self(Strategy::Obo(Arc::new(o.with_timeout(timeout)))),
             Strategy::Xaa(x) => Self(Strategy::Xaa(Arc::new(x.with_timeout(timeout)))),
+            Strategy::AwsSts(a) => Self(Strategy::AwsSts(Arc::new(a.with_timeout(timeout)))),
             _ => self,
         }
     }
 
     /// Whether the credentials sent are derived from the caller's own identity (`passthrough`,
-    /// `token_exchange`, `upstream_inject`, `obo`, `xaa`). Such a backend may refuse to list
+    /// `token_exchange`, `upstream_inject`, `obo`, `xaa`, `aws_sts`). Such a backend may refuse to list
     /// anything without a user's token, or list different things per user, so it is discovered
     /// per principal (`catalog::principal`), never as `Caller::System`.
     pub fn is_user_bound(&self) -> bool {
@@ -284,11 +324,14 @@ impl OutgoingAuth {
             | Strategy::TokenExchange(_)
             | Strategy::UpstreamInject(_)
             | Strategy::Obo(_)
-            | Strategy::Xaa(_) => true,
+            | Strategy::Xaa(_)
+            | Strategy::AwsSts(_) => true,
         }
     }
 
-    /// Adds this strategy's credentials for `caller` to an outgoing request.
+    /// Adds this strategy's credentials for `caller` to an outgoing request. Call it last, on
+    /// the finished request (method, URL, headers, body): `aws_sts` signs all of them, so
+    /// anything changed afterwards breaks the signature.
     pub async fn apply(
         &self,
         caller: &Caller,
@@ -307,6 +350,8 @@ impl OutgoingAuth {
             Strategy::UpstreamInject(u) => u.apply(caller, request).await,
             Strategy::Obo(o) => o.apply(caller, request).await,
             Strategy::Xaa(x) => x.apply(caller, request).await,
+            // Signs the finished request, so it must stay the last change to it.
+            Strategy::AwsSts(a) => a.apply(caller, request).await,
         }
     }
 }
@@ -321,6 +366,7 @@ impl fmt::Debug for OutgoingAuth {
             Strategy::UpstreamInject(u) => write!(f, "OutgoingAuth::{u:?}"),
             Strategy::Obo(o) => write!(f, "OutgoingAuth::{o:?}"),
             Strategy::Xaa(x) => write!(f, "OutgoingAuth::{x:?}"),
+            Strategy::AwsSts(a) => write!(f, "OutgoingAuth::{a:?}"),
         }
     }
 }
@@ -417,6 +463,7 @@ mod tests {
             upstream_inject: None,
             obo: None,
             xaa: None,
+            aws_sts: None,
         });
         cfg.backends.insert(
             "x".into(),
@@ -427,6 +474,7 @@ mod tests {
                 upstream_inject: None,
                 obo: None,
                 xaa: None,
+                aws_sts: None,
             },
         );
         let x = for_backend(&cfg, "x", &sources(&ids, &http)).unwrap();
@@ -448,6 +496,7 @@ mod tests {
             upstream_inject: None,
             obo: None,
             xaa: None,
+            aws_sts: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(
@@ -471,6 +520,7 @@ mod tests {
             upstream_inject: None,
             obo: None,
             xaa: None,
+            aws_sts: None,
         };
         let e = OutgoingAuth::from_config(&cfg, "b", &sources(&ids, &http)).unwrap_err();
         assert_eq!(

@@ -170,7 +170,7 @@ fn empty_scopes(scopes: &[String], p: &str, f: &mut Findings<'_>) {
 
 /// Why `name` (the value of `key`) does not name an upstream of the authorization server, if it
 /// does not.
-fn upstream_problem(cfg: &Config, name: &str, key: &str) -> Option<String> {
+pub(super) fn upstream_problem(cfg: &Config, name: &str, key: &str) -> Option<String> {
     let Some(auth) = &cfg.auth_server else {
         return Some(format!(
             "names an upstream of the embedded authorization server, but there is none: add \
