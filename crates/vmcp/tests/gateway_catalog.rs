@@ -104,20 +104,20 @@ async fn override_renames_and_routes_to_the_original() {
     let c = client_for(&gw, false).await;
     let r = c.call("tools/list", json!({})).await;
     let names = r.tool_names();
-    assert!(names.contains(&"shout".to_owned()), "{names:?}");
+    assert!(names.contains(&"a_shout".to_owned()), "override names are prefixed: {names:?}");
     assert!(!names.contains(&"a_echo".to_owned()), "{names:?}");
-    assert!(!names.contains(&"a_shout".to_owned()), "override names are not prefixed: {names:?}");
+    assert!(!names.contains(&"shout".to_owned()), "{names:?}");
     let tool = r.result()["tools"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"] == "shout")
+        .find(|t| t["name"] == "a_shout")
         .unwrap()
         .clone();
     assert_eq!(tool["description"], "Shouts back");
     assert_eq!(tool["inputSchema"]["required"], json!(["message"]), "{tool}");
     for era in [false, true] {
-        let r = c.tool(era, "shout", json!({ "message": "hey" })).await;
+        let r = c.tool(era, "a_shout", json!({ "message": "hey" })).await;
         assert_eq!(r.text(), "Echo: hey", "modern={era}");
         assert_eq!(c.tool(era, "a_echo", json!({ "message": "x" })).await.error_code(), -32602);
     }

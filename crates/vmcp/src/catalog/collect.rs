@@ -3,13 +3,15 @@
 //! Invariants: what leaves [`intake`] is a list of JSON objects with a non-empty string key
 //! (`name`, `uri` or `uriTemplate`), unique by that key and sorted by it, so nothing downstream
 //! depends on the order the backend listed its items in. Anything else is skipped with a problem;
-//! backend input never causes a panic. [`apply_tool_rules`] only hides and edits tools; naming
-//! across backends is `resolve`'s job.
+//! backend input never causes a panic. [`apply_tool_rules`] only hides, renames and edits tools;
+//! naming across backends is `resolve`'s job.
 
 use serde_json::{Map, Value};
 
 use super::resolve::Candidate;
-use crate::config::{AggregationConfig, AnnotationOverrides, ToolOverride};
+use crate::config::{
+    AggregationConfig, AnnotationOverrides, ToolOverride, ToolRules, ToolVisibility,
+};
 
 /// Keeps the items of `list` that are objects with a non-empty string `key` field, one per key.
 ///
@@ -45,12 +47,15 @@ pub(super) fn intake(
     out
 }
 
-/// Applies `aggregation.excludeAllTools` and the `aggregation.tools` entries for `backend` to its
-/// tools (as returned by [`intake`]), producing the candidates for conflict resolution.
+/// Applies `aggregation.excludeAllTools`, `defaultToolVisibility` and the `aggregation.tools`
+/// entries for `backend` to its tools (as returned by [`intake`]), producing the candidates for
+/// conflict resolution.
 ///
-/// Several entries for one backend combine: a tool is hidden if any entry hides it (`excludeAll`,
-/// or a `filter` that does not list its original name), and the first entry with an override for
-/// a tool supplies that override.
+/// As in ToolHive: overrides rename first, and `filter` lists names *after* overrides; an empty
+/// `filter` filters nothing; under `defaultToolVisibility: deny` a backend without an entry
+/// contributes no tools. Several entries for one backend (which validation rejects) combine: a
+/// tool is hidden if any entry hides it, and the first entry with an override for a tool
+/// supplies that override.
 pub(super) fn apply_tool_rules(
     config: &AggregationConfig,
     backend_index: usize,
@@ -62,28 +67,29 @@ pub(super) fn apply_tool_rules(
         return Vec::new();
     }
     let rules: Vec<_> = config.tools.iter().filter(|r| r.backend == backend).collect();
+    if rules.is_empty() && config.default_tool_visibility == ToolVisibility::Deny {
+        return Vec::new();
+    }
     if rules.iter().any(|r| r.exclude_all) {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(tools.len());
     for (original, mut value) in tools {
-        let allowed = rules.iter().all(|r| r.filter.as_ref().is_none_or(|f| f.contains(&original)));
-        if !allowed {
+        let over = rules.iter().find_map(|r| r.overrides.get(&original));
+        let name = over
+            .and_then(|o| override_name(o, backend, &original, problems))
+            .unwrap_or_else(|| original.clone());
+        let listed = |r: &&ToolRules| match r.filter.as_deref() {
+            None | Some([]) => true,
+            Some(f) => f.contains(&name),
+        };
+        if !rules.iter().all(listed) {
             continue;
         }
-        let over = rules.iter().find_map(|r| r.overrides.get(&original));
-        let mut pinned_name = None;
         if let Some(over) = over {
-            pinned_name = override_name(over, backend, &original, problems);
             apply_override(&mut value, over);
         }
-        out.push(Candidate {
-            backend: backend_index,
-            base: pinned_name.clone().unwrap_or_else(|| original.clone()),
-            pinned: pinned_name.is_some(),
-            original,
-            value,
-        });
+        out.push(Candidate { backend: backend_index, base: name, original, value });
     }
     out
 }

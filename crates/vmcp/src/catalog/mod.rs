@@ -13,12 +13,16 @@
 //!   (backend, original name) it came from; hidden tools are neither advertised nor routable;
 //! - resource URIs and templates are advertised exactly as the backend sent them.
 //!
-//! Layout: `collect` (intake, tool rules), `resolve` (conflict strategies), `names` (name rules),
-//! `template` (URI template matching), `page` (pagination), `discover` (fetching a backend's
-//! lists as a given caller), `live` (the published shared catalog and its discovery loop),
-//! `principal` (catalogs of principals, for backends reached with the user's own credentials).
+//! Naming follows ToolHive's aggregator (see `resolve` and `docs/configuration.md`).
+//!
+//! Layout: `collect` (intake, tool rules), `resolve` (conflict strategies), `conflict` (unresolved
+//! `manual` conflicts), `names` (name rules), `template` (URI template matching), `page`
+//! (pagination), `discover` (fetching a backend's lists as a given caller), `live` (the published
+//! shared catalog and its discovery loop), `principal` (catalogs of principals, for backends
+//! reached with the user's own credentials).
 
 mod collect;
+mod conflict;
 mod discover;
 pub mod live;
 mod names;
@@ -28,12 +32,15 @@ mod resolve;
 mod template;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod toolhive_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use conflict::{Conflict, refusal};
 pub use names::{MAX_NAME_LEN, is_valid as is_valid_name};
 pub use page::{InvalidCursor, page};
 pub use template::UriTemplate;
@@ -122,6 +129,8 @@ pub struct Catalog {
     /// Templates in matching order: backend config order, then template text.
     matchers: Vec<(UriTemplate, Arc<str>)>,
     problems: Vec<String>,
+    /// Unresolved tool name conflicts (`manual` only), also described in `problems`.
+    conflicts: Vec<Conflict>,
     /// In a principal's catalog: user-bound backends its last fetch failed for.
     unlisted: Vec<Unlisted>,
 }
@@ -189,6 +198,13 @@ impl Catalog {
     /// What was left out and why, sorted: unresolved conflicts, duplicates, malformed items.
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// Tool names several tools claim under `conflictResolution: manual` (none of them is
+    /// advertised), sorted by name. `vmcp serve` refuses to start while the first catalog has
+    /// any; each is also in [`Catalog::problems`].
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
     }
 
     /// In a principal's catalog, the user-bound backends that could not be listed for that
@@ -259,7 +275,6 @@ pub(crate) fn build_with(
         prompts.extend(listed.into_iter().map(|(original, value)| resolve::Candidate {
             backend: i,
             base: original.clone(),
-            pinned: false,
             original,
             value,
         }));
@@ -276,8 +291,9 @@ pub(crate) fn build_with(
         claim_uris(&mut templates, listed, i, &names, "resource template", &mut problems);
     }
 
-    let tools = resolve::resolve(config, &names, "tool", tools, &mut problems);
-    let prompts = resolve::resolve(config, &names, "prompt", prompts, &mut problems);
+    let mut conflicts = Vec::new();
+    let tools = resolve::resolve_tools(config, &names, tools, &mut problems, &mut conflicts);
+    let prompts = resolve::resolve_prompts(config, &names, prompts, &mut problems);
     let (tools, tool_routes) = routes(tools, &names);
     let (prompts, prompt_routes) = routes(prompts, &names);
     let (resources, resource_owners) = owners(resources, &names);
@@ -305,6 +321,7 @@ pub(crate) fn build_with(
         template_owners,
         matchers,
         problems,
+        conflicts,
         unlisted,
     }
 }

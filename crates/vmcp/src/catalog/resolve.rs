@@ -1,19 +1,26 @@
-//! Conflict resolution: turns the visible tools (or prompts) of all backends into advertised
-//! names, following `aggregation.conflictResolution`.
+//! Conflict resolution: turns the visible tools and the prompts of all backends into advertised
+//! names, following `aggregation.conflictResolution` the way ToolHive's resolvers do
+//! (`pkg/vmcp/aggregator/{prefix,priority,manual}_resolver.go`, `capability_conflicts.go`).
 //!
-//! A claim is the override name or else the original name, as it would be advertised (that is,
-//! after [`sanitize`]); items with equal claims contest one name.
+//! A tool's *claim* is its name after overrides; tools with equal claims (after [`sanitize`])
+//! contest one name.
 //!
-//! - `prefix`: every item becomes `prefix(backend) + original`; an override name is kept as is.
-//! - `priority`: a name claimed by one backend stays bare. A name claimed by several goes to the
-//!   claimant ranked first in `priorityOrder`; every other claimant loses its item (as in
-//!   ToolHive). If no claimant is ranked, the claimants fall back to `prefix`.
-//! - `manual`: a name claimed by one item stays bare; a name claimed by several items (overrides
-//!   included) is dropped for all of them.
+//! Tools:
+//! - `prefix`: every tool becomes `prefix(backend) + claim`, override names included.
+//! - `priority`: a claim made by one backend stays bare. A contested claim goes to the claimant
+//!   ranked first in `priorityOrder`; every other claimant loses its tool. If no claimant is
+//!   ranked, they all get the default prefix `{backend}_` (not `prefixFormat`, as in ToolHive).
+//! - `manual`: a claim made by one tool stays bare; a claim made by several is a [`Conflict`]:
+//!   none of them is advertised (`vmcp serve` refuses to start on one; see `conflict`).
 //!
-//! Then every name goes through [`sanitize`] (prefixed names too); if two items still share an
-//! advertised name, the one from the earlier backend (config order), then with the smaller
-//! original name, keeps it.
+//! Prompts have no overrides (ToolHive has none) and never depend on what other backends list:
+//! under `prefix` and `manual` every prompt is `prefix(backend) + name`; under `priority`,
+//! backends in `priorityOrder` keep bare names and the others stay prefixed. A name claimed by
+//! several backends that are all in `priorityOrder` goes to the first of them; any other shared
+//! name is ambiguous and dropped for every claimant.
+//!
+//! Then every name goes through [`sanitize`]; if two items still share an advertised name, the
+//! one from the earlier backend (config order), then with the smaller original name, keeps it.
 //!
 //! Invariants: the output is a pure function of the candidate *set* (input order is irrelevant),
 //! names are valid and unique, and every dropped item leaves a problem.
@@ -23,6 +30,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::conflict::Conflict;
 use super::names::{DEFAULT_PREFIX_FORMAT, prefix, sanitize};
 use crate::config::{AggregationConfig, ConflictResolution};
 
@@ -35,8 +43,6 @@ pub(super) struct Candidate {
     pub original: String,
     /// The name it claims: the override name if any, else `original`.
     pub base: String,
-    /// True if `base` came from an override, which no strategy may rename.
-    pub pinned: bool,
     /// The object to advertise, overrides applied, `name` not yet set.
     pub value: Value,
 }
@@ -51,87 +57,168 @@ pub(super) struct Resolved {
     pub value: Value,
 }
 
-/// Resolves `candidates` of one kind ("tool" or "prompt"); returns them sorted by advertised name.
-pub(super) fn resolve(
-    config: &AggregationConfig,
-    backends: &[Arc<str>],
-    kind: &str,
-    candidates: Vec<Candidate>,
-    problems: &mut Vec<String>,
-) -> Vec<Resolved> {
-    let format =
-        config.conflict_resolution_config.prefix_format.as_deref().unwrap_or(DEFAULT_PREFIX_FORMAT);
-    let backend_name = |i: usize| backends.get(i).map_or("?", |b| &**b);
-    let prefixed = |c: &Candidate| {
-        if c.pinned {
-            c.base.clone()
-        } else {
-            prefix(format, backend_name(c.backend)) + &c.original
-        }
-    };
-    // Position in priorityOrder per backend index; unranked backends get None.
-    let rank: Vec<Option<usize>> = backends
-        .iter()
-        .map(|b| config.conflict_resolution_config.priority_order.iter().position(|p| **p == **b))
-        .collect();
-    let rank_of = |c: &Candidate| rank.get(c.backend).copied().flatten();
+/// What the strategies need to know about the configured backends.
+struct Naming<'a> {
+    backends: &'a [Arc<str>],
+    /// `prefixFormat`, or the default.
+    format: &'a str,
+    /// Position in `priorityOrder` per backend index; unranked backends get `None`.
+    rank: Vec<Option<usize>>,
+}
 
-    // Claims are compared after sanitizing, so `get weather` and `get_weather` contest the same
-    // advertised name under `priority` and `manual` instead of colliding blindly afterwards.
-    let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-    for c in candidates {
-        groups.entry(sanitize(&c.base)).or_default().push(c);
+impl<'a> Naming<'a> {
+    fn new(config: &'a AggregationConfig, backends: &'a [Arc<str>]) -> Self {
+        let crc = &config.conflict_resolution_config;
+        let rank =
+            backends.iter().map(|b| crc.priority_order.iter().position(|p| **p == **b)).collect();
+        let format = crc.prefix_format.as_deref().unwrap_or(DEFAULT_PREFIX_FORMAT);
+        Naming { backends, format, rank }
     }
 
+    fn name(&self, i: usize) -> &'a str {
+        self.backends.get(i).map_or("?", |b| &**b)
+    }
+
+    fn rank(&self, c: &Candidate) -> Option<usize> {
+        self.rank.get(c.backend).copied().flatten()
+    }
+}
+
+/// Groups candidates by their sanitized claim, so `get weather` and `get_weather` contest one
+/// name instead of colliding blindly afterwards.
+fn group(candidates: Vec<Candidate>, claim: impl Fn(&Candidate) -> String) -> Groups {
+    let mut groups: Groups = BTreeMap::new();
+    for c in candidates {
+        groups.entry(sanitize(&claim(&c))).or_default().push(c);
+    }
+    groups
+}
+
+type Groups = BTreeMap<String, Vec<Candidate>>;
+
+/// Resolves the visible tools; returns them sorted by advertised name. Unresolved `manual`
+/// conflicts go to `conflicts` (and, described, to `problems`).
+pub(super) fn resolve_tools(
+    config: &AggregationConfig,
+    backends: &[Arc<str>],
+    candidates: Vec<Candidate>,
+    problems: &mut Vec<String>,
+    conflicts: &mut Vec<Conflict>,
+) -> Vec<Resolved> {
+    let n = Naming::new(config, backends);
     let mut proposed: Vec<(String, Candidate)> = Vec::new();
-    for (base, group) in groups {
+    for (claim, group) in group(candidates, |c| c.base.clone()) {
         let first_backend = group.first().map(|c| c.backend);
         let contested = group.iter().any(|c| Some(c.backend) != first_backend);
         match config.conflict_resolution {
-            ConflictResolution::Prefix => {
-                proposed.extend(group.into_iter().map(|c| (prefixed(&c), c)));
-            }
+            ConflictResolution::Prefix => proposed.extend(
+                group.into_iter().map(|c| (prefix(n.format, n.name(c.backend)) + &c.base, c)),
+            ),
             ConflictResolution::Priority if !contested => {
-                proposed.extend(group.into_iter().map(|c| (base.clone(), c)));
+                proposed.extend(group.into_iter().map(|c| (claim.clone(), c)));
             }
-            ConflictResolution::Priority => match group.iter().filter_map(rank_of).min() {
+            ConflictResolution::Priority => match group.iter().filter_map(|c| n.rank(c)).min() {
                 Some(top) => {
-                    let winner = group.iter().find(|c| rank_of(c) == Some(top)).map(|c| c.backend);
+                    let winner = group.iter().find(|c| n.rank(c) == Some(top)).map(|c| c.backend);
                     for c in group {
-                        if rank_of(&c) == Some(top) {
-                            proposed.push((base.clone(), c));
+                        if n.rank(&c) == Some(top) {
+                            proposed.push((claim.clone(), c));
                         } else {
                             problems.push(format!(
-                                "{kind} '{}' from backend '{}' dropped: name '{base}' goes to \
+                                "tool '{}' from backend '{}' dropped: name '{claim}' goes to \
                                  higher-priority backend '{}'",
                                 c.original,
-                                backend_name(c.backend),
-                                winner.map_or("?", backend_name),
+                                n.name(c.backend),
+                                winner.map_or("?", |w| n.name(w)),
                             ));
                         }
                     }
                 }
-                None => proposed.extend(group.into_iter().map(|c| (prefixed(&c), c))),
+                None => proposed.extend(
+                    group
+                        .into_iter()
+                        .map(|c| (prefix(DEFAULT_PREFIX_FORMAT, n.name(c.backend)) + &c.base, c)),
+                ),
             },
             ConflictResolution::Manual if group.len() == 1 => {
-                proposed.extend(group.into_iter().map(|c| (base.clone(), c)));
+                proposed.extend(group.into_iter().map(|c| (claim.clone(), c)));
             }
             ConflictResolution::Manual => {
-                let mut claimants: Vec<String> = group
-                    .iter()
-                    .map(|c| format!("{}/{}", backend_name(c.backend), c.original))
-                    .collect();
+                let mut claimants: Vec<(usize, String)> =
+                    group.into_iter().map(|c| (c.backend, c.original)).collect();
                 claimants.sort();
+                let claimants =
+                    claimants.into_iter().map(|(i, o)| (Arc::from(n.name(i)), o)).collect();
+                let conflict = Conflict { name: claim, claimants };
+                problems.push(conflict.describe());
+                conflicts.push(conflict);
+            }
+        }
+    }
+    finish("tool", &n, proposed, problems)
+}
+
+/// Resolves the prompts (see the module docs); returns them sorted by advertised name.
+pub(super) fn resolve_prompts(
+    config: &AggregationConfig,
+    backends: &[Arc<str>],
+    candidates: Vec<Candidate>,
+    problems: &mut Vec<String>,
+) -> Vec<Resolved> {
+    let n = Naming::new(config, backends);
+    let priority = config.conflict_resolution == ConflictResolution::Priority;
+    // Only under `priority` does a ranked backend keep bare prompt names.
+    let listed = |c: &Candidate| if priority { n.rank(c) } else { None };
+    let claim = |c: &Candidate| match listed(c) {
+        Some(_) => c.original.clone(),
+        None => prefix(n.format, n.name(c.backend)) + &c.original,
+    };
+    let mut proposed: Vec<(String, Candidate)> = Vec::new();
+    for (name, group) in group(candidates, claim) {
+        if group.len() == 1 {
+            proposed.extend(group.into_iter().map(|c| (name.clone(), c)));
+            continue;
+        }
+        let ranks: Option<Vec<usize>> = group.iter().map(listed).collect();
+        let Some(top) = ranks.and_then(|r| r.into_iter().min()) else {
+            // Someone unranked shares the name: nobody owns it (granting it to one would hand it
+            // whatever clients and policies knew of the other).
+            let mut claimants: Vec<String> = group
+                .iter()
+                .map(|c| format!("backend '{}' (prompt '{}')", n.name(c.backend), c.original))
+                .collect();
+            claimants.sort();
+            problems.push(format!(
+                "prompt name '{name}' is claimed by {}; dropped for all (ambiguous, as in ToolHive)",
+                claimants.join(" and ")
+            ));
+            continue;
+        };
+        let winner = group.iter().find(|c| listed(c) == Some(top)).map(|c| c.backend);
+        for c in group {
+            if listed(&c) == Some(top) {
+                proposed.push((name.clone(), c));
+            } else {
                 problems.push(format!(
-                    "{kind} name '{base}' is claimed by {}; dropped for all (add overrides to \
-                     resolve)",
-                    claimants.join(", ")
+                    "prompt '{}' from backend '{}' dropped: name '{name}' goes to \
+                     higher-priority backend '{}'",
+                    c.original,
+                    n.name(c.backend),
+                    winner.map_or("?", |w| n.name(w)),
                 ));
             }
         }
     }
+    finish("prompt", &n, proposed, problems)
+}
 
-    // Sanitize, then let the earliest (backend, original) keep each advertised name.
+/// Sanitizes the proposed names, then lets the earliest (backend, original) keep each one.
+fn finish(
+    kind: &str,
+    n: &Naming<'_>,
+    proposed: Vec<(String, Candidate)>,
+    problems: &mut Vec<String>,
+) -> Vec<Resolved> {
     let mut named: Vec<(String, Candidate)> =
         proposed.into_iter().map(|(name, c)| (sanitize(&name), c)).collect();
     named.sort_by(|(a, x), (b, y)| (a, x.backend, &x.original).cmp(&(b, y.backend, &y.original)));
@@ -142,9 +229,9 @@ pub(super) fn resolve(
                 "{kind} '{}' from backend '{}' dropped: advertised name '{advertised}' already \
                  taken by '{}' from backend '{}'",
                 c.original,
-                backend_name(c.backend),
+                n.name(c.backend),
                 prev.original,
-                backend_name(prev.backend),
+                n.name(prev.backend),
             ));
             continue;
         }

@@ -93,16 +93,17 @@ fn overrides_rename_describe_and_annotate() {
     let mut b = backend("a", &["x", "y"], &[]);
     b.tools[0]["annotations"] = json!({ "destructiveHint": true, "title": "Old" });
     let c = build(&config, &[b]);
-    assert_eq!(names(c.tools()), ["a_y", "renamed"], "override names are not prefixed");
-    let renamed = &c.tools()[1];
+    assert_eq!(names(c.tools()), ["a_renamed", "a_y"], "override names are prefixed too");
+    let renamed = &c.tools()[0];
     assert_eq!(renamed["description"], "Better");
     assert_eq!(
         renamed["annotations"],
         json!({ "destructiveHint": true, "title": "T", "readOnlyHint": true })
     );
-    assert_eq!(c.tools()[0]["description"], "Only a description");
-    assert_eq!(route(&c, "renamed"), r("a", "x"));
-    assert_eq!(route(&c, "ghost"), None);
+    assert_eq!(c.tools()[1]["description"], "Only a description");
+    assert_eq!(route(&c, "a_renamed"), r("a", "x"));
+    assert_eq!(route(&c, "renamed"), None);
+    assert_eq!(route(&c, "a_ghost"), None);
 }
 
 #[test]
@@ -194,10 +195,11 @@ fn manual_drops_unresolved_conflicts_for_everyone() {
     let config = cfg(json!({ "conflictResolution": "manual" }));
     let c = build(&config, &[backend("a", &["x", "y"], &["p", "q"]), backend("b", &["x"], &["p"])]);
     assert_eq!(names(c.tools()), ["y"]);
-    assert_eq!(names(c.prompts()), ["q"]);
+    assert_eq!(names(c.prompts()), ["a_p", "a_q", "b_p"], "prompts are prefixed, never dropped");
     assert_eq!(route(&c, "x"), None);
-    assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
-    assert!(c.problems().iter().any(|p| p.contains("a/x, b/x")));
+    assert_eq!(c.problems().len(), 1, "{:?}", c.problems());
+    assert!(c.problems()[0].starts_with("tool name 'x' is claimed by backend 'a' and backend 'b'"));
+    assert_eq!(c.conflicts().len(), 1);
 }
 
 #[test]
@@ -269,12 +271,13 @@ fn remaining_collisions_go_to_the_first_backend_then_smallest_original() {
 }
 
 #[test]
-fn prefixed_name_colliding_with_an_override_name() {
+fn prefixed_override_name_colliding_with_another_prefixed_name() {
     let config =
-        cfg(json!({ "tools": [{ "backend": "b", "overrides": { "q": { "name": "a_x" } } }] }));
-    let c = build(&config, &[backend("a", &["x"], &[]), backend("b", &["q"], &[])]);
-    assert_eq!(names(c.tools()), ["a_x"]);
-    assert_eq!(route(&c, "a_x"), r("a", "x"));
+        cfg(json!({ "tools": [{ "backend": "a_b", "overrides": { "q": { "name": "x" } } }] }));
+    let c = build(&config, &[backend("a", &["b_x"], &[]), backend("a_b", &["q"], &[])]);
+    // a_ + "b_x" and a_b_ + "x" (q renamed): the earlier backend keeps the name.
+    assert_eq!(names(c.tools()), ["a_b_x"]);
+    assert_eq!(route(&c, "a_b_x"), r("a", "b_x"));
     assert_eq!(c.problems().len(), 1);
 }
 
@@ -402,8 +405,9 @@ mod props {
     }
 
     fn configs() -> impl Strategy<Value = AggregationConfig> {
-        (0..3usize, proptest::collection::vec(0..3usize, 0..3), any::<bool>(), any::<bool>())
-            .prop_map(|(strategy, order, overrides, filter)| {
+        let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+        (0..3usize, proptest::collection::vec(0..3usize, 0..3), flags).prop_map(
+            |(strategy, order, (overrides, filter, deny))| {
                 let strategy = ["prefix", "priority", "manual"][strategy];
                 let order: Vec<&str> = order.iter().map(|&i| BACKENDS[i]).collect();
                 let mut rules = vec![];
@@ -416,11 +420,13 @@ mod props {
                     rules.push(json!({ "backend": "b", "filter": ["x", "get weather"] }));
                 }
                 cfg(json!({
+                    "defaultToolVisibility": if deny { "deny" } else { "allow" },
                     "conflictResolution": strategy,
                     "conflictResolutionConfig": { "priorityOrder": order },
                     "tools": rules
                 }))
-            })
+            },
+        )
     }
 
     /// Permutes every list with a seeded Fisher-Yates: same items, another order.

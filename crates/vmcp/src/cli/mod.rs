@@ -218,15 +218,24 @@ async fn serve(
         s = signals.recv() => Some(s),
     };
     let mut server = None;
+    // As ToolHive's manual resolver: unresolved conflicts fail. Only the first catalog can stop
+    // vmcp; later ones are left out and listed in `/status` problems.
+    let conflicts = gw.catalog.load().conflicts().to_vec();
+    let refused = signal.is_none() && !conflicts.is_empty();
+    if refused {
+        eprintln!("{}", crate::catalog::refusal(&conflicts));
+    }
     let signal = match signal {
-        Some(s) => s,
+        Some(s) => Some(s),
+        None if refused => None,
         None => {
             print_summary(&gw, local);
             let app = crate::http::router(gw.clone(), &cfg.server);
             server = Some(Server::start(listener, app, connections));
-            signals.recv().await
+            Some(signals.recv().await)
         }
     };
+    let signal = signal.map_or_else(|| "refused".to_owned(), |s| s.to_string());
     tracing::info!(%signal, grace = ?connections.shutdown_grace_period, "shutting down");
     // A second signal exits at once, whatever the orderly path is waiting for.
     let backends = gw.backends.clone();
@@ -245,7 +254,7 @@ async fn serve(
     // Backends that missed their deadline may have left a process group behind.
     shutdown::kill_stdio_groups(&gw.backends);
     tracing::info!("stopped");
-    Ok(0)
+    Ok(if refused { 1 } else { 0 })
 }
 
 fn print_summary(gw: &Gateway, addr: SocketAddr) {

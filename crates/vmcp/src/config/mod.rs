@@ -146,6 +146,21 @@ pub struct AggregationConfig {
     /// Hide every tool (resources and prompts are unaffected).
     #[serde(default)]
     pub exclude_all_tools: bool,
+    /// Whether a backend with no `tools` entry advertises its tools (ToolHive's key).
+    #[serde(default)]
+    pub default_tool_visibility: ToolVisibility,
+}
+
+/// `aggregation.defaultToolVisibility`: tools of backends that have no `aggregation.tools` entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolVisibility {
+    /// Advertised (the default).
+    #[default]
+    Allow,
+    /// Hidden: only backends named in `aggregation.tools` contribute tools (resources, templates
+    /// and prompts are unaffected).
+    Deny,
 }
 
 /// `aggregation.conflictResolution`.
@@ -157,8 +172,9 @@ pub enum ConflictResolution {
     Prefix,
     /// The first backend in `priorityOrder` keeps a contested name; others lose it.
     Priority,
-    /// Every collision must be resolved by an override; an unresolved one is left out of the
-    /// catalog (for every claimant) and reported in `/status` problems.
+    /// Every collision must be resolved by an override: `vmcp serve` refuses to start on an
+    /// unresolved one; one that appears later is left out of the catalog (for every claimant) and
+    /// reported in `/status` problems.
     Manual,
 }
 
@@ -167,7 +183,7 @@ pub enum ConflictResolution {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConflictResolutionConfig {
     /// Prefix template; `{backend}` (or its alias `{workload}`) is replaced by the backend name.
-    /// Default `{backend}_`.
+    /// Default `{backend}_`. Names tools under `prefix`, and prompts under every strategy.
     #[serde(default)]
     pub prefix_format: Option<String>,
     /// Backends in decreasing priority, for `priority`.
@@ -182,7 +198,8 @@ pub struct ToolRules {
     /// The backend these rules apply to (`workload` in ToolHive configs).
     #[serde(alias = "workload")]
     pub backend: String,
-    /// Allow-list of original tool names to advertise; absent means all.
+    /// Allow-list of tool names to advertise, as named after `overrides` (as in ToolHive); absent
+    /// or empty means all.
     #[serde(default)]
     pub filter: Option<Vec<String>>,
     /// Per original tool name: a new name, description or annotations.
@@ -197,7 +214,8 @@ pub struct ToolRules {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolOverride {
-    /// Advertised name (conflict resolution does not rename it further).
+    /// The tool's new name; conflict resolution treats it as the tool's own name (so `prefix`
+    /// prefixes it).
     #[serde(default)]
     pub name: Option<String>,
     /// Advertised description.
@@ -321,6 +339,7 @@ pub use authserver::AuthServerConfig;
 pub use backend_sessions::BackendSessionsConfig;
 pub use connections::ConnectionsConfig;
 pub use failure_handling::{CircuitBreakerConfig, FailureHandlingConfig, PartialFailureMode};
+mod aggregation_validate;
 mod auth_validate;
 mod load;
 mod locate;

@@ -1,5 +1,6 @@
 //! Semantic checks on a deserialized [`Config`]: what serde cannot express (uniqueness,
-//! cross-references, transport requirements, tool-name rules).
+//! cross-references, transport requirements); `aggregation` is checked in
+//! `aggregation_validate`.
 //!
 //! Every check runs and every problem is returned, so one edit cycle fixes them all. Findings
 //! carry key paths in the form [`Index`] records; the loader turns them into lines.
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use super::load::suggest;
 use super::locate::{Index, index_path, key_path};
-use super::{Config, ConflictResolution, TransportKind};
+use super::{Config, TransportKind};
 
 /// One semantic problem, before it is located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,18 +21,15 @@ pub(crate) struct Finding {
     pub message: String,
 }
 
-/// Longest tool name MCP clients reliably accept.
-const MAX_TOOL_NAME: usize = 64;
-
 /// Backends above this timeout are probably misconfigured (minutes written as seconds, etc.).
 const SUSPICIOUS_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Characters allowed in backend and tool names: they end up in tool names, which clients restrict.
-fn is_name_char(c: char) -> bool {
+pub(super) fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
-const NAME_CHARS: &str = "use only letters, digits, '_', '.' and '-'";
+pub(super) const NAME_CHARS: &str = "use only letters, digits, '_', '.' and '-'";
 
 fn transport_name(t: TransportKind) -> &'static str {
     match t {
@@ -42,23 +40,23 @@ fn transport_name(t: TransportKind) -> &'static str {
 }
 
 /// Collects findings, with the index at hand to cite the line of an earlier duplicate.
-struct Checker<'a> {
-    index: &'a Index,
+pub(super) struct Checker<'a> {
+    pub(super) index: &'a Index,
     findings: Vec<Finding>,
 }
 
 impl Checker<'_> {
-    fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.findings.push(Finding { path: path.into(), message: message.into() });
     }
 
     /// " (line N)" for a node that exists in the file, else nothing.
-    fn at_line(&self, path: &str) -> String {
+    pub(super) fn at_line(&self, path: &str) -> String {
         self.index.pos(path).map(|p| format!(" (line {})", p.line)).unwrap_or_default()
     }
 
     /// `unknown backend "x"`, with a suggestion among the configured names.
-    fn unknown_backend(&mut self, path: String, name: &str, backends: &[&str]) {
+    pub(super) fn unknown_backend(&mut self, path: String, name: &str, backends: &[&str]) {
         let hint = match suggest(name, backends.iter().copied()) {
             Some(s) => format!("; did you mean {s:?}?"),
             None if backends.is_empty() => "; no backends are configured".to_owned(),
@@ -76,7 +74,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
         c.report("name", format!("{msg}; the gateway needs a name (reported to clients)"));
     }
     let names = check_backends(cfg, &mut c);
-    check_aggregation(cfg, &names, &mut c);
+    super::aggregation_validate::check(cfg, &names, &mut c);
     check_operational(cfg, &names, &mut c);
     c.findings.extend(super::auth_validate::check(cfg, &names, c.index));
     c.findings.extend(super::authserver::cross::check(cfg));
@@ -197,109 +195,6 @@ fn url_problem(url: &str) -> Option<String> {
     }
 }
 
-fn check_aggregation(cfg: &Config, names: &[&str], c: &mut Checker<'_>) {
-    let agg = &cfg.aggregation;
-    let crc = "aggregation.conflictResolutionConfig";
-    if let Some(format) = &agg.conflict_resolution_config.prefix_format {
-        let path = key_path(crc, "prefixFormat");
-        let rest = format.replace("{backend}", "").replace("{workload}", "");
-        if rest.len() == format.len() {
-            c.report(
-                &path,
-                "must contain {backend} (or {workload}), or every backend gets the same prefix",
-            );
-        } else if rest.contains('{') {
-            c.report(&path, "unknown placeholder; only {backend} and {workload} are supported");
-        } else if let Some(bad) = rest.chars().find(|ch| !is_name_char(*ch)) {
-            c.report(&path, format!("character {bad:?} would end up in tool names; {NAME_CHARS}"));
-        }
-    }
-
-    let order = &agg.conflict_resolution_config.priority_order;
-    let order_path = key_path(crc, "priorityOrder");
-    if agg.conflict_resolution == ConflictResolution::Priority && order.is_empty() {
-        c.report(
-            &order_path,
-            "required when conflictResolution is priority: list backends, highest priority first",
-        );
-    }
-    let mut listed: HashMap<&str, usize> = HashMap::new();
-    for (j, name) in order.iter().enumerate() {
-        let p = index_path(&order_path, j);
-        if !names.contains(&name.as_str()) {
-            c.unknown_backend(p, name, names);
-        } else if let Some(&first) = listed.get(name.as_str()) {
-            c.report(p, format!("backend {name:?} is already listed at priorityOrder[{first}]"));
-        } else {
-            listed.insert(name, j);
-        }
-    }
-
-    check_tool_rules(cfg, names, c);
-}
-
-fn check_tool_rules(cfg: &Config, names: &[&str], c: &mut Checker<'_>) {
-    let mut rules_for: HashMap<&str, String> = HashMap::new();
-    // Advertised override name → the override that produced it first.
-    let mut produced: HashMap<&str, String> = HashMap::new();
-    for (k, rules) in cfg.aggregation.tools.iter().enumerate() {
-        let p = index_path("aggregation.tools", k);
-        // ToolHive spells the key `workload`; point at whichever the file uses.
-        let backend_path = if c.index.pos(&key_path(&p, "workload")).is_some() {
-            key_path(&p, "workload")
-        } else {
-            key_path(&p, "backend")
-        };
-        if !names.contains(&rules.backend.as_str()) {
-            c.unknown_backend(backend_path.clone(), &rules.backend, names);
-        } else if let Some(first) = rules_for.get(rules.backend.as_str()) {
-            let line = c.at_line(first);
-            let msg = format!(
-                "rules for backend {:?} are already given at {first}{line}; merge them",
-                rules.backend
-            );
-            c.report(backend_path.clone(), msg);
-        } else {
-            rules_for.insert(&rules.backend, backend_path.clone());
-        }
-
-        for (tool, ov) in &rules.overrides {
-            let op = key_path(&key_path(&p, "overrides"), tool);
-            if ov.name.is_none() && ov.description.is_none() && ov.annotations.is_none() {
-                c.report(&op, "override changes nothing; give name, description or annotations");
-            }
-            let Some(name) = ov.name.as_deref() else { continue };
-            let np = key_path(&op, "name");
-            if let Some(problem) = tool_name_problem(name) {
-                c.report(&np, problem);
-            } else if let Some(first) = produced.get(name) {
-                let line = c.at_line(first);
-                c.report(&np, format!("tool name {name:?} is already produced by {first}{line}"));
-            } else {
-                produced.insert(name, np);
-            }
-        }
-    }
-    // Under `manual`, collisions depend on the tools backends advertise at runtime, so they are
-    // checked when the catalog is built, not here.
-}
-
-/// Why `name` is not a valid MCP tool name, if it is not.
-fn tool_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        Some("must not be empty".to_owned())
-    } else if name.chars().count() > MAX_TOOL_NAME {
-        Some(format!(
-            "tool name is {} characters long; at most {MAX_TOOL_NAME} are allowed",
-            name.chars().count()
-        ))
-    } else {
-        name.chars()
-            .find(|ch| !is_name_char(*ch))
-            .map(|bad| format!("invalid tool name {name:?} (character {bad:?}); {NAME_CHARS}"))
-    }
-}
-
 fn check_operational(cfg: &Config, names: &[&str], c: &mut Checker<'_>) {
     let t = &cfg.operational.timeouts;
     if t.default.is_zero() {
@@ -335,17 +230,7 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
-    let agg = &cfg.aggregation;
-    if agg.conflict_resolution != ConflictResolution::Priority
-        && !agg.conflict_resolution_config.priority_order.is_empty()
-    {
-        out.push("aggregation.conflictResolutionConfig.priorityOrder: ignored unless conflictResolution is priority".to_owned());
-    }
-    if agg.conflict_resolution != ConflictResolution::Prefix
-        && agg.conflict_resolution_config.prefix_format.is_some()
-    {
-        out.push("aggregation.conflictResolutionConfig.prefixFormat: ignored unless conflictResolution is prefix".to_owned());
-    }
+    out.extend(super::aggregation_validate::warnings(cfg));
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }
@@ -531,9 +416,12 @@ backends:
             "rules for backend \"web\" are already given at aggregation.tools[0].workload (line 11); merge them"
         );
         // BTreeMap order: `find` is seen before `get`, so `get` is the duplicate.
-        assert_eq!(
-            ps[4].2,
-            "tool name \"lookup\" is already produced by aggregation.tools[2].overrides.find.name (line 19)"
+        assert!(
+            ps[4].2.starts_with(
+                "tool name \"lookup\" is already produced by aggregation.tools[2].overrides.find.name (line 19); two tools of one backend"
+            ),
+            "{}",
+            ps[4].2
         );
     }
 
