@@ -49,6 +49,11 @@ struct Cli {
     /// `GET /test/stats` counts `tools/list` requests by `sub`.
     #[arg(long, global = true)]
     user_tools: bool,
+    /// Act as a backend that wants a user's token for everything (HTTP only): any request to
+    /// `/mcp` without `Authorization: Bearer`, `initialize` and `server/discover` included, gets
+    /// HTTP 401.
+    #[arg(long, global = true)]
+    require_token: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         era: cli.era,
         synthetic_tools: cli.tools,
         user_tools: cli.user_tools,
+        require_token: cli.require_token,
     }));
 
     match cli.command {
@@ -169,6 +175,9 @@ pub fn http_router(
     if user_tools {
         mcp = mcp.layer(axum::middleware::from_fn_with_state(users.clone(), users::layer));
     }
+    if shared_for_log.settings.require_token {
+        mcp = mcp.layer(axum::middleware::from_fn(require_token));
+    }
     let stats = axum::Router::new().route("/test/stats", axum::routing::get(users::stats));
     let log = shared_for_log.clone();
     let requests = axum::Router::new().route(
@@ -184,6 +193,28 @@ pub fn http_router(
         .merge(stats.with_state(users))
         .merge(requests)
         .layer(axum::middleware::from_fn_with_state(shared_for_log, record_request))
+}
+
+/// `--require-token`: 401 for a request without a bearer token.
+async fn require_token(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let bearer = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
+    if !bearer {
+        use axum::response::IntoResponse;
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Records who called (method, session, `Authorization`) for the `request_log` tool, so tests can
@@ -235,6 +266,7 @@ mod tests {
             era: Era::Both,
             synthetic_tools: 2,
             user_tools,
+            require_token: false,
         }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -35,6 +35,8 @@ pub struct Settings {
     pub synthetic_tools: usize,
     /// `--user-tools`: tools need a bearer token, and each user has tools of its own.
     pub user_tools: bool,
+    /// `--require-token`: every request to `/mcp` needs a bearer token (HTTP 401 without).
+    pub require_token: bool,
 }
 
 /// A change to one of the server's lists or resources, fanned out to listeners.

@@ -139,6 +139,15 @@ pub enum BackendError {
     /// Outgoing credentials could not be resolved.
     #[error(transparent)]
     Auth(#[from] crate::auth::outgoing::OutgoingAuthError),
+    /// The backend refused the credentials a session was opened with (HTTP 401 or 403 to
+    /// `initialize` or `server/discover`).
+    #[error("backend {backend} refused the credentials (HTTP {status})")]
+    Refused {
+        /// Backend name.
+        backend: String,
+        /// 401 or 403.
+        status: u16,
+    },
 }
 
 impl BackendError {
@@ -312,6 +321,15 @@ impl Backend {
     /// Current state.
     pub fn state(&self) -> State {
         self.status().get().state
+    }
+
+    /// The server info as a request by `caller` sees it: a backend that waits for a user's
+    /// credentials to connect ([`Status::awaiting_user`]) connects with `caller`'s now.
+    pub async fn info_as(&self, caller: &Caller) -> Result<Option<ServerInfo>, BackendError> {
+        match self {
+            Backend::Http(b) => b.info_as(caller).await,
+            _ => Ok(self.info()),
+        }
     }
 
     /// The last connection error, for `/status`.
@@ -489,6 +507,21 @@ impl Status {
         self.tx.send_modify(|s| {
             s.state = State::Ready;
             s.info = Some(info);
+            s.attempts += 1;
+        });
+    }
+
+    /// Records that the backend refused the gateway's own connection for want of a user's
+    /// credentials: it is up (ready) but its server info is learned with its first user's
+    /// request.
+    pub fn awaiting_user(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.tx.send_modify(|s| {
+            if s.state != State::Stopped {
+                s.state = State::Ready;
+            }
+            s.info = None;
+            s.last_error = Some(why);
             s.attempts += 1;
         });
     }

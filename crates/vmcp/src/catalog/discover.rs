@@ -27,7 +27,18 @@ pub async fn discover_as(
     backend: &Backend,
     previous: Option<&BackendLists>,
 ) -> (BackendLists, Option<Unlisted>) {
-    let caps = backend.info().map(|i| i.capabilities).unwrap_or(Value::Null);
+    let info = match backend.info_as(caller).await {
+        Ok(info) => info,
+        Err(e) => {
+            let failure =
+                Unlisted { backend: name.clone(), reason: e.to_string(), cause: cause_of(&e) };
+            let lists = previous
+                .cloned()
+                .unwrap_or_else(|| BackendLists { backend: name.clone(), ..Default::default() });
+            return (lists, Some(failure));
+        }
+    };
+    let caps = info.map(|i| i.capabilities).unwrap_or(Value::Null);
     let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
     let list = |enabled, method, key| List { caller, name, backend, enabled, method, key };
     let (tools, resources, templates, prompts) = futures::join!(
@@ -50,6 +61,21 @@ pub async fn discover_as(
         prompts: keep(prompts, |l| &l.prompts),
     };
     (lists, failure)
+}
+
+/// What a caller should make of a backend failing to list for it.
+fn cause_of(e: &BackendError) -> UnlistedCause {
+    match e {
+        BackendError::Auth(OutgoingAuthError::Reauthenticate(_))
+        | BackendError::Refused { status: 401, .. } => UnlistedCause::Reauthenticate,
+        BackendError::Auth(OutgoingAuthError::UpstreamUnavailable(_)) => {
+            UnlistedCause::CredentialsUnavailable
+        }
+        BackendError::Auth(OutgoingAuthError::Forbidden(_)) | BackendError::Refused { .. } => {
+            UnlistedCause::Forbidden
+        }
+        _ => UnlistedCause::Unavailable,
+    }
 }
 
 /// One list method of one backend.
@@ -88,21 +114,7 @@ impl List<'_> {
                 .backend
                 .request(self.caller, method, params, CallContext::detached())
                 .await
-                .map_err(|e| {
-                    let cause = match e {
-                        BackendError::Auth(OutgoingAuthError::Reauthenticate(_)) => {
-                            UnlistedCause::Reauthenticate
-                        }
-                        BackendError::Auth(OutgoingAuthError::UpstreamUnavailable(_)) => {
-                            UnlistedCause::CredentialsUnavailable
-                        }
-                        BackendError::Auth(OutgoingAuthError::Forbidden(_)) => {
-                            UnlistedCause::Forbidden
-                        }
-                        _ => UnlistedCause::Unavailable,
-                    };
-                    (e.to_string(), cause)
-                })?;
+                .map_err(|e| (e.to_string(), cause_of(&e)))?;
             let failed = UnlistedCause::Unavailable;
             let result = match reply {
                 Reply::Result(r) => r,

@@ -339,6 +339,12 @@ pub(super) fn backend_error(e: &BackendError) -> ErrorObject {
             ErrorObject::new(code::ACCESS_DENIED, e.to_string())
         }
         BackendError::Auth(_) => ErrorObject::new(code::BACKEND_UNAVAILABLE, e.to_string()),
+        // The backend turned the caller's own credentials down: 401 asks the client to log in
+        // again (its token may have expired), 403 says this principal may not.
+        BackendError::Refused { status: 401, .. } => {
+            ErrorObject::new(code::REAUTHENTICATE, e.to_string())
+        }
+        BackendError::Refused { .. } => ErrorObject::new(code::ACCESS_DENIED, e.to_string()),
     }
 }
 

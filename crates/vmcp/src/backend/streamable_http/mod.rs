@@ -59,6 +59,8 @@ struct Inner {
     relisten: tokio::sync::Notify,
     /// Each principal's own listen stream, when the credentials are the user's (see [`listen`]).
     principals: PrincipalListens,
+    /// Serialises learning the server info with a user's credentials (see `info_for`).
+    learning: tokio::sync::Mutex<()>,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -91,6 +93,7 @@ impl HttpBackend {
             listened: Default::default(),
             relisten: tokio::sync::Notify::new(),
             principals,
+            learning: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(supervise(inner.clone()));
         tokio::spawn(expire_idle(Arc::downgrade(&inner)));
@@ -106,7 +109,7 @@ impl HttpBackend {
         ctx: CallContext,
     ) -> Result<Reply, BackendError> {
         let inner = &self.inner;
-        let info = inner.ready_info()?;
+        let info = inner.info_for(caller).await?;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let params = inner.outgoing_params(&info, params, ctx.client_meta.as_ref())?;
         let body = Message::Request(Request::new(Id::Number(id), method, params.clone()));
@@ -232,6 +235,16 @@ impl HttpBackend {
             self.inner.relisten.notify_one();
         }
         Ok(())
+    }
+
+    /// See [`super::Backend::info_as`].
+    pub async fn info_as(&self, caller: &Caller) -> Result<Option<ServerInfo>, BackendError> {
+        let snap = self.inner.status.get();
+        if snap.state == State::Ready && snap.info.is_none() {
+            // Waiting for a user's credentials: connecting with these may fail, and says why.
+            return self.inner.info_for(caller).await.map(Some);
+        }
+        Ok(snap.info)
     }
 
     /// Whether the outgoing credentials are the caller's own.
@@ -362,17 +375,45 @@ impl Inner {
     }
 
     /// Probes the era; a Legacy backend gets the gateway's own (System) pool entry, listening.
-    async fn connect(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, String> {
+    async fn connect(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, BackendError> {
         if let Some(info) = self.try_discover(caller).await {
             self.end_slots(self.pool.drain());
             return Ok(info);
         }
-        let (info, session) = self.open_session(caller, None, None).await.map_err(|e| match e {
-            BackendError::Unavailable { reason, .. } => reason,
-            other => other.to_string(),
-        })?;
+        let (info, session) = self.open_session(caller, None, None).await?;
         let slot = self.pool.install_system(session.clone());
         self.spawn_listener(info.clone(), session, &slot);
+        Ok(info)
+    }
+
+    /// The backend's server info for a request by `caller`. A backend that turned the gateway's
+    /// own connection down for want of a user's credentials ([`Status::awaiting_user`]) is
+    /// connected with the first user request's credentials: its era and info are learned then
+    /// (with a session opened only for that and ended at once), and kept; no credential is.
+    async fn info_for(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, BackendError> {
+        let not_ready = match self.ready_info() {
+            Ok(info) => return Ok(info),
+            Err(e) => e,
+        };
+        let snap = self.status.get();
+        if snap.state != State::Ready || snap.info.is_some() || matches!(caller, Caller::System) {
+            return Err(not_ready);
+        }
+        // One learner at a time; the others find what it learned.
+        let _turn = self.learning.lock().await;
+        if let Ok(info) = self.ready_info() {
+            return Ok(info);
+        }
+        let info = match self.try_discover(caller).await {
+            Some(info) => info,
+            None => {
+                let (info, session) = self.open_session(caller, None, None).await?;
+                self.close_session(caller, &session).await;
+                info
+            }
+        };
+        tracing::info!(backend = %self.spec.name, era = ?info.era, version = %info.protocol_version, "backend connected with a user's credentials");
+        self.status.ready(info.clone());
         Ok(info)
     }
 
@@ -521,42 +562,40 @@ async fn supervise(inner: Arc<Inner>) {
         if inner.stop.is_cancelled() {
             return;
         }
-        match inner.connect(&Caller::System).await {
+        let info = match inner.connect(&Caller::System).await {
             Ok(info) => {
                 tracing::info!(backend = %inner.spec.name, era = ?info.era, version = %info.protocol_version, "backend connected");
-                backoff = BACKOFF_START;
                 inner.status.ready(info.clone());
+                info
+            }
+            // A backend that wants the user's credentials for everything, `initialize`
+            // included, is up: it is connected with its first user's request instead.
+            Err(BackendError::Refused { status, .. }) if inner.spec.auth.is_user_bound() => {
+                tracing::info!(backend = %inner.spec.name, status, "backend refused the gateway's own connection; connecting with its first user's request");
+                inner.status.awaiting_user(format!(
+                    "refused a connection without a user's credentials (HTTP {status}); \
+                     connects with its first user's request"
+                ));
                 let mut rx = inner.status.subscribe();
-                loop {
-                    tokio::select! {
-                        _ = inner.stop.cancelled() => return,
-                        _ = rx.wait_for(|s| s.state != State::Ready) => break,
-                        again = async {
-                            if info.era == Era::Modern {
-                                inner.listen_modern(&info).await
-                            } else {
-                                std::future::pending::<bool>().await
-                            }
-                        } => if again { continue },
+                let learned = tokio::select! {
+                    _ = inner.stop.cancelled() => return,
+                    s = rx.wait_for(|s| s.state != State::Ready || s.info.is_some()) => {
+                        s.ok().and_then(|s| s.info.clone().filter(|_| s.state == State::Ready))
                     }
-                    tokio::select! {
-                        _ = inner.stop.cancelled() => return,
-                        _ = rx.wait_for(|s| s.state != State::Ready) => break,
-                        _ = tokio::time::sleep(BACKOFF_START * 4) => {}
+                };
+                match learned {
+                    Some(info) => info,
+                    None => {
+                        inner.status.connecting();
+                        continue;
                     }
                 }
-                // The backend went away: its sessions are gone with it (no DELETE to send).
-                for slot in inner.pool.drain() {
-                    if let Some(s) = slot.current() {
-                        s.listener.cancel();
-                    }
-                }
-                if inner.stop.is_cancelled() {
-                    return;
-                }
-                inner.status.connecting();
             }
             Err(e) => {
+                let e = match e {
+                    BackendError::Unavailable { reason, .. } => reason,
+                    other => other.to_string(),
+                };
                 tracing::warn!(backend = %inner.spec.name, error = %e, retry_in = ?backoff, "backend unavailable");
                 inner.status.down(e);
                 tokio::select! {
@@ -565,9 +604,49 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 inner.status.connecting();
+                continue;
             }
+        };
+        backoff = BACKOFF_START;
+        if !serve_connected(&inner, &info).await {
+            return;
         }
     }
+}
+
+/// While the backend stays connected, keeps the notification stream of a Modern backend open.
+/// Returns `false` when the backend is stopping, `true` when it must reconnect.
+async fn serve_connected(inner: &Inner, info: &ServerInfo) -> bool {
+    let mut rx = inner.status.subscribe();
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return false,
+            _ = rx.wait_for(|s| s.state != State::Ready) => break,
+            again = async {
+                if info.era == Era::Modern {
+                    inner.listen_modern(info).await
+                } else {
+                    std::future::pending::<bool>().await
+                }
+            } => if again { continue },
+        }
+        tokio::select! {
+            _ = inner.stop.cancelled() => return false,
+            _ = rx.wait_for(|s| s.state != State::Ready) => break,
+            _ = tokio::time::sleep(BACKOFF_START * 4) => {}
+        }
+    }
+    // The backend went away: its sessions are gone with it (no DELETE to send).
+    for slot in inner.pool.drain() {
+        if let Some(s) = slot.current() {
+            s.listener.cancel();
+        }
+    }
+    if inner.stop.is_cancelled() {
+        return false;
+    }
+    inner.status.connecting();
+    true
 }
 
 /// Methods that change what a Legacy backend session carries for its client (see

@@ -80,8 +80,15 @@ impl Inner {
         // "retry later" (503) for the client, where "backend unavailable" would decide nothing.
         let req = self.spec.auth.apply(caller, req).await?;
         let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
-        if !resp.status().is_success() {
-            return Err(fail(format!("initialize answered HTTP {}", resp.status())));
+        match resp.status() {
+            s if s.is_success() => {}
+            s @ (reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) => {
+                return Err(BackendError::Refused {
+                    backend: self.spec.name.to_string(),
+                    status: s.as_u16(),
+                });
+            }
+            s => return Err(fail(format!("initialize answered HTTP {s}"))),
         }
         let id = resp
             .headers()
