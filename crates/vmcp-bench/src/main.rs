@@ -9,6 +9,7 @@
 //! whatever happens.
 
 mod load;
+mod pressure;
 mod procs;
 
 use std::path::{Path, PathBuf};
@@ -25,11 +26,14 @@ use crate::procs::{Server, cpu_time, memory_kib};
 #[derive(Debug, Parser)]
 #[command(name = "vmcp-bench", version, about)]
 struct Args {
+    /// Another mode than the default comparison.
+    #[command(subcommand)]
+    command: Option<Mode>,
     /// The `vmcp` binary [default: next to this executable].
-    #[arg(long)]
+    #[arg(long, global = true)]
     vmcp: Option<PathBuf>,
     /// The `vmcp-fixture` binary [default: next to this executable].
-    #[arg(long)]
+    #[arg(long, global = true)]
     fixture: Option<PathBuf>,
     /// Measured time per target and concurrency level (e.g. `10s`, `500ms`, `1m`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -46,6 +50,12 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// A healthy client's latency before and while each `server.limits` bound is hit.
+    Pressure(pressure::PressureArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -399,9 +409,47 @@ fn write_json(path: &Path, r: &Report) -> anyhow::Result<()> {
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
+/// `vmcp-bench pressure`: the report on stdout; exit status 3 if a bound was not hit or the
+/// healthy client failed.
+async fn pressure_main(args: &Args, p: &pressure::PressureArgs) -> std::process::ExitCode {
+    let run = async {
+        let vmcp = binary(args.vmcp.clone(), "vmcp")?;
+        let fixture = binary(args.fixture.clone(), "vmcp-fixture")?;
+        pressure::run(&vmcp, &fixture, p).await
+    };
+    let result = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmcp-bench pressure: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    print!("{}", pressure::markdown(&report));
+    if let Some(out) = &p.out {
+        let written = serde_json::to_string_pretty(&report)
+            .context("serializing the results")
+            .and_then(|j| std::fs::write(out, j + "\n").context("writing the results"));
+        if let Err(e) = written {
+            eprintln!("vmcp-bench pressure: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if !report.problems().is_empty() {
+        return std::process::ExitCode::from(3);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Mode::Pressure(p)) = &args.command {
+        return pressure_main(&args, p).await;
+    }
     // Ctrl-C drops the run, and with it the servers' guards.
     let result = tokio::select! {
         r = bench(&args) => r,
