@@ -7,6 +7,9 @@
 //! the latency vmcp adds, CPU per request and vmcp's memory, as a Markdown table (and JSON with
 //! `--out`). Every reply is checked; failures are counted. Both servers are stopped at the end,
 //! whatever happens.
+//!
+//! `vmcp-bench pressure` measures instead a healthy client's latency before and while each
+//! `server.limits` bound is held hit by an aggressor (see the `pressure` module).
 
 mod load;
 mod pressure;
@@ -409,46 +412,11 @@ fn write_json(path: &Path, r: &Report) -> anyhow::Result<()> {
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-/// `vmcp-bench pressure`: the report on stdout; exit status 3 if a bound was not hit or the
-/// healthy client failed.
-async fn pressure_main(args: &Args, p: &pressure::PressureArgs) -> std::process::ExitCode {
-    let run = async {
-        let vmcp = binary(args.vmcp.clone(), "vmcp")?;
-        let fixture = binary(args.fixture.clone(), "vmcp-fixture")?;
-        pressure::run(&vmcp, &fixture, p).await
-    };
-    let result = tokio::select! {
-        r = run => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vmcp-bench pressure: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    print!("{}", pressure::markdown(&report));
-    if let Some(out) = &p.out {
-        let written = serde_json::to_string_pretty(&report)
-            .context("serializing the results")
-            .and_then(|j| std::fs::write(out, j + "\n").context("writing the results"));
-        if let Err(e) = written {
-            eprintln!("vmcp-bench pressure: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    }
-    if !report.problems().is_empty() {
-        return std::process::ExitCode::from(3);
-    }
-    std::process::ExitCode::SUCCESS
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Mode::Pressure(p)) = &args.command {
-        return pressure_main(&args, p).await;
+        return pressure::main(args.vmcp.clone(), args.fixture.clone(), p).await;
     }
     // Ctrl-C drops the run, and with it the servers' guards.
     let result = tokio::select! {

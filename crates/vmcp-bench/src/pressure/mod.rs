@@ -166,6 +166,45 @@ pub async fn run(
     Ok(Report::new(args, limits, rows))
 }
 
+/// `vmcp-bench pressure`: the report on stdout; exit status 3 if a bound was not hit or the
+/// healthy client failed.
+pub async fn main(
+    vmcp: Option<PathBuf>,
+    fixture: Option<PathBuf>,
+    p: &PressureArgs,
+) -> std::process::ExitCode {
+    let run = async {
+        let vmcp = crate::binary(vmcp, "vmcp")?;
+        let fixture = crate::binary(fixture, "vmcp-fixture")?;
+        run(&vmcp, &fixture, p).await
+    };
+    let result = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmcp-bench pressure: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    print!("{}", markdown(&report));
+    if let Some(out) = &p.out {
+        let written = serde_json::to_string_pretty(&report)
+            .context("serializing the results")
+            .and_then(|j| std::fs::write(out, j + "\n").context("writing the results"));
+        if let Err(e) = written {
+            eprintln!("vmcp-bench pressure: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if !report.problems().is_empty() {
+        return std::process::ExitCode::from(3);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 fn fmt(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
