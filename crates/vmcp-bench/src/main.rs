@@ -7,8 +7,12 @@
 //! the latency vmcp adds, CPU per request and vmcp's memory, as a Markdown table (and JSON with
 //! `--out`). Every reply is checked; failures are counted. Both servers are stopped at the end,
 //! whatever happens.
+//!
+//! `vmcp-bench pressure` measures instead a healthy client's latency before and while each
+//! `server.limits` bound is held hit by an aggressor (see the `pressure` module).
 
 mod load;
+mod pressure;
 mod procs;
 
 use std::path::{Path, PathBuf};
@@ -25,11 +29,14 @@ use crate::procs::{Server, cpu_time, memory_kib};
 #[derive(Debug, Parser)]
 #[command(name = "vmcp-bench", version, about)]
 struct Args {
+    /// Another mode than the default comparison.
+    #[command(subcommand)]
+    command: Option<Mode>,
     /// The `vmcp` binary [default: next to this executable].
-    #[arg(long)]
+    #[arg(long, global = true)]
     vmcp: Option<PathBuf>,
     /// The `vmcp-fixture` binary [default: next to this executable].
-    #[arg(long)]
+    #[arg(long, global = true)]
     fixture: Option<PathBuf>,
     /// Measured time per target and concurrency level (e.g. `10s`, `500ms`, `1m`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -46,6 +53,12 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// A healthy client's latency before and while each `server.limits` bound is hit.
+    Pressure(pressure::PressureArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -402,6 +415,9 @@ fn write_json(path: &Path, r: &Report) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Mode::Pressure(p)) = &args.command {
+        return pressure::main(args.vmcp.clone(), args.fixture.clone(), p).await;
+    }
     // Ctrl-C drops the run, and with it the servers' guards.
     let result = tokio::select! {
         r = bench(&args) => r,

@@ -111,9 +111,18 @@ impl Server {
 
     /// `vmcp-fixture http --port 0 --json-response --era both`.
     pub fn fixture(bin: &Path, ready_within: Duration) -> anyhow::Result<Server> {
+        let args = ["--json-response", "--era", "both", "--name", "bench-fixture"];
+        Server::fixture_with(bin, &args, ready_within)
+    }
+
+    /// `vmcp-fixture http --port 0 --host 127.0.0.1` with `args`.
+    pub fn fixture_with(
+        bin: &Path,
+        args: &[&str],
+        ready_within: Duration,
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(bin);
-        cmd.args(["http", "--port", "0", "--host", "127.0.0.1", "--json-response"]);
-        cmd.args(["--era", "both", "--name", "bench-fixture"]);
+        cmd.args(["http", "--port", "0", "--host", "127.0.0.1"]).args(args);
         let mut s = Server::spawn("vmcp-fixture", cmd, None)?;
         let line =
             s.wait_line(Instant::now() + ready_within, |l| l.starts_with("listening on "))?;
@@ -123,10 +132,15 @@ impl Server {
 
     /// `vmcp serve --config <generated> --port 0`, with `backend_url` as backend `fx`.
     pub fn vmcp(bin: &Path, backend_url: &str, ready_within: Duration) -> anyhow::Result<Server> {
-        let config = std::env::temp_dir().join(format!("vmcp-bench-{}.yaml", std::process::id()));
         let yaml = format!(
             "name: vmcp-bench\nbackends:\n  - name: fx\n    transport: streamable-http\n    url: {backend_url}\n"
         );
+        Server::vmcp_config(bin, &yaml, ready_within)
+    }
+
+    /// `vmcp serve --config <yaml written to a temp file> --port 0`.
+    pub fn vmcp_config(bin: &Path, yaml: &str, ready_within: Duration) -> anyhow::Result<Server> {
+        let config = std::env::temp_dir().join(format!("vmcp-bench-{}.yaml", std::process::id()));
         std::fs::write(&config, yaml)
             .with_context(|| format!("writing the config {}", config.display()))?;
         let mut cmd = Command::new(bin);
