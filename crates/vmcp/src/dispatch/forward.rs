@@ -328,7 +328,9 @@ pub(super) fn backend_error(e: &BackendError) -> ErrorObject {
         BackendError::Unavailable { .. } => {
             ErrorObject::new(code::BACKEND_UNAVAILABLE, e.to_string())
         }
-        BackendError::Transport { .. } => ErrorObject::new(code::INTERNAL_ERROR, e.to_string()),
+        BackendError::Transport { .. } | BackendError::Exhausted { .. } => {
+            ErrorObject::new(code::INTERNAL_ERROR, e.to_string())
+        }
         BackendError::Auth(crate::auth::outgoing::OutgoingAuthError::Reauthenticate(_)) => {
             ErrorObject::new(code::REAUTHENTICATE, e.to_string())
         }

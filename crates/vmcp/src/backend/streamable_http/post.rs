@@ -21,6 +21,9 @@ pub(super) enum PostError {
     /// The connection failed or timed out. `connect`: the backend could not be reached (not set
     /// when connecting failed for want of a local resource, see [`local_exhaustion`]).
     Transport { reason: String, connect: bool },
+    /// vmcp itself ran out of a local resource (file descriptors, buffers, memory) for this
+    /// request: nothing is known about the backend.
+    Exhausted(String),
     /// Outgoing credentials could not be resolved.
     Auth(crate::auth::outgoing::OutgoingAuthError),
 }
@@ -36,6 +39,7 @@ impl PostError {
                 BackendError::Transport { backend, reason: format!("HTTP {s}") }
             }
             PostError::Transport { reason, .. } => BackendError::Transport { backend, reason },
+            PostError::Exhausted(reason) => BackendError::Exhausted { backend, reason },
             PostError::Auth(e) => BackendError::Auth(e),
         }
     }
@@ -119,8 +123,10 @@ impl Inner {
         } else {
             req.send().await
         };
-        let resp = sent
-            .map_err(|e| PostError::Transport { reason: describe(&e), connect: unreachable(&e) })?;
+        let resp = sent.map_err(|e| match local_exhaustion(&e) {
+            true => PostError::Exhausted(describe(&e)),
+            false => PostError::Transport { reason: describe(&e), connect: unreachable(&e) },
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
