@@ -51,7 +51,7 @@ fn every_bound_is_hit_and_the_healthy_client_is_served() {
     let _ = std::fs::remove_file(&out);
     let report: Value = serde_json::from_str(&text).expect("JSON report");
     let rows = report["rows"].as_array().expect("rows");
-    assert_eq!(rows.len(), 13, "one row per bound:\n{stdout}");
+    assert_eq!(rows.len(), 14, "one row per bound:\n{stdout}");
     for row in rows {
         let bound = row["bound"].as_str().unwrap_or_default();
         let refusals = row["refusalsBeforeWindow"].as_u64().unwrap_or(0)

@@ -185,6 +185,36 @@ async fn in_flight_per_session_gets_429() {
     assert!(r.msg().get("error").is_none(), "{:?}", r.message);
 }
 
+/// One principal's requests cannot take every in-flight slot: past its share it gets 429 naming
+/// the key, while another principal is served.
+#[tokio::test]
+async fn in_flight_per_principal_gets_429() {
+    use common::local_idp::{AUDIENCE, LocalIdp};
+    let idp = LocalIdp::start();
+    let yaml = format!(
+        "name: limits\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n\
+         backends:\n{}server:\n  limits:\n    maxInFlightPerPrincipal: 1\n",
+        idp.url,
+        stdio_backend("s"),
+    );
+    let gw = Gateway::start(&yaml);
+    let mut alice = gw.client();
+    alice.bearer = Some(idp.token("alice"));
+    let mut bob = gw.client();
+    bob.bearer = Some(idp.token("bob"));
+    let slow = slow_call(&gw, &alice, true, 3000).await;
+    let (status, msg) = refused_ping(&alice, true).await;
+    assert_eq!(status, 429, "{msg}");
+    let e = error_of(&msg);
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("server.limits.maxInFlightPerPrincipal"),
+        "{msg}"
+    );
+    assert!(!bob.tool_names(true).await.is_empty(), "another principal is served meanwhile");
+    assert!(slow.await.expect("slow call").msg().get("error").is_none());
+    assert!(!alice.tool_names(true).await.is_empty(), "served again once the slot is free");
+}
+
 #[tokio::test]
 async fn in_flight_total_gets_503() {
     let gw = Gateway::start(&yaml_with(&["maxInFlight: 1", "maxInFlightPerSession: 1"]));

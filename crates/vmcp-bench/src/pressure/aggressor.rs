@@ -30,6 +30,8 @@ pub enum Bound {
     SessionsPerPrincipal,
     #[value(name = "maxInFlight")]
     InFlight,
+    #[value(name = "maxInFlightPerPrincipal")]
+    InFlightPerPrincipal,
     #[value(name = "maxInFlightPerSession")]
     InFlightPerSession,
     #[value(name = "maxStreamsPerSession")]
@@ -51,11 +53,12 @@ pub enum Bound {
 }
 
 impl Bound {
-    pub const ALL: [Bound; 13] = [
+    pub const ALL: [Bound; 14] = [
         Bound::UriLength,
         Bound::Sessions,
         Bound::SessionsPerPrincipal,
         Bound::InFlight,
+        Bound::InFlightPerPrincipal,
         Bound::InFlightPerSession,
         Bound::StreamsPerSession,
         Bound::SubscriptionsPerSession,
@@ -74,6 +77,7 @@ impl Bound {
             Bound::Sessions => "maxSessions",
             Bound::SessionsPerPrincipal => "maxSessionsPerPrincipal",
             Bound::InFlight => "maxInFlight",
+            Bound::InFlightPerPrincipal => "maxInFlightPerPrincipal",
             Bound::InFlightPerSession => "maxInFlightPerSession",
             Bound::StreamsPerSession => "maxStreamsPerSession",
             Bound::SubscriptionsPerSession => "maxSubscriptionsPerSession",
@@ -93,6 +97,9 @@ impl Bound {
             Bound::Sessions => "`initialize` from 5 principals until 503",
             Bound::SessionsPerPrincipal => "`initialize` from 1 principal until 429",
             Bound::InFlight => "`fx_sleep` 2 s calls (Modern, 4 principals) filling every slot",
+            Bound::InFlightPerPrincipal => {
+                "`fx_sleep` 2 s calls (Modern, 1 principal) filling its share"
+            }
             Bound::InFlightPerSession => "`fx_sleep` 2 s calls filling one session",
             Bound::StreamsPerSession => "`GET /mcp` streams on one session until 429",
             Bound::SubscriptionsPerSession => "`resources/subscribe` of new URIs in one session",
@@ -111,6 +118,7 @@ impl Bound {
             Bound::UriLength => "200, -32602",
             Bound::Sessions | Bound::InFlight | Bound::ListenStreams => "503, -32600",
             Bound::SessionsPerPrincipal
+            | Bound::InFlightPerPrincipal
             | Bound::InFlightPerSession
             | Bound::StreamsPerSession
             | Bound::ListenStreamsPerPrincipal => "429, -32600",
@@ -131,6 +139,7 @@ pub struct Limits {
     pub max_sessions: usize,
     pub max_sessions_per_principal: usize,
     pub max_in_flight: usize,
+    pub max_in_flight_per_principal: usize,
     pub max_in_flight_per_session: usize,
     pub max_streams_per_session: usize,
     pub max_subscriptions_per_session: usize,
@@ -149,6 +158,7 @@ impl Default for Limits {
             max_sessions: 200,
             max_sessions_per_principal: 50,
             max_in_flight: 64,
+            max_in_flight_per_principal: 16,
             max_in_flight_per_session: 8,
             max_streams_per_session: 2,
             max_subscriptions_per_session: 16,
@@ -170,6 +180,7 @@ impl Limits {
             Bound::Sessions => self.max_sessions,
             Bound::SessionsPerPrincipal => self.max_sessions_per_principal,
             Bound::InFlight => self.max_in_flight,
+            Bound::InFlightPerPrincipal => self.max_in_flight_per_principal,
             Bound::InFlightPerSession => self.max_in_flight_per_session,
             Bound::StreamsPerSession => self.max_streams_per_session,
             Bound::SubscriptionsPerSession => self.max_subscriptions_per_session,

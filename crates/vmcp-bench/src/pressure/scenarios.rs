@@ -33,8 +33,9 @@ pub async fn run(
         Bound::UriLength => uri_length(&ctx, &t, pacer).await,
         Bound::Sessions => sessions(&ctx, &t, pacer, true).await,
         Bound::SessionsPerPrincipal => sessions(&ctx, &t, pacer, false).await,
-        Bound::InFlight => in_flight(&ctx, &t, pacer, true).await,
-        Bound::InFlightPerSession => in_flight(&ctx, &t, pacer, false).await,
+        Bound::InFlight => in_flight(&ctx, &t, pacer, Holders::Total).await,
+        Bound::InFlightPerPrincipal => in_flight(&ctx, &t, pacer, Holders::Principal).await,
+        Bound::InFlightPerSession => in_flight(&ctx, &t, pacer, Holders::Session).await,
         Bound::StreamsPerSession => get_streams(&ctx, &t, pacer).await,
         Bound::SubscriptionsPerSession => subscriptions(&ctx, &t, pacer).await,
         Bound::ListenStreams => listen(&ctx, &t, pacer, true).await,
@@ -133,22 +134,39 @@ async fn open_sessions(
     }
 }
 
-/// Fills the in-flight slots with slow `fx_sleep` calls: Modern calls of 4 principals for
-/// `maxInFlight`, calls in one Legacy session for `maxInFlightPerSession`; probes with `ping`
-/// (Legacy) or `tools/list` (Modern).
-async fn in_flight(ctx: &Ctx, t: &Arc<Tally>, mut pacer: Pacer, total: bool) -> anyhow::Result<()> {
+/// Whose in-flight slots an aggressor fills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Holders {
+    /// `maxInFlight`: Modern calls of 4 principals (each within its share).
+    Total,
+    /// `maxInFlightPerPrincipal`: Modern calls of one principal.
+    Principal,
+    /// `maxInFlightPerSession`: calls in one Legacy session.
+    Session,
+}
+
+/// Fills the in-flight slots with slow `fx_sleep` calls (see [`Holders`]); probes with `ping`
+/// (Legacy) or `tools/list` (Modern), as the holders' principal (or a fifth one for the total).
+async fn in_flight(
+    ctx: &Ctx,
+    t: &Arc<Tally>,
+    mut pacer: Pacer,
+    who: Holders,
+) -> anyhow::Result<()> {
     let l = &ctx.limits;
-    let (holders, status, key) = if total {
-        (l.max_in_flight, 503, "maxInFlight")
-    } else {
-        (l.max_in_flight_per_session, 429, "maxInFlightPerSession")
+    let (holders, status, key) = match who {
+        Holders::Total => (l.max_in_flight, 503, "maxInFlight"),
+        Holders::Principal => (l.max_in_flight_per_principal, 429, "maxInFlightPerPrincipal"),
+        Holders::Session => (l.max_in_flight_per_session, 429, "maxInFlightPerSession"),
     };
+    let total = who != Holders::Session;
     let session = if total { None } else { Some(ctx.session(0, false).await?) };
     let mut tasks = JoinSet::new();
     for i in 0..holders {
-        let c = match &session {
-            Some(s) => s.clone(),
-            None => ctx.aggressor(i % 4)?,
+        let c = match (&session, who) {
+            (Some(s), _) => s.clone(),
+            (None, Holders::Principal) => ctx.aggressor(0)?,
+            (None, _) => ctx.aggressor(i % 4)?,
         };
         let (t, mut stop) = (t.clone(), pacer.receiver());
         tasks.spawn(async move {
@@ -168,9 +186,10 @@ async fn in_flight(ctx: &Ctx, t: &Arc<Tally>, mut pacer: Pacer, total: bool) -> 
         });
     }
     t.hold(holders as i64);
-    let probe = match &session {
-        Some(s) => s.clone(),
-        None => ctx.aggressor(holders)?,
+    let probe = match (&session, who) {
+        (Some(s), _) => s.clone(),
+        (None, Holders::Principal) => ctx.aggressor(0)?,
+        (None, _) => ctx.aggressor(holders)?,
     };
     let method = if total { "tools/list" } else { "ping" };
     while pacer.next().await {

@@ -139,6 +139,16 @@ pub enum BackendError {
     /// Outgoing credentials could not be resolved.
     #[error(transparent)]
     Auth(#[from] crate::auth::outgoing::OutgoingAuthError),
+    /// vmcp ran out of a local resource (file descriptors, buffers, memory) for this request.
+    /// Says nothing about the backend: it fails this request only and never counts against the
+    /// backend's health.
+    #[error("backend {backend}: {reason}")]
+    Exhausted {
+        /// Backend name.
+        backend: String,
+        /// What ran out.
+        reason: String,
+    },
     /// The backend refused the credentials a session was opened with (HTTP 401 or 403 to
     /// `initialize` or `server/discover`).
     #[error("backend {backend} refused the credentials (HTTP {status})")]

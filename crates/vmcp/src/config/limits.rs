@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL: usize = 100;
 /// Default `maxInFlight`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default `maxInFlightPerPrincipal`: a quarter of `maxInFlight`, so one principal (all
+/// anonymous clients are one) cannot take every slot from the others.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL: usize = 256;
 /// Default `maxInFlightPerSession`.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_SESSION: usize = 64;
 /// Default `maxStreamsPerSession`.
@@ -60,6 +63,9 @@ pub struct LimitsConfig {
     pub max_sessions_per_principal: usize,
     /// Client requests being handled at once, all clients together (HTTP 503 beyond).
     pub max_in_flight: usize,
+    /// Client requests of one principal being handled at once, Legacy and Modern together (HTTP
+    /// 429 beyond).
+    pub max_in_flight_per_principal: usize,
     /// Requests being handled at once in one Legacy session (HTTP 429 beyond).
     pub max_in_flight_per_session: usize,
     /// Open GET streams of one Legacy session (HTTP 429 beyond).
@@ -96,6 +102,7 @@ impl Default for LimitsConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_principal: DEFAULT_MAX_SESSIONS_PER_PRINCIPAL,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_principal: DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL,
             max_in_flight_per_session: DEFAULT_MAX_IN_FLIGHT_PER_SESSION,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
             max_pending_relays_per_session: DEFAULT_MAX_PENDING_RELAYS_PER_SESSION,
@@ -114,12 +121,13 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// The counts, with their key names, for checks that treat them alike.
-    fn counts(&self) -> [(&'static str, usize); 13] {
+    fn counts(&self) -> [(&'static str, usize); 14] {
         [
             ("maxUriLength", self.max_uri_length),
             ("maxSessions", self.max_sessions),
             ("maxSessionsPerPrincipal", self.max_sessions_per_principal),
             ("maxInFlight", self.max_in_flight),
+            ("maxInFlightPerPrincipal", self.max_in_flight_per_principal),
             ("maxInFlightPerSession", self.max_in_flight_per_session),
             ("maxStreamsPerSession", self.max_streams_per_session),
             ("maxPendingRelaysPerSession", self.max_pending_relays_per_session),

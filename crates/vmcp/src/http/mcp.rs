@@ -223,7 +223,7 @@ async fn legacy(
 ) -> Response {
     match msg {
         Message::Request(req) => {
-            let permit = match gw.sessions.admit(Some(&session)) {
+            let permit = match gw.sessions.admit(&session.binding, Some(&session)) {
                 Ok(p) => p,
                 Err(e) => return refused(Some(req.id), &e),
             };
@@ -359,7 +359,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     if req.method == "subscriptions/listen" {
         return super::listen::listen(gw, caller, req).await;
     }
-    let permit = match gw.sessions.admit(None) {
+    let permit = match gw.sessions.admit(&caller.binding(), None) {
         Ok(p) => p,
         Err(e) => return refused(Some(req.id), &e),
     };

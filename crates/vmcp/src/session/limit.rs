@@ -3,8 +3,11 @@
 //! Invariant: a slot is taken with a compare-and-swap that never goes past the limit, and given
 //! back exactly once, when its [`Permit`] drops.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::auth::Binding;
 
 /// A limit of `server.limits` that refused a request. The message names the key, so an operator
 /// seeing it in a client log knows what to raise.
@@ -31,6 +34,14 @@ pub enum LimitError {
         "too many requests in flight: the gateway handles at most {limit} at once (server.limits.maxInFlight); retry later"
     )]
     InFlight {
+        /// The limit.
+        limit: usize,
+    },
+    /// `maxInFlightPerPrincipal`.
+    #[error(
+        "too many requests in flight for this principal: at most {limit} at once (server.limits.maxInFlightPerPrincipal); retry later"
+    )]
+    InFlightPerPrincipal {
         /// The limit.
         limit: usize,
     },
@@ -128,6 +139,7 @@ impl LimitError {
             Self::Sessions { .. } => "maxSessions",
             Self::SessionsPerPrincipal { .. } => "maxSessionsPerPrincipal",
             Self::InFlight { .. } => "maxInFlight",
+            Self::InFlightPerPrincipal { .. } => "maxInFlightPerPrincipal",
             Self::InFlightPerSession { .. } => "maxInFlightPerSession",
             Self::StreamsPerSession { .. } => "maxStreamsPerSession",
             Self::PendingRelaysPerSession { .. } => "maxPendingRelaysPerSession",
@@ -147,6 +159,7 @@ impl LimitError {
             Self::Sessions { limit }
             | Self::SessionsPerPrincipal { limit }
             | Self::InFlight { limit }
+            | Self::InFlightPerPrincipal { limit }
             | Self::InFlightPerSession { limit }
             | Self::StreamsPerSession { limit }
             | Self::PendingRelaysPerSession { limit }
@@ -193,6 +206,42 @@ impl Permit {
     }
 }
 
+/// One counter per principal (requests in flight), created on first use. Lookups share a read
+/// lock; a counter nobody holds and that stands at zero is swept once the map is large, under
+/// the write lock, so the map stays bounded by the principals with requests in flight.
+#[derive(Default)]
+pub struct PerPrincipal {
+    map: RwLock<HashMap<Binding, Arc<AtomicUsize>>>,
+}
+
+/// Past this many principals, idle counters are swept before another is added.
+const SWEEP_AT: usize = 1024;
+
+impl PerPrincipal {
+    /// Takes one slot of `binding`'s counter if fewer than `limit` are taken.
+    pub fn acquire(&self, binding: &Binding, limit: usize) -> Option<Slot> {
+        let existing = self.map.read().unwrap_or_else(|e| e.into_inner()).get(binding).cloned();
+        let counter = match existing {
+            Some(c) => c,
+            None => {
+                let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+                if map.len() >= SWEEP_AT {
+                    // Only the map holds it and it counts nothing: no request is using it.
+                    map.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
+                }
+                map.entry(binding.clone()).or_default().clone()
+            }
+        };
+        Permit::acquire(&counter, limit)
+    }
+
+    /// Principals with a counter (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +270,21 @@ mod tests {
         let obj = serde_json::to_value(e.to_error()).unwrap();
         assert_eq!(obj["data"]["limit"], "maxSessionsPerPrincipal");
         assert_eq!(obj["code"], -32600);
+    }
+
+    #[test]
+    fn per_principal_counters_cap_each_principal_and_are_swept() {
+        let who = |s: &str| Binding::Principal { issuer: "i".into(), subject: s.into() };
+        let p = PerPrincipal::default();
+        let a1 = p.acquire(&who("a"), 2).unwrap();
+        let _a2 = p.acquire(&who("a"), 2).unwrap();
+        assert!(p.acquire(&who("a"), 2).is_none(), "a is at its limit");
+        let _b = p.acquire(&who("b"), 2).unwrap();
+        drop(a1);
+        assert!(p.acquire(&who("a"), 2).is_some(), "a's slot came back");
+        for n in 0..SWEEP_AT + 10 {
+            drop(p.acquire(&who(&n.to_string()), 1));
+        }
+        assert!(p.len() <= SWEEP_AT + 1, "idle counters are swept: {}", p.len());
     }
 }

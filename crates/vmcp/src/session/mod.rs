@@ -284,6 +284,8 @@ pub struct Sessions {
     next_key: AtomicU64,
     /// Admitted client requests still running, all clients together.
     active: Arc<AtomicUsize>,
+    /// Admitted client requests still running, per principal.
+    active_per_principal: limit::PerPrincipal,
     /// Relays pending in all sessions together.
     relays: Arc<AtomicUsize>,
     /// Open `subscriptions/listen` streams.
@@ -304,6 +306,7 @@ impl Sessions {
             map: RwLock::default(),
             next_key: AtomicU64::new(0),
             active: Arc::default(),
+            active_per_principal: Default::default(),
             relays: Arc::default(),
             listens: Default::default(),
             limits: Arc::new(limits),
@@ -315,12 +318,23 @@ impl Sessions {
         &self.limits
     }
 
-    /// Admits one client request: one slot of `maxInFlight` and, for a Legacy request, one of its
-    /// session's `maxInFlightPerSession`. Refused (and nothing taken) when either is full.
-    pub fn admit(&self, session: Option<&Session>) -> Result<Permit, LimitError> {
+    /// Admits one client request of `binding`: one slot of `maxInFlight`, one of the principal's
+    /// `maxInFlightPerPrincipal` and, for a Legacy request, one of its session's
+    /// `maxInFlightPerSession`. Refused (and nothing taken) when any is full.
+    pub fn admit(
+        &self,
+        binding: &Binding,
+        session: Option<&Session>,
+    ) -> Result<Permit, LimitError> {
         let limit = self.limits.max_in_flight;
         let global = Permit::acquire(&self.active, limit).ok_or(LimitError::InFlight { limit })?;
-        let mut slots = vec![global];
+        let limit = self.limits.max_in_flight_per_principal;
+        // On refusal the slots taken so far drop here and are given back.
+        let principal = self
+            .active_per_principal
+            .acquire(binding, limit)
+            .ok_or(LimitError::InFlightPerPrincipal { limit })?;
+        let mut slots = vec![global, principal];
         if let Some(s) = session {
             let limit = self.limits.max_in_flight_per_session;
             // On refusal `slots` drops here and gives the global slot back.
@@ -493,7 +507,7 @@ mod tests {
         let s = sessions(LimitsConfig::default());
         let session = open(&s, "a").unwrap();
         for i in 0..2000 {
-            let permit = s.admit(Some(&session)).unwrap();
+            let permit = s.admit(&session.binding, Some(&session)).unwrap();
             let task = session.spawn_request(Id::Number(i), permit, async {});
             task.await.unwrap();
         }
@@ -507,13 +521,17 @@ mod tests {
         let s = sessions(LimitsConfig::default());
         let session = open(&s, "a").unwrap();
         let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let first = session.spawn_request(Id::Number(1), s.admit(Some(&session)).unwrap(), async {
-            let _ = wait.await;
-        });
+        let first = session.spawn_request(
+            Id::Number(1),
+            s.admit(&session.binding, Some(&session)).unwrap(),
+            async {
+                let _ = wait.await;
+            },
+        );
         // The client reuses id 1 while the first request runs; the entry is now the second's.
         let second = session.spawn_request(
             Id::Number(1),
-            s.admit(Some(&session)).unwrap(),
+            s.admit(&session.binding, Some(&session)).unwrap(),
             std::future::pending::<()>(),
         );
         release.send(()).unwrap();
@@ -532,14 +550,34 @@ mod tests {
             ..Default::default()
         });
         let a = open(&s, "a").unwrap();
-        let p1 = s.admit(Some(&a)).unwrap();
-        let _p2 = s.admit(Some(&a)).unwrap();
-        assert_eq!(s.admit(Some(&a)).err(), Some(LimitError::InFlightPerSession { limit: 2 }));
+        let who = a.binding.clone();
+        let p1 = s.admit(&who, Some(&a)).unwrap();
+        let _p2 = s.admit(&who, Some(&a)).unwrap();
+        assert_eq!(
+            s.admit(&who, Some(&a)).err(),
+            Some(LimitError::InFlightPerSession { limit: 2 })
+        );
         assert_eq!(s.in_flight(), 2, "a refused per-session admit gives the global slot back");
-        let _p3 = s.admit(None).unwrap();
-        assert_eq!(s.admit(None).err(), Some(LimitError::InFlight { limit: 3 }));
+        let _p3 = s.admit(&who, None).unwrap();
+        assert_eq!(s.admit(&who, None).err(), Some(LimitError::InFlight { limit: 3 }));
         drop(p1);
-        s.admit(Some(&a)).expect("slot returned on drop");
+        s.admit(&who, Some(&a)).expect("slot returned on drop");
+    }
+
+    #[tokio::test]
+    async fn one_principal_cannot_take_every_slot() {
+        let s = sessions(LimitsConfig {
+            max_in_flight: 4,
+            max_in_flight_per_principal: 2,
+            ..Default::default()
+        });
+        let user = |n: &str| Binding::Principal { issuer: "i".into(), subject: n.into() };
+        let (a, b) = (user("a"), user("b"));
+        let _a1 = s.admit(&a, None).unwrap();
+        let _a2 = s.admit(&a, None).unwrap();
+        assert_eq!(s.admit(&a, None).err(), Some(LimitError::InFlightPerPrincipal { limit: 2 }));
+        assert_eq!(s.in_flight(), 2, "a refused per-principal admit gives the global slot back");
+        let _b1 = s.admit(&b, None).expect("another principal still gets in");
     }
 
     #[test]
