@@ -438,8 +438,10 @@ async fn short_lived_exchanged_tokens_are_not_reused_past_their_lifetime() {
     assert_eq!(w.send(&auth, &alice, "e3").await.unwrap(), exchanged(2, "alice-token-1"));
 }
 
-/// An anonymous client request cannot be exchanged for anything: it must authenticate. Background
-/// work (`Caller::System`) goes without credentials instead of borrowing a user's.
+/// An anonymous client request cannot be exchanged for anything: it must authenticate.
+/// Background work (`Caller::System`) never borrows a user's token: it gets the gateway's own, by
+/// a client credentials grant with the strategy's client (as ToolHive's health checks do), or,
+/// when the endpoint will not grant one, goes without credentials.
 #[tokio::test]
 async fn exchange_needs_an_authenticated_caller() {
     let w = World::start().await;
@@ -450,9 +452,22 @@ async fn exchange_needs_an_authenticated_caller() {
         }
         other => panic!("{other:?}"),
     }
-    let system = w.send(&auth, &Caller::System, "b").await.expect("system request goes out");
-    assert_eq!(system, None, "background work carries no credentials");
     assert_eq!(w.calls(), 0);
+    let system = w.send(&auth, &Caller::System, "b").await.expect("system request goes out");
+    assert_eq!(system, Some(format!("Bearer exchanged-1-for-{}", prefix(""))));
+    let (form, client) = w.idp.last.lock().unwrap().clone().expect("a grant");
+    assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
+    assert!(!form.contains_key("subject_token"), "{form:?}");
+    assert!(client.starts_with("Basic "), "the gateway's client authenticates: {client}");
+    // Cached: the next System request asks for nothing.
+    w.send(&auth, &Caller::System, "c").await.unwrap();
+    assert_eq!(w.calls(), 1);
+
+    let w = World::start().await;
+    w.set_mode(Mode::ServerError);
+    let auth = w.exchange_auth();
+    let system = w.send(&auth, &Caller::System, "d").await.expect("system request goes out");
+    assert_eq!(system, None, "no token of its own: background work carries no credentials");
 }
 
 #[tokio::test]

@@ -314,3 +314,41 @@ async fn with_the_authorization_server_subjects_come_from_the_vault() {
     assert_eq!(got.unwrap(), obo_token(2, "vmcp-issued-token"));
     assert_eq!(idp.mismatches(), Vec::<String>::new());
 }
+
+/// Work with no user behind it (probes, connecting) gets the gateway's own token from the
+/// target authorization server by client credentials, as ToolHive's health checks do: never a
+/// user's, never the IdP step, cached. A target that will not grant one leaves it without.
+#[tokio::test]
+async fn xaa_system_work_uses_the_gateways_client_credentials() {
+    let w = World::start().await;
+    let x = xaa_stubs().await;
+    let cc = Arc::new(Stub::new(
+        Kind::ClientCredentials,
+        &[
+            ("grant_type", "client_credentials"),
+            ("audience", TARGET_AS),
+            ("scope", "tools.read tools.call"),
+        ],
+        ClientCheck::Basic(basic("gw-at-as", TARGET_SECRET)),
+    ));
+    let mut config = x.config();
+    config["xaa"]["targetTokenUrl"] = json!(serve_stub(cc.clone()).await);
+    let auth = w.build(config).unwrap();
+    for n in ["s1", "s2"] {
+        let got = w.send(&auth, &Caller::System, n).await.unwrap();
+        assert_eq!(got.as_deref(), Some("Bearer cc-1"), "{n}");
+    }
+    assert_eq!(cc.mismatches(), Vec::<String>::new());
+    assert_eq!((cc.calls(), x.idp.calls()), (1, 0), "one grant, cached; no IdP step");
+
+    let refusing = Arc::new(Stub::new(
+        Kind::ClientCredentials,
+        &[],
+        ClientCheck::Basic(basic("gw-at-as", TARGET_SECRET)),
+    ));
+    refusing.set_mode(Mode::ServerError);
+    let mut config = x.config();
+    config["xaa"]["targetTokenUrl"] = json!(serve_stub(refusing.clone()).await);
+    let auth = w.build(config).unwrap();
+    assert_eq!(w.send(&auth, &Caller::System, "s3").await.unwrap(), None);
+}

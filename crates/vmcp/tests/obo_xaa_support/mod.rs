@@ -47,6 +47,8 @@ pub enum Kind {
     XaaIdp,
     /// xaa step 2: the ID-JAG in `assertion`; answers an access token.
     XaaTarget,
+    /// A client credentials grant (the gateway's own token): no subject.
+    ClientCredentials,
 }
 
 /// How a stub answers.
@@ -125,10 +127,11 @@ impl Stub {
         self.mismatches.lock().unwrap().clone()
     }
 
-    fn subject_key(&self) -> &'static str {
+    fn subject_key(&self) -> Option<&'static str> {
         match self.kind {
-            Kind::Obo | Kind::XaaTarget => "assertion",
-            Kind::XaaIdp => "subject_token",
+            Kind::Obo | Kind::XaaTarget => Some("assertion"),
+            Kind::XaaIdp => Some("subject_token"),
+            Kind::ClientCredentials => None,
         }
     }
 
@@ -166,10 +169,16 @@ impl Stub {
                 wrong.push("client_secret missing or wrong".into());
             }
         }
-        let subject = form.remove(self.subject_key()).unwrap_or_default();
-        if subject.is_empty() {
-            wrong.push(format!("no {}", self.subject_key()));
-        }
+        let subject = match self.subject_key() {
+            Some(key) => {
+                let subject = form.remove(key).unwrap_or_default();
+                if subject.is_empty() {
+                    wrong.push(format!("no {key}"));
+                }
+                subject
+            }
+            None => String::new(),
+        };
         let got: BTreeMap<&str, &str> =
             form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let want: BTreeMap<&str, &str> =
@@ -259,6 +268,11 @@ async fn token(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: String) 
                 "expires_in": 300,
             })
         }
+        Kind::ClientCredentials => json!({
+            "access_token": format!("cc-{n}"),
+            "token_type": "Bearer",
+            "expires_in": stub.expires_in,
+        }),
         Kind::XaaTarget => {
             let sub = claims(&subject).map(|(_, c)| c["sub"].as_str().unwrap_or("").to_owned());
             json!({

@@ -376,6 +376,66 @@ impl Subject {
     }
 }
 
+/// The gateway's own token at a token endpoint (OAuth 2.0 client credentials, RFC 6749 §4.4),
+/// for `Caller::System` work (health probes, connecting, the gateway's notification stream) on a
+/// backend whose requests otherwise carry a user's exchanged token, as ToolHive does for its
+/// health checks. Only when the strategy has client credentials; the token is the gateway's,
+/// never a user's, and is cached until shortly before it expires.
+pub(super) struct SystemGrant {
+    endpoint: Endpoint,
+    audience: Option<String>,
+    scope: String,
+    cache: GrantCache<()>,
+}
+
+impl SystemGrant {
+    /// `None` when `endpoint` has no client authentication: System work then goes without
+    /// credentials.
+    pub(super) fn new(endpoint: &Endpoint, audience: Option<&str>, scope: &str) -> Option<Self> {
+        if matches!(endpoint.client, ClientAuth::None) {
+            return None;
+        }
+        let mut endpoint = endpoint.clone();
+        endpoint.step = "client credentials grant";
+        let cache = GrantCache::new(&endpoint.backend);
+        Some(Self {
+            endpoint,
+            audience: audience.filter(|a| !a.is_empty()).map(str::to_owned),
+            scope: scope.to_owned(),
+            cache,
+        })
+    }
+
+    /// `Authorization: Bearer` with the gateway's own token.
+    pub(super) async fn authorization(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<HeaderValue, OutgoingAuthError> {
+        self.cache
+            .get((), async {
+                let mut form = vec![("grant_type", "client_credentials")];
+                if let Some(a) = &self.audience {
+                    form.push(("audience", a));
+                }
+                if !self.scope.is_empty() {
+                    form.push(("scope", &self.scope));
+                }
+                let answer = self.endpoint.post(http, &form).await?;
+                self.endpoint.bearer_grant(&answer, None)
+            })
+            .await
+    }
+}
+
+impl std::fmt::Debug for SystemGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemGrant")
+            .field("token_url", &self.endpoint.url.as_str())
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

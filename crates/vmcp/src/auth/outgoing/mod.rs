@@ -339,8 +339,14 @@ impl OutgoingAuth {
     ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
         if matches!(caller, Caller::System) && self.is_user_bound() {
             // Background work (discovery, probes, notification streams) has no user to act for:
-            // a user-bound strategy sends no credentials rather than borrowing anyone's.
-            return Ok(request);
+            // a user-bound strategy sends no credentials rather than borrowing anyone's, or,
+            // where the strategy has client credentials, the gateway's own token (as ToolHive's
+            // health checks do).
+            return match &self.0 {
+                Strategy::TokenExchange(t) => t.apply_system(request).await,
+                Strategy::Xaa(x) => x.apply_system(request).await,
+                _ => Ok(request),
+            };
         }
         match &self.0 {
             Strategy::Unauthenticated => Ok(request),

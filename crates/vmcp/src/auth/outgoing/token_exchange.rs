@@ -14,7 +14,8 @@ use std::time::Duration;
 use http::header::AUTHORIZATION;
 
 use super::grant::{
-    ClientAuth, DEFAULT_EXCHANGE_TIMEOUT, Endpoint, GrantCache, Granted, Subject, cache_key,
+    ClientAuth, DEFAULT_EXCHANGE_TIMEOUT, Endpoint, GrantCache, Granted, Subject, SystemGrant,
+    cache_key,
 };
 use super::{OutgoingAuthConfigError, OutgoingAuthError, resolve_secret, set_header};
 use crate::auth::Caller;
@@ -46,6 +47,8 @@ pub(super) struct TokenExchange {
     subject: Subject,
     http: reqwest::Client,
     cache: GrantCache<[u8; 32]>,
+    /// The gateway's own token for `Caller::System` work, with client credentials.
+    system: Option<SystemGrant>,
 }
 
 impl TokenExchange {
@@ -99,7 +102,26 @@ impl TokenExchange {
 
     fn new(settings: Settings, subject: Subject, http: reqwest::Client) -> Self {
         let cache = GrantCache::new(&settings.endpoint.backend);
-        Self { settings, subject, http, cache }
+        let t = &settings.target;
+        let system =
+            SystemGrant::new(&settings.endpoint, t.audience.as_deref(), &t.scopes.join(" "));
+        Self { settings, subject, http, cache, system }
+    }
+
+    /// `Caller::System` work: the gateway's own client-credentials token, or none.
+    pub(super) async fn apply_system(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
+        // A token endpoint that does not grant the gateway a token of its own (the grant is
+        // logged where it failed) leaves System work without credentials, as before.
+        match &self.system {
+            Some(s) => match s.authorization(&self.http).await {
+                Ok(token) => Ok(set_header(request, AUTHORIZATION, token)),
+                Err(_) => Ok(request),
+            },
+            None => Ok(request),
+        }
     }
 
     /// A copy with another request timeout and a cache of its own.

@@ -28,7 +28,7 @@ use http::header::AUTHORIZATION;
 
 use super::grant::{
     Answer, ClientAuth, DEFAULT_EXCHANGE_TIMEOUT, Endpoint, GrantCache, Granted, JWT_BEARER_GRANT,
-    Subject, cache_key,
+    Subject, SystemGrant, cache_key,
 };
 use super::{OutgoingAuthConfigError, OutgoingAuthError, resolve_secret, set_header};
 use crate::auth::Caller;
@@ -54,6 +54,9 @@ pub(super) struct Xaa {
     subject: Subject,
     http: reqwest::Client,
     cache: GrantCache<[u8; 32]>,
+    /// The gateway's own token at the target authorization server for `Caller::System` work,
+    /// with target client credentials.
+    system: Option<SystemGrant>,
 }
 
 impl Xaa {
@@ -99,14 +102,17 @@ impl Xaa {
             timeout: DEFAULT_EXCHANGE_TIMEOUT,
         };
         let id = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let target = endpoint("xaa step 2 (target grant)", target_url, target_client);
+        let scope = cfg.scopes.join(" ");
         Ok(Self {
+            system: SystemGrant::new(&target, Some(&cfg.target_audience), &scope),
             idp: endpoint("xaa step 1 (IdP exchange)", idp_url, idp_client),
-            target: endpoint("xaa step 2 (target grant)", target_url, target_client),
+            target,
             idp_client_id: id(&cfg.idp_client_id),
             target_client_id: id(&cfg.target_client_id),
             audience: cfg.target_audience.clone(),
             resource: cfg.target_resource.clone().filter(|r| !r.is_empty()),
-            scope: cfg.scopes.join(" "),
+            scope,
             subject,
             cache: GrantCache::new(backend),
             http,
@@ -119,6 +125,7 @@ impl Xaa {
         idp.timeout = timeout;
         target.timeout = timeout;
         Self {
+            system: SystemGrant::new(&target, Some(&self.audience), &self.scope),
             idp,
             target,
             idp_client_id: self.idp_client_id.clone(),
@@ -129,6 +136,23 @@ impl Xaa {
             subject: self.subject.clone(),
             http: self.http.clone(),
             cache: GrantCache::new(&self.idp.backend),
+        }
+    }
+
+    /// `Caller::System` work: the gateway's own client-credentials token at the target
+    /// authorization server, or none.
+    pub(super) async fn apply_system(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
+        // A token endpoint that does not grant the gateway a token of its own (the grant is
+        // logged where it failed) leaves System work without credentials, as before.
+        match &self.system {
+            Some(s) => match s.authorization(&self.http).await {
+                Ok(token) => Ok(set_header(request, AUTHORIZATION, token)),
+                Err(_) => Ok(request),
+            },
+            None => Ok(request),
         }
     }
 
