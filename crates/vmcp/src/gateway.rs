@@ -76,6 +76,11 @@ pub struct Gateway {
     pub auth_server: Option<crate::auth::embedded::Embedded>,
     /// Client headers forwarded to backends (`passthroughHeaders`).
     pub passthrough: Vec<http::HeaderName>,
+    /// The config's `metadata`, shown in `/status`.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Each backend's `metadata` (backends without any are absent), shown in `/status`.
+    pub backend_metadata:
+        std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// Why the gateway could not start.
@@ -168,6 +173,13 @@ impl Gateway {
                 .passthrough_headers
                 .iter()
                 .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
+            metadata: config.metadata.clone(),
+            backend_metadata: config
+                .backends
+                .iter()
+                .filter(|b| !b.metadata.is_empty())
+                .map(|b| (b.name.clone(), b.metadata.clone()))
                 .collect(),
         });
         tokio::spawn(expire_sessions(

@@ -62,8 +62,12 @@ impl SseBackend {
     pub fn start(spec: BackendSpec) -> Self {
         // No overall timeout on the client: the GET stream is meant to stay open. POSTs get the
         // backend's timeout per request.
-        let client =
-            reqwest::Client::builder().connect_timeout(spec.timeout).build().unwrap_or_default();
+        // `caBundlePath`: extra roots, checked at config load.
+        let builder = crate::config::ca_bundle::CaBundle::apply(
+            spec.config.ca_bundle.as_ref(),
+            reqwest::Client::builder(),
+        );
+        let client = builder.connect_timeout(spec.timeout).build().unwrap_or_default();
         let shared = Arc::new(Shared {
             spec,
             status: Status::default(),

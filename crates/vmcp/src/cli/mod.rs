@@ -83,8 +83,12 @@ impl Cli {
     }
 }
 
+/// Switches logging to debug level, for `operational.logLevel: debug`; `None` when the filter is
+/// fixed by `VMCP_LOG` or `--debug`.
+pub type DebugSwitch = Option<Box<dyn FnOnce() + Send>>;
+
 /// Runs the command line; the exit code is the result.
-pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+pub async fn run(cli: Cli, debug_switch: DebugSwitch) -> anyhow::Result<u8> {
     let config = cli.config;
     let needs_config = |config: Option<PathBuf>| {
         config.ok_or_else(|| anyhow::anyhow!("no configuration file given: use --config FILE"))
@@ -111,7 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(2)
         }
         Command::Serve { host, port, session_ttl, enable_audit: false } => {
-            serve(&needs_config(config)?, &host, port, session_ttl).await
+            serve(&needs_config(config)?, &host, port, session_ttl, debug_switch).await
         }
     }
 }
@@ -160,6 +164,7 @@ async fn serve(
     host: &str,
     port: u16,
     session_ttl: Option<Duration>,
+    debug_switch: DebugSwitch,
 ) -> anyhow::Result<u8> {
     let mut cfg = match config::load(path) {
         Ok(c) => c,
@@ -168,6 +173,12 @@ async fn serve(
             return Ok(1);
         }
     };
+    if config::debug_logging(&cfg)
+        && let Some(raise) = debug_switch
+    {
+        raise();
+        tracing::debug!("operational.logLevel: debug");
+    }
     if let Some(ttl) = session_ttl {
         cfg.server.limits.session_idle_timeout = ttl;
     }

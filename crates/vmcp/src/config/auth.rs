@@ -26,6 +26,10 @@ pub struct IncomingAuthConfig {
     /// listening beyond this machine is refused at startup unless this is set.
     #[serde(default)]
     pub allow_anonymous_non_loopback: bool,
+    /// ToolHive's Cedar authorization: not available yet. Recognised only so the file is refused
+    /// with a message naming the feature (`toolhive_compat.rs`); never read.
+    #[serde(default)]
+    pub authz: Option<serde::de::IgnoredAny>,
 }
 
 /// `incomingAuth.type`.

@@ -136,7 +136,9 @@ fn parse_files(
         auth_problems = locate(findings, &auth_index, auth_source);
         config.auth_server = Some(auth_config);
     }
-    let mut problems = locate(validate::check(&config, &index), &index, source);
+    let mut findings = validate::check(&config, &index);
+    findings.extend(super::ca_bundle::load_all(&mut config));
+    let mut problems = locate(findings, &index, source);
     problems.extend(auth_problems);
     if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
 }

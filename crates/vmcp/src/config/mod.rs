@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,12 +26,16 @@ pub struct Config {
     /// missing name is reported with the other semantic problems instead of alone.
     #[serde(default)]
     pub name: String,
-    /// ToolHive group; accepted for compatibility, unused in static mode.
+    /// ToolHive group. vmcp does not discover backends: with `backends` listed it is ignored
+    /// (a warning); without, the file is refused (see `toolhive_compat.rs`).
     #[serde(default)]
     pub group_ref: Option<String>,
     /// The MCP servers behind the gateway.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Free-form labels for the whole gateway, shown in `/status` as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
     /// How backend capabilities are merged into one catalog.
     #[serde(default)]
     pub aggregation: AggregationConfig,
@@ -49,6 +54,32 @@ pub struct Config {
     /// Client headers forwarded to backends (an allow-list).
     #[serde(default)]
     pub passthrough_headers: Vec<String>,
+    // ToolHive features vmcp does not have yet: recognised so that the file is refused with a
+    // message naming the feature (`toolhive_compat.rs`); their contents are never read.
+    /// `telemetry` (OpenTelemetry): not available yet.
+    #[serde(default)]
+    pub telemetry: Option<IgnoredAny>,
+    /// `audit`: not available yet.
+    #[serde(default)]
+    pub audit: Option<IgnoredAny>,
+    /// `optimizer`: not available yet.
+    #[serde(default)]
+    pub optimizer: Option<IgnoredAny>,
+    /// `codeMode`: not available yet.
+    #[serde(default)]
+    pub code_mode: Option<IgnoredAny>,
+    /// `sessionStorage`: not available yet.
+    #[serde(default)]
+    pub session_storage: Option<IgnoredAny>,
+    /// `rateLimiting`: not available yet.
+    #[serde(default)]
+    pub rate_limiting: Option<IgnoredAny>,
+    /// `compositeTools`: not available yet.
+    #[serde(default)]
+    pub composite_tools: Option<IgnoredAny>,
+    /// `compositeToolRefs`: not available yet.
+    #[serde(default)]
+    pub composite_tool_refs: Option<IgnoredAny>,
     /// The embedded authorization server, from `authserver-config.yaml` beside the config file;
     /// `None` when that file is absent.
     #[serde(skip)]
@@ -96,6 +127,19 @@ pub struct BackendConfig {
     /// stopped. Default [`DEFAULT_PROCESS_IDLE_TIMEOUT`].
     #[serde(default, with = "duration::option")]
     pub process_idle_timeout: Option<Duration>,
+    /// ToolHive's workload type: `entry` (an MCPServerEntry, reached directly) or empty. vmcp
+    /// reaches every backend directly, so it changes nothing; other values are refused.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// PEM file of extra root CAs trusted for this backend's HTTPS (on top of the system's).
+    #[serde(default)]
+    pub ca_bundle_path: Option<PathBuf>,
+    /// The certificates of `caBundlePath`, read and checked at load.
+    #[serde(skip)]
+    pub ca_bundle: Option<ca_bundle::CaBundle>,
+    /// Free-form labels, shown in `/status` per backend as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Default `maxProcesses`.
@@ -251,6 +295,10 @@ pub struct AnnotationOverrides {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OperationalConfig {
+    /// ToolHive's `logLevel`: `debug` logs at debug level (unless `VMCP_LOG` is set); empty or
+    /// absent means info. Checked in `toolhive_compat.rs`.
+    #[serde(default)]
+    pub log_level: Option<String>,
     /// Request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
@@ -326,6 +374,7 @@ impl Config {
 pub mod auth;
 pub mod authserver;
 pub mod backend_sessions;
+pub mod ca_bundle;
 pub mod connections;
 pub mod duration;
 pub mod failure_handling;
@@ -343,8 +392,10 @@ mod aggregation_validate;
 mod auth_validate;
 mod load;
 mod locate;
+mod toolhive_compat;
 mod validate;
 
 pub use limits::LimitsConfig;
 pub use load::{ConfigError, Problem, load, parse, parse_with_auth_server};
+pub use toolhive_compat::debug_logging;
 pub use validate::validate_warnings;

@@ -41,12 +41,16 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 "inService": gw.backends.in_service(name),
                 // Health fed by calls and probes, and the circuit breaker.
                 "health": gw.backends.health(name).map(|h| h.report()),
+                // `backends[].metadata`, as configured.
+                "metadata": gw.backend_metadata.get(&**name).cloned().unwrap_or_default(),
             })
         })
         .collect();
     Json(serde_json::json!({
         "name": gw.name,
         "version": env!("CARGO_PKG_VERSION"),
+        // The config's `metadata`, as configured.
+        "metadata": gw.metadata,
         "sessions": gw.sessions.len(),
         "inFlight": gw.sessions.in_flight(),
         "listenStreams": gw.sessions.listen_streams(),

@@ -73,7 +73,12 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 impl HttpBackend {
     /// Starts connecting in the background.
     pub fn start(spec: BackendSpec) -> Self {
-        let client = reqwest::Client::builder()
+        // `caBundlePath`: extra roots, checked at config load.
+        let builder = crate::config::ca_bundle::CaBundle::apply(
+            spec.config.ca_bundle.as_ref(),
+            reqwest::Client::builder(),
+        );
+        let client = builder
             .connect_timeout(spec.timeout.min(CONNECT_TIMEOUT))
             .pool_idle_timeout(Duration::from_secs(90))
             // Long-lived GET and listen streams sit idle for long stretches: keepalive probes
