@@ -114,6 +114,37 @@ mod tests {
     }
 
     #[test]
+    fn config_errors_name_the_key_and_line() {
+        use super::super::validate::tests::problems;
+        let dir = std::env::temp_dir().join(format!("vmcp-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(&bad, "not a certificate\n").unwrap();
+        let text = format!(
+            "name: gw\nbackends:\n  - name: a\n    transport: sse\n    url: https://h/sse\n    \
+             caBundlePath: {}\n  - name: b\n    transport: stdio\n    command: x\n    \
+             caBundlePath: /etc/ca.pem\n  - name: c\n    transport: streamable-http\n    \
+             url: https://h/mcp\n    caBundlePath: /nonexistent/ca.pem\n",
+            bad.display()
+        );
+        let ps = problems(&text);
+        let got: Vec<_> = ps.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(6), "backends[0].caBundlePath"),
+                (Some(10), "backends[1].caBundlePath"),
+                (Some(14), "backends[2].caBundlePath"),
+            ],
+            "{ps:#?}"
+        );
+        assert!(ps[0].2.contains("holds no PEM certificate"), "{}", ps[0].2);
+        assert!(ps[1].2.starts_with("only HTTP backends"), "{}", ps[1].2);
+        assert!(ps[2].2.starts_with("cannot read"), "{}", ps[2].2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn relative_and_missing_paths() {
         let err = CaBundle::read(Path::new("ca.pem")).err().unwrap_or_default();
         assert!(err.starts_with("must be an absolute path"), "{err}");
