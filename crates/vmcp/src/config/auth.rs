@@ -174,9 +174,12 @@ pub struct HeaderInjectionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenExchangeConfig {
-    /// Token endpoint.
+    /// Token endpoint. The only required key, as in ToolHive.
     pub token_url: String,
-    /// Client id the gateway authenticates with.
+    /// Client id the gateway authenticates with. Optional (some token endpoints, e.g. Google
+    /// STS, take none): the client is authenticated (HTTP Basic) only when both a client id and
+    /// a secret are given, as in ToolHive; a secret without a client id is refused.
+    #[serde(default)]
     pub client_id: String,
     /// Client secret, inline.
     #[serde(default)]
@@ -190,7 +193,9 @@ pub struct TokenExchangeConfig {
     /// `scope` of the requested token.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`). The
+    /// short forms `access_token`, `id_token` and `jwt` stand for their RFC 8693 URNs (as in
+    /// ToolHive); any other value is refused.
     #[serde(default)]
     pub subject_token_type: Option<String>,
     /// RFC 8707 `resource` of the requested token.
@@ -201,6 +206,41 @@ pub struct TokenExchangeConfig {
     /// Unset while an authorization server is configured: its first upstream (as in ToolHive).
     #[serde(default)]
     pub subject_provider_name: Option<String>,
+}
+
+/// RFC 8693 token type URNs a `subjectTokenType` may name.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The ID token type URN.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// The JWT token type URN.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A token type as sent: the short forms `access_token`, `id_token` and `jwt` become their RFC
+/// 8693 URNs (ToolHive's `NormalizeTokenType`), the URNs stay as they are, anything else is
+/// `None`.
+pub fn normalize_token_type(value: &str) -> Option<&'static str> {
+    match value {
+        "access_token" | ACCESS_TOKEN_TYPE => Some(ACCESS_TOKEN_TYPE),
+        "id_token" | ID_TOKEN_TYPE => Some(ID_TOKEN_TYPE),
+        "jwt" | JWT_TOKEN_TYPE => Some(JWT_TOKEN_TYPE),
+        _ => None,
+    }
+}
+
+impl TokenExchangeConfig {
+    /// The `subject_token_type` sent: the access token URN when unset, else the normalised
+    /// value; `Err` says why the value is refused.
+    pub fn subject_token_urn(&self) -> Result<&'static str, String> {
+        match self.subject_token_type.as_deref().map(str::trim) {
+            None | Some("") => Ok(ACCESS_TOKEN_TYPE),
+            Some(t) => normalize_token_type(t).ok_or_else(|| {
+                format!(
+                    "{t:?} is not a token type: use access_token, id_token or jwt (or their \
+                     RFC 8693 URNs)"
+                )
+            }),
+        }
+    }
 }
 
 /// `obo` (ToolHive `OBOConfig`): Microsoft Entra's on-behalf-of flow.
@@ -345,4 +385,19 @@ pub struct AwsRoleMapping {
     /// Lower wins; unset is the lowest priority of all. Ties go to the earlier entry.
     #[serde(default)]
     pub priority: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_type_short_forms() {
+        assert_eq!(normalize_token_type("access_token"), Some(ACCESS_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("id_token"), Some(ID_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("jwt"), Some(JWT_TOKEN_TYPE));
+        assert_eq!(normalize_token_type(ID_TOKEN_TYPE), Some(ID_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("refresh_token"), None);
+        assert_eq!(normalize_token_type("ID_TOKEN"), None);
+    }
 }
