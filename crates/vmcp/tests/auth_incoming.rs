@@ -12,6 +12,7 @@ mod common;
 use serde_json::{Value, json};
 use vmcp::auth::incoming::{
     AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
+    www_authenticate_with_scopes,
 };
 use vmcp::config::auth::OidcConfig;
 
@@ -174,7 +175,7 @@ async fn rejected_tokens() {
 #[tokio::test]
 async fn required_scopes() {
     let idp = Idp::launch().await;
-    let auth = idp.authenticator(json!({"scopes": ["mcp:admin", "mcp:read"]}));
+    let auth = idp.authenticator(json!({"requiredScopes": ["mcp:admin", "mcp:read"]}));
     let t = idp.token(json!({"claims": {"scope": "mcp:read"}})).await;
     let err = auth.authenticate(Some(&bearer(&t))).await.unwrap_err();
     assert_eq!(
@@ -186,6 +187,16 @@ async fn required_scopes() {
     auth.authenticate(Some(&bearer(&t))).await.unwrap();
     let t = idp.token(json!({"claims": {"scp": ["mcp:admin", "mcp:read"]}})).await;
     auth.authenticate(Some(&bearer(&t))).await.unwrap();
+}
+
+/// `scopes` only advertises (ToolHive's meaning): a token without them is accepted.
+#[tokio::test]
+async fn advertised_scopes_are_not_enforced() {
+    let idp = Idp::launch().await;
+    let auth = idp.authenticator(json!({"scopes": ["mcp:admin"]}));
+    let t = idp.token(json!({"claims": {"scope": "other"}})).await;
+    auth.authenticate(Some(&bearer(&t))).await.unwrap();
+    assert_eq!(auth.advertised_scopes(), ["mcp:admin"]);
 }
 
 #[tokio::test]
@@ -337,7 +348,7 @@ async fn introspection_of_opaque_tokens() {
         "introspectionUrl": format!("{}/introspect", idp.url),
         "clientId": CLIENT_ID,
         "clientSecretEnv": SECRET_ENV,
-        "scopes": ["mcp:read"],
+        "requiredScopes": ["mcp:read"],
     });
     let auth = idp.authenticator(extra.clone());
 
@@ -471,6 +482,23 @@ fn www_authenticate_format() {
     assert_eq!(
         www_authenticate(&AuthFailure::Unavailable("down".into()), rm),
         format!("Bearer resource_metadata=\"{rm}\"")
+    );
+    // Advertised scopes go in every challenge but insufficient_scope, which names the required.
+    let adv = vec!["mcp:read".to_string(), "mcp:write".to_string()];
+    assert_eq!(
+        www_authenticate_with_scopes(&AuthFailure::Missing, rm, &adv),
+        format!("Bearer resource_metadata=\"{rm}\", scope=\"mcp:read mcp:write\"")
+    );
+    assert_eq!(
+        www_authenticate_with_scopes(
+            &AuthFailure::InsufficientScope { required: vec!["a".into()] },
+            rm,
+            &adv
+        ),
+        format!(
+            "Bearer resource_metadata=\"{rm}\", error=\"insufficient_scope\", scope=\"a\", \
+             error_description=\"requires scope a\""
+        )
     );
     // Quotes and backslashes in a description cannot break out of the quoted string.
     let h = www_authenticate(&AuthFailure::InvalidToken("a\"b\\c\r\nd".into()), rm);

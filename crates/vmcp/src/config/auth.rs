@@ -63,10 +63,15 @@ pub struct OidcConfig {
     /// Environment variable holding the introspection client secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
-    /// Scopes every request must carry (403 `insufficient_scope` otherwise); also advertised in
-    /// the protected resource metadata.
+    /// Scopes advertised to clients, as in ToolHive: in the `scope` of every `WWW-Authenticate`
+    /// challenge and as `scopes_supported` of the protected resource metadata. Not enforced;
+    /// see `requiredScopes`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// vmcp addition: scopes every token must carry (403 `insufficient_scope` otherwise).
+    /// Empty (the default): no scope is required, as in ToolHive.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
     /// Accepted JWS algorithms (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384,
     /// EdDSA). `none` and HMAC algorithms are never accepted.
     #[serde(default)]

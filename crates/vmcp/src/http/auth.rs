@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::auth::current::CurrentIdentities;
 use crate::auth::identity::Secret;
 use crate::auth::incoming::{
-    AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
+    AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate_with_scopes,
 };
 use crate::auth::server::AuthServer;
 use crate::config::{IncomingAuthConfig, IncomingAuthKind, OidcConfig};
@@ -108,7 +108,7 @@ impl Gatekeeper {
             }
             Err(failure) => {
                 let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
-                Err(refusal(&failure, &url))
+                Err(refusal(&failure, &url, auth.advertised_scopes()))
             }
         }
     }
@@ -123,17 +123,18 @@ impl Gatekeeper {
 
     /// The `WWW-Authenticate` challenge for a backend that needs the caller to log in again.
     pub fn reauthenticate(&self, headers: &HeaderMap, reason: &str) -> Option<HeaderValue> {
-        let Gatekeeper::Oidc { metadata_url, .. } = self else { return None };
+        let Gatekeeper::Oidc { auth, metadata_url, .. } = self else { return None };
         let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
-        HeaderValue::from_str(&www_authenticate(
+        HeaderValue::from_str(&www_authenticate_with_scopes(
             &AuthFailure::InvalidToken(reason.to_owned()),
             &url,
+            auth.advertised_scopes(),
         ))
         .ok()
     }
 }
 
-fn refusal(failure: &AuthFailure, metadata_url: &str) -> Response {
+fn refusal(failure: &AuthFailure, metadata_url: &str, scopes: &[String]) -> Response {
     let status = match failure {
         AuthFailure::Missing | AuthFailure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
         AuthFailure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -152,7 +153,9 @@ fn refusal(failure: &AuthFailure, metadata_url: &str) -> Response {
         "error": { "code": crate::protocol::jsonrpc::code::INVALID_REQUEST, "message": message },
     })))
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&www_authenticate(failure, metadata_url)) {
+    if let Ok(v) =
+        HeaderValue::from_str(&www_authenticate_with_scopes(failure, metadata_url, scopes))
+    {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp

@@ -111,6 +111,8 @@ pub struct OidcAuthenticator {
 
 struct Inner {
     resource: String,
+    /// `oidc.scopes`: advertised in challenges, never enforced.
+    advertised_scopes: Vec<String>,
     policy: JwtPolicy,
     keys: KeyStore,
     introspector: Option<Introspector>,
@@ -124,6 +126,7 @@ impl fmt::Debug for OidcAuthenticator {
             .field("resource", &self.inner.resource)
             .field("algorithms", &self.inner.policy.algorithms)
             .field("required_scopes", &self.inner.policy.required_scopes)
+            .field("advertised_scopes", &self.inner.advertised_scopes)
             .field("keys", &self.inner.keys)
             .field("introspection", &self.inner.introspector)
             .finish()
@@ -156,7 +159,7 @@ impl OidcAuthenticator {
             audience: cfg.audience.clone(),
             algorithms,
             skew,
-            required_scopes: cfg.scopes.clone(),
+            required_scopes: cfg.required_scopes.clone(),
         };
         let keys = KeyStore::new(http.clone(), issuer.to_string(), cfg.jwks_url.clone());
         let introspector = match &cfg.introspection_url {
@@ -173,7 +176,10 @@ impl OidcAuthenticator {
             None => None,
         };
         let resource = cfg.resource.clone().unwrap_or_else(|| cfg.audience.clone());
-        Ok(Self { inner: Arc::new(Inner { resource, policy, keys, introspector }) })
+        let advertised_scopes = cfg.scopes.clone();
+        Ok(Self {
+            inner: Arc::new(Inner { resource, advertised_scopes, policy, keys, introspector }),
+        })
     }
 
     /// Changes the least time between two JWKS refetches caused by unknown key ids (default
@@ -217,6 +223,11 @@ impl OidcAuthenticator {
         let identity = verify(token).map_err(AuthFailure::InvalidToken)?;
         self.inner.policy.check_scopes(&identity.scopes)?;
         Ok(Arc::new(identity))
+    }
+
+    /// The scopes advertised in challenges and metadata (`oidc.scopes`).
+    pub fn advertised_scopes(&self) -> &[String] {
+        &self.inner.advertised_scopes
     }
 
     /// The accepted audience (`aud`).
@@ -285,9 +296,25 @@ fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, AuthConfigError>
     Ok(out)
 }
 
-/// The `WWW-Authenticate` value for a failure (RFC 6750 §3, RFC 9728 §5.1).
+/// The `WWW-Authenticate` value for a failure (RFC 6750 §3, RFC 9728 §5.1), advertising no
+/// scopes.
 pub fn www_authenticate(failure: &AuthFailure, resource_metadata_url: &str) -> String {
+    www_authenticate_with_scopes(failure, resource_metadata_url, &[])
+}
+
+/// The `WWW-Authenticate` value for a failure, with `advertised` (`oidc.scopes`) as its `scope`
+/// attribute when not empty, as ToolHive sends it. An `insufficient_scope` challenge names the
+/// required scopes instead.
+pub fn www_authenticate_with_scopes(
+    failure: &AuthFailure,
+    resource_metadata_url: &str,
+    advertised: &[String],
+) -> String {
     let mut out = format!("Bearer resource_metadata={}", quoted(resource_metadata_url));
+    if !advertised.is_empty() && !matches!(failure, AuthFailure::InsufficientScope { .. }) {
+        out.push_str(", scope=");
+        out.push_str(&quoted(&scope_chars(&advertised.join(" "))));
+    }
     match failure {
         AuthFailure::Missing | AuthFailure::Unavailable(_) => {}
         AuthFailure::InvalidToken(msg) => {
