@@ -76,6 +76,24 @@ pub struct OidcConfig {
     /// EdDSA). `none` and HMAC algorithms are never accepted.
     #[serde(default)]
     pub allowed_algorithms: Vec<String>,
+    /// Allow `http://` for the issuer, `jwksUrl`, `introspectionUrl` and a discovered
+    /// `jwks_uri` on any host (ToolHive's meaning; testing only). Without it `http://` is
+    /// allowed only for loopback hosts.
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+    /// Allow discovery, JWKS and introspection fetches to private addresses (RFC 1918, link-local,
+    /// CGN, unique local, ...). Loopback is always allowed. As in ToolHive, this and
+    /// `protectedResourceAllowPrivateIp` are one switch.
+    #[serde(default)]
+    pub jwks_allow_private_ip: bool,
+    /// Same switch as `jwksAllowPrivateIp` (ToolHive ORs them). vmcp serves its protected
+    /// resource metadata itself and fetches nothing for it.
+    #[serde(default)]
+    pub protected_resource_allow_private_ip: bool,
+    /// PEM file of CA certificates trusted, besides the built-in roots, for discovery, JWKS and
+    /// introspection over HTTPS.
+    #[serde(default)]
+    pub ca_bundle_path: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf` (default 60s, at most 5m).
     #[serde(default, with = "super::duration::option")]
     pub clock_skew: Option<Duration>,

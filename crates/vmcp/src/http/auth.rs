@@ -67,7 +67,10 @@ impl Gatekeeper {
                 Err("incomingAuth.type is oidc but incomingAuth.oidc is missing".into())
             }
             (IncomingAuthKind::Oidc, Some(oidc)) => {
-                let auth = OidcAuthenticator::new(oidc, http).map_err(|e| e.to_string())?;
+                // Incoming auth's own client: ToolHive's address and scheme rules, extra roots.
+                let _ = http;
+                let idp = crate::auth::incoming::idp_client(oidc).map_err(|e| e.to_string())?;
+                let auth = OidcAuthenticator::new(oidc, idp).map_err(|e| e.to_string())?;
                 let metadata_url = metadata_url(auth.resource());
                 let local = local.filter(|s| {
                     s.issuer().trim_end_matches('/') == oidc.issuer.trim().trim_end_matches('/')
