@@ -37,7 +37,17 @@ pub enum IncomingAuthKind {
     Anonymous,
     /// Bearer tokens: JWTs validated against the issuer's keys, or opaque tokens introspected.
     Oidc,
+    /// ToolHive's `local`: every request accepted unchecked under a synthetic identity named
+    /// after the OS user running the server. Parsed so the refusal can say so; `vmcp validate`
+    /// and `serve` refuse it (use `anonymous`).
+    Local,
 }
+
+/// Why `incomingAuth.type: local` is refused.
+pub const LOCAL_REFUSED: &str = "`local` (ToolHive: every request accepted without a check, as \
+    the OS user running the server) is not supported: it authenticates nobody and would make \
+    every client one principal. Use `type: anonymous` (on a non-loopback address also \
+    `allowAnonymousNonLoopback: true`), or `type: oidc`";
 
 /// `incomingAuth.oidc`.
 #[derive(Debug, Clone, Deserialize)]

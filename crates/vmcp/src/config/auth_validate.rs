@@ -68,6 +68,10 @@ fn check_incoming(cfg: &Config, f: &mut Findings<'_>) {
         (IncomingAuthKind::Oidc, None) => {
             f.report("incomingAuth.oidc", "required when type is oidc (at least issuer and audience)")
         }
+        (IncomingAuthKind::Local, _) => {
+            f.report("incomingAuth.type", super::auth::LOCAL_REFUSED);
+            return;
+        }
         (IncomingAuthKind::Anonymous, Some(_)) => f.report(
             "incomingAuth.oidc",
             "set, but type is anonymous, so no token is checked: set `type: oidc`, or remove `oidc`",
@@ -586,6 +590,14 @@ backends:
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn incoming_local_is_refused_precisely() {
+        let ps = problems(&format!("{BACKENDS}incomingAuth:\n  type: local\n"));
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(ps[0].1, "incomingAuth.type");
+        assert!(ps[0].2.contains("not supported") && ps[0].2.contains("anonymous"), "{ps:?}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ impl Gatekeeper {
     ) -> Result<Self, String> {
         match (cfg.kind, &cfg.oidc) {
             (IncomingAuthKind::Anonymous, _) => Ok(Gatekeeper::Anonymous),
+            (IncomingAuthKind::Local, _) => {
+                Err(format!("incomingAuth.type: {}", crate::config::auth::LOCAL_REFUSED))
+            }
             (IncomingAuthKind::Oidc, None) => {
                 Err("incomingAuth.type is oidc but incomingAuth.oidc is missing".into())
             }
