@@ -12,6 +12,7 @@ mod common;
 use serde_json::{Value, json};
 use vmcp::auth::incoming::{
     AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
+    www_authenticate_with_scopes,
 };
 use vmcp::config::auth::OidcConfig;
 
@@ -174,7 +175,7 @@ async fn rejected_tokens() {
 #[tokio::test]
 async fn required_scopes() {
     let idp = Idp::launch().await;
-    let auth = idp.authenticator(json!({"scopes": ["mcp:admin", "mcp:read"]}));
+    let auth = idp.authenticator(json!({"requiredScopes": ["mcp:admin", "mcp:read"]}));
     let t = idp.token(json!({"claims": {"scope": "mcp:read"}})).await;
     let err = auth.authenticate(Some(&bearer(&t))).await.unwrap_err();
     assert_eq!(
@@ -186,6 +187,16 @@ async fn required_scopes() {
     auth.authenticate(Some(&bearer(&t))).await.unwrap();
     let t = idp.token(json!({"claims": {"scp": ["mcp:admin", "mcp:read"]}})).await;
     auth.authenticate(Some(&bearer(&t))).await.unwrap();
+}
+
+/// `scopes` only advertises (ToolHive's meaning): a token without them is accepted.
+#[tokio::test]
+async fn advertised_scopes_are_not_enforced() {
+    let idp = Idp::launch().await;
+    let auth = idp.authenticator(json!({"scopes": ["mcp:admin"]}));
+    let t = idp.token(json!({"claims": {"scope": "other"}})).await;
+    auth.authenticate(Some(&bearer(&t))).await.unwrap();
+    assert_eq!(auth.advertised_scopes(), ["mcp:admin"]);
 }
 
 #[tokio::test]
@@ -337,7 +348,7 @@ async fn introspection_of_opaque_tokens() {
         "introspectionUrl": format!("{}/introspect", idp.url),
         "clientId": CLIENT_ID,
         "clientSecretEnv": SECRET_ENV,
-        "scopes": ["mcp:read"],
+        "requiredScopes": ["mcp:read"],
     });
     let auth = idp.authenticator(extra.clone());
 
@@ -472,6 +483,23 @@ fn www_authenticate_format() {
         www_authenticate(&AuthFailure::Unavailable("down".into()), rm),
         format!("Bearer resource_metadata=\"{rm}\"")
     );
+    // Advertised scopes go in every challenge but insufficient_scope, which names the required.
+    let adv = vec!["mcp:read".to_string(), "mcp:write".to_string()];
+    assert_eq!(
+        www_authenticate_with_scopes(&AuthFailure::Missing, rm, &adv),
+        format!("Bearer resource_metadata=\"{rm}\", scope=\"mcp:read mcp:write\"")
+    );
+    assert_eq!(
+        www_authenticate_with_scopes(
+            &AuthFailure::InsufficientScope { required: vec!["a".into()] },
+            rm,
+            &adv
+        ),
+        format!(
+            "Bearer resource_metadata=\"{rm}\", error=\"insufficient_scope\", scope=\"a\", \
+             error_description=\"requires scope a\""
+        )
+    );
     // Quotes and backslashes in a description cannot break out of the quoted string.
     let h = www_authenticate(&AuthFailure::InvalidToken("a\"b\\c\r\nd".into()), rm);
     assert!(h.ends_with("error_description=\"a'b'c??d\""), "{h}");
@@ -531,4 +559,69 @@ fn config_errors() {
         json!({"issuer": "https://i", "audience": "a", "allowedAlgorithms": ["ES256", "EdDSA"], "clockSkew": "10m"}),
     );
     OidcAuthenticator::new(&ok, http()).unwrap();
+}
+
+/// ToolHive's network rules: `http://` only on loopback or with `insecureAllowHttp`; private
+/// addresses only with `jwksAllowPrivateIp` or `protectedResourceAllowPrivateIp`.
+#[test]
+fn network_rules() {
+    let mk = |v: Value| -> OidcConfig { serde_json::from_value(v).unwrap() };
+    let build = |v: Value| OidcAuthenticator::new(&mk(v), reqwest::Client::new());
+    let err = build(json!({"issuer": "http://idp.example", "audience": "a"})).unwrap_err();
+    assert!(err.to_string().contains("insecureAllowHttp"), "{err}");
+    build(json!({"issuer": "http://idp.example", "audience": "a", "insecureAllowHttp": true}))
+        .unwrap();
+    build(json!({"issuer": "http://127.0.0.1:1", "audience": "a"})).unwrap();
+    let err = build(json!({"issuer": "https://idp.example", "audience": "a",
+        "jwksUrl": "https://10.0.0.7/keys"}))
+    .unwrap_err();
+    assert!(err.to_string().contains("jwksUrl") && err.to_string().contains("private"), "{err}");
+    for flag in ["jwksAllowPrivateIp", "protectedResourceAllowPrivateIp"] {
+        build(json!({"issuer": "https://idp.example", "audience": "a",
+            "introspectionUrl": "https://192.168.1.2/introspect", flag: true}))
+        .unwrap();
+    }
+}
+
+/// A discovery document cannot send the key fetch somewhere the rules refuse.
+#[tokio::test]
+async fn discovered_jwks_uri_obeys_the_rules() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let doc = json!({"issuer": issuer, "jwks_uri": "http://idp.example/jwks"});
+    let app = axum::Router::new()
+        .route("/.well-known/openid-configuration", get(move || async move { axum::Json(doc) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg: OidcConfig =
+        serde_json::from_value(json!({"issuer": issuer, "audience": "a"})).unwrap();
+    let auth =
+        OidcAuthenticator::new(&cfg, vmcp::auth::incoming::idp_client(&cfg).unwrap()).unwrap();
+    // A well-formed (unsigned-checked later) JWT shape: the key lookup fails first.
+    let jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJ4In0.c2ln";
+    let err = auth.authenticate(Some(&bearer(jwt))).await.unwrap_err();
+    match err {
+        AuthFailure::Unavailable(m) => assert!(m.contains("jwks_uri refused"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ca_bundle_path() {
+    let mk = |path: &str| -> OidcConfig {
+        serde_json::from_value(
+            json!({"issuer": "https://i", "audience": "a", "caBundlePath": path}),
+        )
+        .unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("vmcp-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.pem");
+    let err = vmcp::auth::incoming::idp_client(&mk(missing.to_str().unwrap())).unwrap_err();
+    assert!(err.to_string().contains("caBundlePath"), "{err}");
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = vmcp::auth::incoming::idp_client(&mk(junk.to_str().unwrap())).unwrap_err();
+    assert!(err.to_string().contains("certificate") || err.to_string().contains("PEM"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

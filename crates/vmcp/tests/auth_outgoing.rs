@@ -339,6 +339,66 @@ async fn token_exchange_sends_the_exchanged_token() {
 }
 
 #[tokio::test]
+async fn token_exchange_without_a_client_sends_no_client_authentication() {
+    // ToolHive: only tokenUrl is required; without a client id and secret, no client
+    // authentication goes out. A client id alone is not authentication either.
+    let w = World::start().await;
+    for (i, te) in [
+        json!({ "tokenUrl": w.token_url, "subjectTokenType": "id_token" }),
+        json!({ "tokenUrl": w.token_url, "clientId": "public", "subjectTokenType": "id_token" }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let auth = w.auth(json!({ "type": "token_exchange", "tokenExchange": te }));
+        let tag = format!("pub{i}");
+        let got = w.send(&auth, &user("alice", "alice-id-token"), &tag).await.unwrap();
+        assert!(got.is_some_and(|v| v.starts_with("Bearer exchanged-")));
+        let (form, basic) = w.idp.last.lock().unwrap().clone().unwrap();
+        assert_eq!(basic, "", "no client authentication header");
+        assert!(!form.contains_key("client_id") && !form.contains_key("client_secret"));
+        assert_eq!(form["subject_token_type"], "urn:ietf:params:oauth:token-type:id_token");
+        // System work has no client to get a token of its own with: no credentials.
+        assert_eq!(w.send(&auth, &Caller::System, &format!("sys{i}")).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn token_exchange_short_token_types_become_urns() {
+    let w = World::start().await;
+    for (short, urn) in [
+        ("access_token", "urn:ietf:params:oauth:token-type:access_token"),
+        ("id_token", "urn:ietf:params:oauth:token-type:id_token"),
+        ("jwt", "urn:ietf:params:oauth:token-type:jwt"),
+        ("urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:jwt"),
+    ] {
+        let auth = w.auth(json!({
+            "type": "token_exchange",
+            "tokenExchange": { "tokenUrl": w.token_url, "subjectTokenType": short },
+        }));
+        w.send(&auth, &user("alice", &format!("tok-{short}")), short).await.unwrap();
+        let (form, _) = w.idp.last.lock().unwrap().clone().unwrap();
+        assert_eq!(form["subject_token_type"], urn, "{short}");
+    }
+}
+
+#[tokio::test]
+async fn token_exchange_refuses_a_secret_without_client_and_unknown_token_types() {
+    let w = World::start().await;
+    let build = |te: serde_json::Value| {
+        let cfg: BackendAuthConfig =
+            serde_json::from_value(json!({ "type": "token_exchange", "tokenExchange": te }))
+                .unwrap();
+        OutgoingAuth::from_config(&cfg, "api", &w.sources()).unwrap_err().to_string()
+    };
+    let e = build(json!({ "tokenUrl": w.token_url, "clientSecret": CLIENT_SECRET }));
+    assert!(e.contains("needs tokenExchange.clientId"), "{e}");
+    assert!(!e.contains(CLIENT_SECRET), "{e}");
+    let e = build(json!({ "tokenUrl": w.token_url, "subjectTokenType": "refresh_token" }));
+    assert!(e.contains("subjectTokenType") && e.contains("refresh_token"), "{e}");
+}
+
+#[tokio::test]
 async fn same_subject_token_is_exchanged_once() {
     let w = World::start().await;
     let auth = w.exchange_auth();

@@ -388,13 +388,14 @@ async fn secrets_never_reach_the_log() {
     }
 }
 
-/// Required scopes: a token without them is refused with 403 `insufficient_scope`, naming them.
+/// Required scopes (`requiredScopes`, a vmcp addition): a token without them is refused with 403
+/// `insufficient_scope`, naming them. `scopes` is only advertised, in every challenge.
 #[tokio::test]
 async fn missing_scopes_are_forbidden() {
     let idp = LocalIdp::start();
     let gw = Gateway::start(&format!(
         "name: scoped\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: {AUDIENCE}\n    \
-         scopes: [mcp:tools]\nbackends:\n{}",
+         scopes: [mcp:advertised]\n    requiredScopes: [mcp:tools]\nbackends:\n{}",
         idp.url,
         stdio_backend("s"),
     ));
@@ -406,6 +407,10 @@ async fn missing_scopes_are_forbidden() {
     assert!(challenge.contains("mcp:tools"), "{challenge}");
     let with = idp.mint(json!({ "scope": "openid mcp:tools" }));
     assert_eq!(raw_post(&gw.url, Some(&with)).await.status(), 200);
+    let resp = raw_post(&gw.url, None).await;
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("scope=\"mcp:advertised\""), "{challenge}");
 }
 
 /// Interop with a real provider, `oauth2-mock-server` (RS256, its own discovery and JWKS): the

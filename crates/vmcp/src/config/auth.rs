@@ -41,7 +41,17 @@ pub enum IncomingAuthKind {
     Anonymous,
     /// Bearer tokens: JWTs validated against the issuer's keys, or opaque tokens introspected.
     Oidc,
+    /// ToolHive's `local`: every request accepted unchecked under a synthetic identity named
+    /// after the OS user running the server. Parsed so the refusal can say so; `vmcp validate`
+    /// and `serve` refuse it (use `anonymous`).
+    Local,
 }
+
+/// Why `incomingAuth.type: local` is refused.
+pub const LOCAL_REFUSED: &str = "`local` (ToolHive: every request accepted without a check, as \
+    the OS user running the server) is not supported: it authenticates nobody and would make \
+    every client one principal. Use `type: anonymous` (on a non-loopback address also \
+    `allowAnonymousNonLoopback: true`), or `type: oidc`";
 
 /// `incomingAuth.oidc`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,14 +77,37 @@ pub struct OidcConfig {
     /// Environment variable holding the introspection client secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
-    /// Scopes every request must carry (403 `insufficient_scope` otherwise); also advertised in
-    /// the protected resource metadata.
+    /// Scopes advertised to clients, as in ToolHive: in the `scope` of every `WWW-Authenticate`
+    /// challenge and as `scopes_supported` of the protected resource metadata. Not enforced;
+    /// see `requiredScopes`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// vmcp addition: scopes every token must carry (403 `insufficient_scope` otherwise).
+    /// Empty (the default): no scope is required, as in ToolHive.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
     /// Accepted JWS algorithms (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384,
     /// EdDSA). `none` and HMAC algorithms are never accepted.
     #[serde(default)]
     pub allowed_algorithms: Vec<String>,
+    /// Allow `http://` for the issuer, `jwksUrl`, `introspectionUrl` and a discovered
+    /// `jwks_uri` on any host (ToolHive's meaning; testing only). Without it `http://` is
+    /// allowed only for loopback hosts.
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+    /// Allow discovery, JWKS and introspection fetches to private addresses (RFC 1918, link-local,
+    /// CGN, unique local, ...). Loopback is always allowed. As in ToolHive, this and
+    /// `protectedResourceAllowPrivateIp` are one switch.
+    #[serde(default)]
+    pub jwks_allow_private_ip: bool,
+    /// Same switch as `jwksAllowPrivateIp` (ToolHive ORs them). vmcp serves its protected
+    /// resource metadata itself and fetches nothing for it.
+    #[serde(default)]
+    pub protected_resource_allow_private_ip: bool,
+    /// PEM file of CA certificates trusted, besides the built-in roots, for discovery, JWKS and
+    /// introspection over HTTPS.
+    #[serde(default)]
+    pub ca_bundle_path: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf` (default 60s, at most 5m).
     #[serde(default, with = "super::duration::option")]
     pub clock_skew: Option<Duration>,
@@ -178,9 +211,12 @@ pub struct HeaderInjectionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenExchangeConfig {
-    /// Token endpoint.
+    /// Token endpoint. The only required key, as in ToolHive.
     pub token_url: String,
-    /// Client id the gateway authenticates with.
+    /// Client id the gateway authenticates with. Optional (some token endpoints, e.g. Google
+    /// STS, take none): the client is authenticated (HTTP Basic) only when both a client id and
+    /// a secret are given, as in ToolHive; a secret without a client id is refused.
+    #[serde(default)]
     pub client_id: String,
     /// Client secret, inline.
     #[serde(default)]
@@ -194,7 +230,9 @@ pub struct TokenExchangeConfig {
     /// `scope` of the requested token.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`). The
+    /// short forms `access_token`, `id_token` and `jwt` stand for their RFC 8693 URNs (as in
+    /// ToolHive); any other value is refused.
     #[serde(default)]
     pub subject_token_type: Option<String>,
     /// RFC 8707 `resource` of the requested token.
@@ -205,6 +243,41 @@ pub struct TokenExchangeConfig {
     /// Unset while an authorization server is configured: its first upstream (as in ToolHive).
     #[serde(default)]
     pub subject_provider_name: Option<String>,
+}
+
+/// RFC 8693 token type URNs a `subjectTokenType` may name.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The ID token type URN.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// The JWT token type URN.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A token type as sent: the short forms `access_token`, `id_token` and `jwt` become their RFC
+/// 8693 URNs (ToolHive's `NormalizeTokenType`), the URNs stay as they are, anything else is
+/// `None`.
+pub fn normalize_token_type(value: &str) -> Option<&'static str> {
+    match value {
+        "access_token" | ACCESS_TOKEN_TYPE => Some(ACCESS_TOKEN_TYPE),
+        "id_token" | ID_TOKEN_TYPE => Some(ID_TOKEN_TYPE),
+        "jwt" | JWT_TOKEN_TYPE => Some(JWT_TOKEN_TYPE),
+        _ => None,
+    }
+}
+
+impl TokenExchangeConfig {
+    /// The `subject_token_type` sent: the access token URN when unset, else the normalised
+    /// value; `Err` says why the value is refused.
+    pub fn subject_token_urn(&self) -> Result<&'static str, String> {
+        match self.subject_token_type.as_deref().map(str::trim) {
+            None | Some("") => Ok(ACCESS_TOKEN_TYPE),
+            Some(t) => normalize_token_type(t).ok_or_else(|| {
+                format!(
+                    "{t:?} is not a token type: use access_token, id_token or jwt (or their \
+                     RFC 8693 URNs)"
+                )
+            }),
+        }
+    }
 }
 
 /// `obo` (ToolHive `OBOConfig`): Microsoft Entra's on-behalf-of flow.
@@ -349,4 +422,19 @@ pub struct AwsRoleMapping {
     /// Lower wins; unset is the lowest priority of all. Ties go to the earlier entry.
     #[serde(default)]
     pub priority: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_type_short_forms() {
+        assert_eq!(normalize_token_type("access_token"), Some(ACCESS_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("id_token"), Some(ID_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("jwt"), Some(JWT_TOKEN_TYPE));
+        assert_eq!(normalize_token_type(ID_TOKEN_TYPE), Some(ID_TOKEN_TYPE));
+        assert_eq!(normalize_token_type("refresh_token"), None);
+        assert_eq!(normalize_token_type("ID_TOKEN"), None);
+    }
 }

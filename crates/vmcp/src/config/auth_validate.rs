@@ -68,6 +68,10 @@ fn check_incoming(cfg: &Config, f: &mut Findings<'_>) {
         (IncomingAuthKind::Oidc, None) => {
             f.report("incomingAuth.oidc", "required when type is oidc (at least issuer and audience)")
         }
+        (IncomingAuthKind::Local, _) => {
+            f.report("incomingAuth.type", super::auth::LOCAL_REFUSED);
+            return;
+        }
         (IncomingAuthKind::Anonymous, Some(_)) => f.report(
             "incomingAuth.oidc",
             "set, but type is anonymous, so no token is checked: set `type: oidc`, or remove `oidc`",
@@ -180,25 +184,33 @@ fn check_strategy(cfg: &Config, b: &BackendAuthConfig, p: &str, f: &mut Findings
             }
         },
         BackendAuthKind::TokenExchange => match &b.token_exchange {
-            None => f.report(
-                &te_path,
-                "required when type is token_exchange (tokenUrl, clientId and clientSecretEnv)",
-            ),
+            None => f.report(&te_path, "required when type is token_exchange (at least tokenUrl)"),
             Some(te) => {
                 if let Some(problem) = url_problem(&te.token_url) {
                     f.report(key_path(&te_path, "tokenUrl"), problem);
                 }
+                // As ToolHive: the client (id and secret) is optional, but a secret needs an id.
+                let has_secret = te.client_secret.is_some() || te.client_secret_env.is_some();
                 if te.client_id.trim().is_empty() {
-                    f.report(key_path(&te_path, "clientId"), "must not be empty");
+                    if has_secret {
+                        f.report(
+                            key_path(&te_path, "clientId"),
+                            "required when clientSecret or clientSecretEnv is given",
+                        );
+                    }
+                } else if has_secret {
+                    one_secret(
+                        f,
+                        &te_path,
+                        te.client_secret.as_ref().map(|s| s.expose()),
+                        te.client_secret_env.as_deref(),
+                        "clientSecret",
+                        "clientSecretEnv",
+                    );
                 }
-                one_secret(
-                    f,
-                    &te_path,
-                    te.client_secret.as_ref().map(|s| s.expose()),
-                    te.client_secret_env.as_deref(),
-                    "clientSecret",
-                    "clientSecretEnv",
-                );
+                if let Err(problem) = te.subject_token_urn() {
+                    f.report(key_path(&te_path, "subjectTokenType"), problem);
+                }
             }
         },
         // Whether `providerName` names an upstream is checked with the authorization server's
@@ -495,7 +507,8 @@ backends:
       type: token_exchange
       tokenExchange:
         tokenUrl: ftp://idp/token
-        clientId: gw
+        clientSecretEnv: S
+        subjectTokenType: refresh_token
 "
         );
         let ps = problems(&text);
@@ -505,20 +518,45 @@ backends:
                 (
                     Some(11),
                     "outgoingAuth.backends.web.tokenExchange",
-                    "required when type is token_exchange (tokenUrl, clientId and clientSecretEnv)"
+                    "required when type is token_exchange (at least tokenUrl)"
                 ),
                 (
                     Some(15),
-                    "outgoingAuth.backends.files.tokenExchange",
-                    "clientSecretEnv (an environment variable holding the secret) or clientSecret is required"
+                    "outgoingAuth.backends.files.tokenExchange.clientId",
+                    "required when clientSecret or clientSecretEnv is given"
                 ),
                 (
                     Some(16),
                     "outgoingAuth.backends.files.tokenExchange.tokenUrl",
                     "URL \"ftp://idp/token\" must start with http:// or https://"
                 ),
+                (
+                    Some(18),
+                    "outgoingAuth.backends.files.tokenExchange.subjectTokenType",
+                    "\"refresh_token\" is not a token type: use access_token, id_token or jwt (or their RFC 8693 URNs)"
+                ),
             ]
         );
+    }
+
+    #[test]
+    fn token_exchange_needs_only_token_url() {
+        let text = format!(
+            "{BACKENDS}outgoingAuth:
+  default:
+    type: token_exchange
+    tokenExchange:
+      tokenUrl: https://sts.example/token
+      subjectTokenType: id_token
+  backends:
+    web:
+      type: token_exchange
+      tokenExchange:
+        tokenUrl: https://idp/token
+        clientId: public-client
+"
+        );
+        assert!(parse(&text, "t.yaml").is_ok());
     }
 
     #[test]
@@ -552,6 +590,14 @@ backends:
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn incoming_local_is_refused_precisely() {
+        let ps = problems(&format!("{BACKENDS}incomingAuth:\n  type: local\n"));
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(ps[0].1, "incomingAuth.type");
+        assert!(ps[0].2.contains("not supported") && ps[0].2.contains("anonymous"), "{ps:?}");
     }
 
     #[test]

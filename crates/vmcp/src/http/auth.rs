@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::auth::current::CurrentIdentities;
 use crate::auth::identity::Secret;
 use crate::auth::incoming::{
-    AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate,
+    AuthFailure, OidcAuthenticator, protected_resource_metadata, www_authenticate_with_scopes,
 };
 use crate::auth::server::AuthServer;
 use crate::config::{IncomingAuthConfig, IncomingAuthKind, OidcConfig};
@@ -63,11 +63,17 @@ impl Gatekeeper {
     ) -> Result<Self, String> {
         match (cfg.kind, &cfg.oidc) {
             (IncomingAuthKind::Anonymous, _) => Ok(Gatekeeper::Anonymous),
+            (IncomingAuthKind::Local, _) => {
+                Err(format!("incomingAuth.type: {}", crate::config::auth::LOCAL_REFUSED))
+            }
             (IncomingAuthKind::Oidc, None) => {
                 Err("incomingAuth.type is oidc but incomingAuth.oidc is missing".into())
             }
             (IncomingAuthKind::Oidc, Some(oidc)) => {
-                let auth = OidcAuthenticator::new(oidc, http).map_err(|e| e.to_string())?;
+                // Incoming auth's own client: ToolHive's address and scheme rules, extra roots.
+                let _ = http;
+                let idp = crate::auth::incoming::idp_client(oidc).map_err(|e| e.to_string())?;
+                let auth = OidcAuthenticator::new(oidc, idp).map_err(|e| e.to_string())?;
                 let metadata_url = metadata_url(auth.resource());
                 let local = local.filter(|s| {
                     s.issuer().trim_end_matches('/') == oidc.issuer.trim().trim_end_matches('/')
@@ -108,7 +114,7 @@ impl Gatekeeper {
             }
             Err(failure) => {
                 let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
-                Err(refusal(&failure, &url))
+                Err(refusal(&failure, &url, auth.advertised_scopes()))
             }
         }
     }
@@ -123,17 +129,18 @@ impl Gatekeeper {
 
     /// The `WWW-Authenticate` challenge for a backend that needs the caller to log in again.
     pub fn reauthenticate(&self, headers: &HeaderMap, reason: &str) -> Option<HeaderValue> {
-        let Gatekeeper::Oidc { metadata_url, .. } = self else { return None };
+        let Gatekeeper::Oidc { auth, metadata_url, .. } = self else { return None };
         let url = metadata_url.clone().unwrap_or_else(|| metadata_url_from_host(headers));
-        HeaderValue::from_str(&www_authenticate(
+        HeaderValue::from_str(&www_authenticate_with_scopes(
             &AuthFailure::InvalidToken(reason.to_owned()),
             &url,
+            auth.advertised_scopes(),
         ))
         .ok()
     }
 }
 
-fn refusal(failure: &AuthFailure, metadata_url: &str) -> Response {
+fn refusal(failure: &AuthFailure, metadata_url: &str, scopes: &[String]) -> Response {
     let status = match failure {
         AuthFailure::Missing | AuthFailure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
         AuthFailure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -152,7 +159,9 @@ fn refusal(failure: &AuthFailure, metadata_url: &str) -> Response {
         "error": { "code": crate::protocol::jsonrpc::code::INVALID_REQUEST, "message": message },
     })))
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&www_authenticate(failure, metadata_url)) {
+    if let Ok(v) =
+        HeaderValue::from_str(&www_authenticate_with_scopes(failure, metadata_url, scopes))
+    {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp

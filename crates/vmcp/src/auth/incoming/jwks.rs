@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use super::jwt::key_matches;
+use super::net::NetPolicy;
 use super::{AuthFailure, IDP_TIMEOUT, describe_http_error, read_body};
 
 /// Default least time between two refetches caused by unknown key ids.
@@ -46,6 +47,7 @@ pub(super) struct KeyStore {
     http: reqwest::Client,
     issuer: String,
     jwks_url: Option<String>,
+    net: NetPolicy,
     discovered: tokio::sync::OnceCell<String>,
     state: RwLock<State>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -79,11 +81,17 @@ enum Why {
 }
 
 impl KeyStore {
-    pub(super) fn new(http: reqwest::Client, issuer: String, jwks_url: Option<String>) -> Self {
+    pub(super) fn new(
+        http: reqwest::Client,
+        issuer: String,
+        jwks_url: Option<String>,
+        net: NetPolicy,
+    ) -> Self {
         Self {
             http,
             issuer,
             jwks_url,
+            net,
             discovered: tokio::sync::OnceCell::new(),
             state: RwLock::new(State::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -206,10 +214,13 @@ impl KeyStore {
         let jwks = doc
             .get("jwks_uri")
             .and_then(Value::as_str)
-            .filter(|u| {
-                reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            })
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or("discovery: no usable jwks_uri")?;
+        // The document names where keys come from: the same rules as a configured jwksUrl.
+        if let Some(why) = self.net.refuse(&jwks) {
+            return Err(format!("discovery: jwks_uri refused: {why}"));
+        }
         Ok(jwks.to_string())
     }
 

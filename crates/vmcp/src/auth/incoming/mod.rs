@@ -13,6 +13,9 @@
 mod introspect;
 mod jwks;
 mod jwt;
+mod net;
+
+pub use net::idp_client;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::config::auth::OidcConfig;
 use introspect::Introspector;
 use jwks::KeyStore;
 use jwt::JwtPolicy;
+use net::NetPolicy;
 
 /// Default tolerated clock skew on `exp`/`nbf`.
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -98,6 +102,20 @@ pub enum AuthConfigError {
     /// An algorithm name is unknown or not allowed.
     #[error("incomingAuth.oidc.allowedAlgorithms: {0}")]
     Algorithm(String),
+    /// A URL may not be fetched under the network rules (`insecureAllowHttp`,
+    /// `jwksAllowPrivateIp`).
+    #[error("incomingAuth.oidc.{field}: {value}: {why}")]
+    Refused {
+        /// The configuration key.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// Why.
+        why: String,
+    },
+    /// `caBundlePath` cannot be used.
+    #[error("incomingAuth.oidc.caBundlePath: {0}")]
+    CaBundle(String),
     /// The client secret's environment variable is not set.
     #[error("incomingAuth.oidc.clientSecretEnv: environment variable {0} is not set")]
     MissingSecretEnv(String),
@@ -111,6 +129,8 @@ pub struct OidcAuthenticator {
 
 struct Inner {
     resource: String,
+    /// `oidc.scopes`: advertised in challenges, never enforced.
+    advertised_scopes: Vec<String>,
     policy: JwtPolicy,
     keys: KeyStore,
     introspector: Option<Introspector>,
@@ -124,6 +144,7 @@ impl fmt::Debug for OidcAuthenticator {
             .field("resource", &self.inner.resource)
             .field("algorithms", &self.inner.policy.algorithms)
             .field("required_scopes", &self.inner.policy.required_scopes)
+            .field("advertised_scopes", &self.inner.advertised_scopes)
             .field("keys", &self.inner.keys)
             .field("introspection", &self.inner.introspector)
             .finish()
@@ -142,12 +163,13 @@ impl OidcAuthenticator {
         if cfg.audience.trim().is_empty() {
             return Err(AuthConfigError::Empty("audience"));
         }
-        check_url("issuer", issuer)?;
+        let net = NetPolicy::of(cfg);
+        check_url("issuer", issuer, net)?;
         if let Some(u) = &cfg.jwks_url {
-            check_url("jwksUrl", u)?;
+            check_url("jwksUrl", u, net)?;
         }
         if let Some(u) = &cfg.introspection_url {
-            check_url("introspectionUrl", u)?;
+            check_url("introspectionUrl", u, net)?;
         }
         let algorithms = parse_algorithms(&cfg.allowed_algorithms)?;
         let skew = cfg.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).min(MAX_CLOCK_SKEW);
@@ -156,9 +178,9 @@ impl OidcAuthenticator {
             audience: cfg.audience.clone(),
             algorithms,
             skew,
-            required_scopes: cfg.scopes.clone(),
+            required_scopes: cfg.required_scopes.clone(),
         };
-        let keys = KeyStore::new(http.clone(), issuer.to_string(), cfg.jwks_url.clone());
+        let keys = KeyStore::new(http.clone(), issuer.to_string(), cfg.jwks_url.clone(), net);
         let introspector = match &cfg.introspection_url {
             Some(url) => {
                 let secret = match &cfg.client_secret_env {
@@ -173,7 +195,10 @@ impl OidcAuthenticator {
             None => None,
         };
         let resource = cfg.resource.clone().unwrap_or_else(|| cfg.audience.clone());
-        Ok(Self { inner: Arc::new(Inner { resource, policy, keys, introspector }) })
+        let advertised_scopes = cfg.scopes.clone();
+        Ok(Self {
+            inner: Arc::new(Inner { resource, advertised_scopes, policy, keys, introspector }),
+        })
     }
 
     /// Changes the least time between two JWKS refetches caused by unknown key ids (default
@@ -219,6 +244,11 @@ impl OidcAuthenticator {
         Ok(Arc::new(identity))
     }
 
+    /// The scopes advertised in challenges and metadata (`oidc.scopes`).
+    pub fn advertised_scopes(&self) -> &[String] {
+        &self.inner.advertised_scopes
+    }
+
     /// The accepted audience (`aud`).
     pub fn audience(&self) -> &str {
         &self.inner.policy.audience
@@ -257,11 +287,15 @@ fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthFailure> {
     Ok(token)
 }
 
-fn check_url(field: &'static str, value: &str) -> Result<(), AuthConfigError> {
-    let ok = reqwest::Url::parse(value)
-        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .unwrap_or(false);
-    if ok { Ok(()) } else { Err(AuthConfigError::BadUrl { field, value: value.to_string() }) }
+fn check_url(field: &'static str, value: &str, net: NetPolicy) -> Result<(), AuthConfigError> {
+    let url = reqwest::Url::parse(value)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| AuthConfigError::BadUrl { field, value: value.to_string() })?;
+    match net.refuse(&url) {
+        Some(why) => Err(AuthConfigError::Refused { field, value: value.to_string(), why }),
+        None => Ok(()),
+    }
 }
 
 fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, AuthConfigError> {
@@ -285,9 +319,25 @@ fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, AuthConfigError>
     Ok(out)
 }
 
-/// The `WWW-Authenticate` value for a failure (RFC 6750 §3, RFC 9728 §5.1).
+/// The `WWW-Authenticate` value for a failure (RFC 6750 §3, RFC 9728 §5.1), advertising no
+/// scopes.
 pub fn www_authenticate(failure: &AuthFailure, resource_metadata_url: &str) -> String {
+    www_authenticate_with_scopes(failure, resource_metadata_url, &[])
+}
+
+/// The `WWW-Authenticate` value for a failure, with `advertised` (`oidc.scopes`) as its `scope`
+/// attribute when not empty, as ToolHive sends it. An `insufficient_scope` challenge names the
+/// required scopes instead.
+pub fn www_authenticate_with_scopes(
+    failure: &AuthFailure,
+    resource_metadata_url: &str,
+    advertised: &[String],
+) -> String {
     let mut out = format!("Bearer resource_metadata={}", quoted(resource_metadata_url));
+    if !advertised.is_empty() && !matches!(failure, AuthFailure::InsufficientScope { .. }) {
+        out.push_str(", scope=");
+        out.push_str(&quoted(&scope_chars(&advertised.join(" "))));
+    }
     match failure {
         AuthFailure::Missing | AuthFailure::Unavailable(_) => {}
         AuthFailure::InvalidToken(msg) => {

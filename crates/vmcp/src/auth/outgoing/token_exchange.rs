@@ -23,7 +23,6 @@ use crate::config::TokenExchangeConfig;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-
 /// What is requested: part of the cache key.
 #[derive(Debug)]
 struct Target {
@@ -68,16 +67,36 @@ impl TokenExchange {
             .ok_or_else(|| {
                 invalid(format!("tokenExchange.tokenUrl {:?} is not an http(s) URL", cfg.token_url))
             })?;
-        let secret = resolve_secret(
-            backend,
-            cfg.client_secret.as_ref(),
-            cfg.client_secret_env.as_deref(),
-            "tokenExchange.clientSecret",
-            "tokenExchange.clientSecretEnv",
-        )?;
-        let client = ClientAuth::basic(&cfg.client_id, &secret).ok_or_else(|| {
-            invalid("tokenExchange.clientId or the client secret cannot be sent in a header".into())
-        })?;
+        let has_secret = cfg.client_secret.is_some() || cfg.client_secret_env.is_some();
+        // ToolHive: client authentication only with both an id and a secret; without a client
+        // id the exchange carries none, and a secret without an id is a mistake.
+        let client = match (cfg.client_id.trim().is_empty(), has_secret) {
+            (true, true) => {
+                return Err(invalid(
+                    "tokenExchange.clientSecret/clientSecretEnv needs tokenExchange.clientId"
+                        .into(),
+                ));
+            }
+            (_, false) => ClientAuth::None,
+            (false, true) => {
+                let secret = resolve_secret(
+                    backend,
+                    cfg.client_secret.as_ref(),
+                    cfg.client_secret_env.as_deref(),
+                    "tokenExchange.clientSecret",
+                    "tokenExchange.clientSecretEnv",
+                )?;
+                ClientAuth::basic(&cfg.client_id, &secret).ok_or_else(|| {
+                    invalid(
+                        "tokenExchange.clientId or the client secret cannot be sent in a header"
+                            .into(),
+                    )
+                })?
+            }
+        };
+        let subject_token_type = cfg
+            .subject_token_urn()
+            .map_err(|e| invalid(format!("tokenExchange.subjectTokenType: {e}")))?;
         let settings = Settings {
             endpoint: Endpoint {
                 backend: backend.to_owned(),
@@ -87,10 +106,7 @@ impl TokenExchange {
                 timeout: DEFAULT_EXCHANGE_TIMEOUT,
             },
             client_id: cfg.client_id.clone(),
-            subject_token_type: cfg
-                .subject_token_type
-                .clone()
-                .unwrap_or_else(|| ACCESS_TOKEN_TYPE.to_owned()),
+            subject_token_type: subject_token_type.to_owned(),
             target: Arc::new(Target {
                 audience: cfg.audience.clone(),
                 scopes: cfg.scopes.clone(),
@@ -179,7 +195,7 @@ impl fmt::Debug for TokenExchange {
         f.debug_struct("TokenExchange")
             .field("token_url", &s.endpoint.url.as_str())
             .field("client_id", &s.client_id)
-            .field("client_secret", &"***")
+            .field("client_auth", &!matches!(s.endpoint.client, ClientAuth::None))
             .field("audience", &s.target.audience)
             .field("scopes", &s.target.scopes)
             .field("resource", &s.target.resource)

@@ -65,6 +65,9 @@ impl Oidc {
             "issuer": meta.issuer,
             "audience": client_id,
             "jwksUrl": jwks_uri(&doc, issuer, allow_http)?,
+            // The upstream's own settings already decided which URLs are acceptable.
+            "insecureAllowHttp": allow_http,
+            "jwksAllowPrivateIp": true,
         });
         let cfg = serde_json::from_value(cfg).map_err(|e| format!("discovery: {e}"))?;
         let verifier = OidcAuthenticator::new(&cfg, http.clone())
