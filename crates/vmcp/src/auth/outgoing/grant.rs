@@ -406,6 +406,23 @@ impl SystemGrant {
         })
     }
 
+    /// `Caller::System` work on a strategy with (`grant`) or without a system grant: the
+    /// gateway's own token, or none. A token endpoint that does not grant the gateway a token of
+    /// its own (the grant is logged where it failed) leaves the request without credentials.
+    pub(super) async fn apply(
+        grant: Option<&Self>,
+        http: &reqwest::Client,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::RequestBuilder {
+        match grant {
+            Some(g) => match g.authorization(http).await {
+                Ok(token) => super::set_header(request, AUTHORIZATION, token),
+                Err(_) => request,
+            },
+            None => request,
+        }
+    }
+
     /// `Authorization: Bearer` with the gateway's own token.
     pub(super) async fn authorization(
         &self,

@@ -342,11 +342,12 @@ impl OutgoingAuth {
             // a user-bound strategy sends no credentials rather than borrowing anyone's, or,
             // where the strategy has client credentials, the gateway's own token (as ToolHive's
             // health checks do).
-            return match &self.0 {
-                Strategy::TokenExchange(t) => t.apply_system(request).await,
-                Strategy::Xaa(x) => x.apply_system(request).await,
-                _ => Ok(request),
+            let (grant, http) = match &self.0 {
+                Strategy::TokenExchange(t) => t.system_grant(),
+                Strategy::Xaa(x) => x.system_grant(),
+                _ => return Ok(request),
             };
+            return Ok(grant::SystemGrant::apply(grant, http, request).await);
         }
         match &self.0 {
             Strategy::Unauthenticated => Ok(request),

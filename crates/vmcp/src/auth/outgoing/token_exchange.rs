@@ -124,27 +124,17 @@ impl TokenExchange {
         Self { settings, subject, http, cache, system }
     }
 
-    /// `Caller::System` work: the gateway's own client-credentials token, or none.
-    pub(super) async fn apply_system(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        // A token endpoint that does not grant the gateway a token of its own (the grant is
-        // logged where it failed) leaves System work without credentials, as before.
-        match &self.system {
-            Some(s) => match s.authorization(&self.http).await {
-                Ok(token) => Ok(set_header(request, AUTHORIZATION, token)),
-                Err(_) => Ok(request),
-            },
-            None => Ok(request),
-        }
-    }
-
     /// A copy with another request timeout and a cache of its own.
     pub(super) fn with_timeout(&self, timeout: Duration) -> Self {
         let mut settings = self.settings.clone();
         settings.endpoint.timeout = timeout;
         Self::new(settings, self.subject.clone(), self.http.clone())
+    }
+
+    /// The gateway's own grant for `Caller::System` work, if it has client credentials, and the
+    /// client to ask it with.
+    pub(super) fn system_grant(&self) -> (Option<&SystemGrant>, &reqwest::Client) {
+        (self.system.as_ref(), &self.http)
     }
 
     pub(super) async fn apply(

@@ -139,21 +139,10 @@ impl Xaa {
         }
     }
 
-    /// `Caller::System` work: the gateway's own client-credentials token at the target
-    /// authorization server, or none.
-    pub(super) async fn apply_system(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, OutgoingAuthError> {
-        // A token endpoint that does not grant the gateway a token of its own (the grant is
-        // logged where it failed) leaves System work without credentials, as before.
-        match &self.system {
-            Some(s) => match s.authorization(&self.http).await {
-                Ok(token) => Ok(set_header(request, AUTHORIZATION, token)),
-                Err(_) => Ok(request),
-            },
-            None => Ok(request),
-        }
+    /// The gateway's own grant for `Caller::System` work, if it has client credentials, and the
+    /// client to ask it with.
+    pub(super) fn system_grant(&self) -> (Option<&SystemGrant>, &reqwest::Client) {
+        (self.system.as_ref(), &self.http)
     }
 
     pub(super) async fn apply(
