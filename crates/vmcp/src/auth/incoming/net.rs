@@ -8,24 +8,22 @@
 //!   one switch). The check runs on every address a name resolves to and on IP literals, also
 //!   in redirects. Loopback stays reachable: a gateway and its development IdP on one machine
 //!   need no flag (vmcp's rule; ToolHive's validator blocks loopback too).
-//! - `caBundlePath`: PEM roots trusted in addition to the built-in ones.
+//! - `caBundlePath`: PEM roots trusted in addition to the built-in ones, read as a backend's
+//!   `caBundlePath` is (`config::ca_bundle`: an absolute path, at most 1 MiB).
 //!
 //! Invariant: the client built here never follows more than [`MAX_REDIRECTS`] redirects, never
 //! to a refused address, and every request has the [`super::IDP_TIMEOUT`] deadline.
 
-use std::net::{IpAddr, SocketAddr};
-
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::IpAddr;
 
 use super::{AuthConfigError, IDP_TIMEOUT};
-use crate::auth::server::cimd::fetchable;
+use crate::auth::server::cimd::{PublicOnly, fetchable};
 use crate::auth::server::clients::is_loopback_host;
 use crate::config::auth::OidcConfig;
+use crate::config::ca_bundle::CaBundle;
 
 /// Redirects followed by one discovery, JWKS or introspection request.
 const MAX_REDIRECTS: usize = 5;
-/// Largest CA bundle file read.
-const MAX_CA_BUNDLE: u64 = 4 << 20;
 
 /// The network rules of one `incomingAuth.oidc` block.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,48 +85,15 @@ pub fn idp_client(cfg: &OidcConfig) -> Result<reqwest::Client, AuthConfigError> 
         }),
     );
     if !policy.allow_private {
-        b = b.dns_resolver(PublicOrLoopback);
+        b = b.dns_resolver(PublicOnly { hint: " (set jwksAllowPrivateIp to allow private ones)" });
     }
     if let Some(path) = cfg.ca_bundle_path.as_deref().filter(|p| !p.trim().is_empty()) {
-        b = b.tls_certs_merge(read_ca_bundle(path)?);
+        // The same reader, checks and bounds as a backend's `caBundlePath`.
+        let bundle =
+            CaBundle::read(std::path::Path::new(path)).map_err(AuthConfigError::CaBundle)?;
+        b = CaBundle::apply(Some(&bundle), b);
     }
     b.build().map_err(|_| AuthConfigError::CaBundle("the HTTP client cannot be built".into()))
-}
-
-fn read_ca_bundle(path: &str) -> Result<Vec<reqwest::Certificate>, AuthConfigError> {
-    let bad = |why: &str| AuthConfigError::CaBundle(format!("{path}: {why}"));
-    let meta = std::fs::metadata(path).map_err(|e| bad(&e.kind().to_string()))?;
-    if meta.len() > MAX_CA_BUNDLE {
-        return Err(bad("larger than 4 MiB"));
-    }
-    let pem = std::fs::read(path).map_err(|e| bad(&e.kind().to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| bad("not PEM"))?;
-    if certs.is_empty() {
-        return Err(bad("no certificate in it"));
-    }
-    Ok(certs)
-}
-
-/// Resolves names to public or loopback addresses only (ToolHive's private-IP dial guard).
-struct PublicOrLoopback;
-
-impl Resolve for PublicOrLoopback {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| fetchable(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address (set jwksAllowPrivateIp to allow private ones)"
-                )
-                .into());
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
 }
 
 #[cfg(test)]

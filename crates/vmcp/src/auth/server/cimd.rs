@@ -94,23 +94,29 @@ pub fn cimd_http_client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
-        .dns_resolver(PublicOnly)
+        .dns_resolver(PublicOnly::default())
         .build()
         .unwrap_or_default()
 }
 
-struct PublicOnly;
+/// A resolver that keeps only [`fetchable`] addresses of a name (public or loopback), and fails
+/// when none is left, adding `hint` to the error (how to allow private ones, where that exists).
+#[derive(Default)]
+pub struct PublicOnly {
+    pub hint: &'static str,
+}
 
 impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
+        let hint = self.hint;
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
                 .filter(|a| fetchable(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
+                return Err(format!("{host} resolves to no public address{hint}").into());
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
