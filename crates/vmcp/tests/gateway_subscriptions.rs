@@ -135,22 +135,14 @@ async fn a_refused_subscription_is_rolled_back() {
     assert!(r.msg().get("error").is_none(), "{:?}", r.message);
 }
 
-/// The `subscriptions/listen` requests the fixture at `url` received: the bearer token each
-/// carried (`None`: without one).
-async fn listen_tokens(url: &str) -> Vec<Option<String>> {
-    let log: Value = reqwest::get(url.replace("/mcp", "/test/requests"))
+/// The bearer tokens of the `subscriptions/listen` requests `backend` received (`None`: without
+/// one).
+async fn listen_tokens(backend: &Fixture) -> Vec<Option<String>> {
+    common::login::backend_requests(backend)
         .await
-        .expect("GET /test/requests")
-        .json()
-        .await
-        .expect("request log");
-    log.as_array()
-        .expect("log array")
-        .iter()
-        .filter(|e| e["mcpMethod"] == "subscriptions/listen")
-        .map(|e| {
-            e["authorization"].as_str().and_then(|a| a.strip_prefix("Bearer ")).map(str::to_owned)
-        })
+        .into_iter()
+        .filter(|r| r.mcp_method.as_deref() == Some("subscriptions/listen"))
+        .map(|r| r.token)
         .collect()
 }
 
@@ -183,7 +175,7 @@ async fn modern_backend_with_user_credentials_listens_per_principal() {
         let r = c.call("resources/subscribe", json!({ "uri": URI })).await;
         assert!(r.msg().get("error").is_none(), "{:?}", r.message);
     }
-    let tokens = listen_tokens(&f.url).await;
+    let tokens = listen_tokens(&f).await;
     for t in [&alice_token, &bob_token] {
         assert!(
             tokens.iter().any(|seen| seen.as_deref() == Some(t.as_str())),

@@ -257,6 +257,8 @@ pub struct BackendRequest {
     pub token: Option<String>,
     /// `Mcp-Session-Id`, if any.
     pub session: Option<String>,
+    /// `Mcp-Method` (Modern requests name their JSON-RPC method), if any.
+    pub mcp_method: Option<String>,
 }
 
 /// What the backend received on `/mcp`, in order.
@@ -275,6 +277,7 @@ pub async fn backend_requests(backend: &Fixture) -> Vec<BackendRequest> {
                 .and_then(|a| a.strip_prefix("Bearer "))
                 .map(str::to_owned),
             session: e["session"].as_str().map(str::to_owned),
+            mcp_method: e["mcpMethod"].as_str().map(str::to_owned),
         })
         .collect()
 }
