@@ -81,6 +81,8 @@ pub struct Gateway {
     /// Each backend's `metadata` (backends without any are absent), shown in `/status`.
     pub backend_metadata:
         std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    /// The layers around dispatch (rate limits, authorization, audit, telemetry).
+    pub layers: crate::layer::Layers,
 }
 
 /// Why the gateway could not start.
@@ -95,6 +97,9 @@ pub enum StartError {
     /// Incoming authentication is misconfigured.
     #[error("incomingAuth: {0}")]
     IncomingAuth(String),
+    /// A layer around dispatch cannot be built.
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
 }
 
 impl Gateway {
@@ -141,6 +146,7 @@ impl Gateway {
             per_principal,
             crate::catalog::principal::PrincipalLimits::default(),
         ));
+        let layers = crate::layer::Layers::from_config(config)?;
         let stop = CancellationToken::new();
         tokio::spawn(run_discovery(
             backends.clone(),
@@ -181,6 +187,7 @@ impl Gateway {
                 .filter(|b| !b.metadata.is_empty())
                 .map(|b| (b.name.clone(), b.metadata.clone()))
                 .collect(),
+            layers,
         });
         tokio::spawn(expire_sessions(
             Arc::downgrade(&gw),

@@ -10,5 +10,6 @@ pub mod config;
 pub mod dispatch;
 pub mod gateway;
 pub mod http;
+pub mod layer;
 pub mod protocol;
 pub mod session;

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::stream::{self, json, legacy_status, modern_status};
 use crate::auth::Caller;
-use crate::dispatch::{self, Client, Cx};
+use crate::dispatch::{Client, Cx};
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::{ParseError, code, raw};
 use crate::protocol::meta::RequestMeta;
@@ -231,7 +231,7 @@ async fn legacy(
             let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
             let id = req.id.clone();
             let task = session.spawn_request(id.clone(), permit, async move {
-                dispatch::handle(&gw, &cx, &req.method, req.params).await
+                crate::layer::serve(&gw, &cx, &req.method, req.params).await
             });
             stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
                 .await
@@ -370,7 +370,7 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     let id = req.id.clone();
     let task = tokio::spawn(async move {
         let _permit = permit;
-        dispatch::handle(&gw, &cx, &req.method, req.params).await
+        crate::layer::serve(&gw, &cx, &req.method, req.params).await
     });
     let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
     stream::respond(id, out_rx, task, modern_status, gw_challenge).await
