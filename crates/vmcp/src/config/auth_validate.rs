@@ -85,8 +85,14 @@ fn check_incoming(cfg: &Config, f: &mut Findings<'_>) {
         ("introspectionUrl", oidc.introspection_url.as_ref()),
     ];
     for (key, url) in urls {
-        if let Some(problem) = url.and_then(|u| url_problem(u)) {
+        let Some(url) = url else { continue };
+        if let Some(problem) = url_problem(url) {
             f.report(key_path("incomingAuth.oidc", key), problem);
+        } else if let Ok(u) = reqwest::Url::parse(url)
+            && let Some(why) = crate::auth::incoming::scheme_refusal(&u, oidc.insecure_allow_http)
+        {
+            // What `serve` would refuse when it fetches the URL, said at load.
+            f.report(key_path("incomingAuth.oidc", key), why);
         }
     }
     if oidc.audience.trim().is_empty() {
@@ -638,6 +644,28 @@ backends:
                 ),
             ]
         );
+
+        // Plain HTTP to a non-loopback host is what `serve` refuses: said at load, naming the
+        // key that allows it; loopback and `insecureAllowHttp: true` pass.
+        let http = |extra: &str| {
+            problems(&format!(
+                "{BACKENDS}incomingAuth:\n  type: oidc\n  oidc:\n    issuer: http://idp.example\n    \
+                 audience: gw\n    jwksUrl: http://127.0.0.1:9/jwks\n{extra}"
+            ))
+        };
+        assert_eq!(
+            got(&http("")),
+            [(
+                Some(12),
+                "incomingAuth.oidc.issuer",
+                "http:// is only allowed for loopback hosts or with insecureAllowHttp"
+            )]
+        );
+        let allowed = format!(
+            "{BACKENDS}incomingAuth:\n  type: oidc\n  oidc:\n    issuer: http://idp.example\n    \
+             audience: gw\n    insecureAllowHttp: true\n"
+        );
+        assert!(super::super::parse(&allowed, "t.yaml").is_ok());
 
         let ps = problems(&format!(
             "{BACKENDS}incomingAuth:\n  oidc:\n    issuer: https://idp\n    audience: gw\n"

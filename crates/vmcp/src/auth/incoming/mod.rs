@@ -15,6 +15,8 @@ mod jwks;
 mod jwt;
 mod net;
 
+pub use net::scheme_refusal;
+
 pub use net::idp_client;
 
 use std::fmt;

@@ -44,16 +44,8 @@ impl NetPolicy {
 
     /// Why `url` may not be fetched, if it may not.
     pub(super) fn refuse(&self, url: &reqwest::Url) -> Option<String> {
-        let loopback = is_loopback_host(url);
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback || self.allow_http => {}
-            "http" => {
-                return Some(
-                    "http:// is only allowed for loopback hosts or with insecureAllowHttp".into(),
-                );
-            }
-            _ => return Some("not an http(s) URL".into()),
+        if let Some(why) = scheme_refusal(url, self.allow_http) {
+            return Some(why.into());
         }
         match literal_ip(url) {
             Some(ip) if !self.allow_private && !fetchable(ip) => {
@@ -61,6 +53,17 @@ impl NetPolicy {
             }
             _ => None,
         }
+    }
+}
+
+/// Why `url`'s scheme is refused under `insecureAllowHttp = allow_http`, if it is (also used by
+/// config validation, so `vmcp validate` says what `serve` would refuse).
+pub fn scheme_refusal(url: &reqwest::Url, allow_http: bool) -> Option<&'static str> {
+    match url.scheme() {
+        "https" => None,
+        "http" if allow_http || is_loopback_host(url) => None,
+        "http" => Some("http:// is only allowed for loopback hosts or with insecureAllowHttp"),
+        _ => Some("not an http(s) URL"),
     }
 }
 
