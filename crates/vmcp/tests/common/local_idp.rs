@@ -23,6 +23,8 @@ const KID: &str = "local-1";
 pub struct LocalIdp {
     /// The issuer, `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The loopback port it serves plain HTTP on.
+    port: u16,
     key: EncodingKey,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -49,10 +51,24 @@ fn now() -> u64 {
 impl LocalIdp {
     /// Generates the key and serves discovery and JWKS; returns once the server listens.
     pub fn start() -> LocalIdp {
+        Self::start_as(None)
+    }
+
+    /// [`LocalIdp::start`], the provider known by `issuer` (its discovery document and tokens
+    /// say so) instead of its own address: a provider behind a TLS front, say. Returns it and
+    /// the port it serves plain HTTP on.
+    pub fn start_behind(issuer: &str) -> (LocalIdp, u16) {
+        let idp = Self::start_as(Some(issuer));
+        let port = idp.port;
+        (idp, port)
+    }
+
+    fn start_as(issuer: Option<&str>) -> LocalIdp {
         let (key, jwk) = generate(KID);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = issuer.map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_owned);
         let discovery = json!({
             "issuer": url,
             "jwks_uri": format!("{url}/jwks"),
@@ -80,7 +96,7 @@ impl LocalIdp {
             });
             // Dropping the runtime ends open connections too.
         });
-        LocalIdp { url, key, stop: Some(stop), thread: Some(thread) }
+        LocalIdp { url, port, key, stop: Some(stop), thread: Some(thread) }
     }
 
     /// The claims a token carries unless `claims` overrides them (a `null` removes one): this
