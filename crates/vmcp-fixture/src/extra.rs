@@ -91,6 +91,16 @@ pub fn synthetic_tool(i: usize) -> Tool {
     )
 }
 
+/// A `--named-tools` tool: returns `{"server": <--name>, "arguments": ...}` as JSON text, so a
+/// test sees which backend a gateway routed it to.
+pub fn named_tool(name: &str) -> Tool {
+    tool(
+        name,
+        "Stand-in for a real server's tool: returns the server name and its arguments as JSON",
+        json!({ "type": "object" }),
+    )
+}
+
 /// A tool added at runtime (`dynamic_tool`, `test_triggered_tool_N`).
 pub fn added_tool(name: &str) -> Tool {
     tool(name, "Added at runtime; returns a fixed text", no_args())
@@ -170,6 +180,9 @@ pub async fn call_tool(
                 .is_ok_and(|i| i < fixture.shared.settings.synthetic_tools) =>
         {
             text(Value::Object(args).to_string())
+        }
+        _ if fixture.shared.settings.named_tools.iter().any(|n| n == name) => {
+            text(json!({ "server": fixture.shared.settings.name, "arguments": args }).to_string())
         }
         _ if fixture.shared.has_added_tool(name) => text(format!("{name} called")),
         _ => return None,

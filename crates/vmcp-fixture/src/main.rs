@@ -43,6 +43,10 @@ struct Cli {
     /// Number of synthetic echo tools (`synthetic_0..N-1`) to add, for benchmarks.
     #[arg(long, global = true, default_value_t = 0)]
     tools: usize,
+    /// Extra tools with these names (comma-separated or repeated), each answering with the
+    /// server's `--name` and its arguments as JSON: stand-ins for a real server's tools.
+    #[arg(long, global = true, value_delimiter = ',')]
+    named_tools: Vec<String>,
     /// Act as a backend whose tools depend on the caller (HTTP only): `tools/list` and
     /// `tools/call` without `Authorization: Bearer` get HTTP 401; with a token, `tools/list` adds
     /// `whoami_<sub>` and `add_user_tool` (`sub` read from the JWT payload, unverified).
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         name: cli.name,
         era: cli.era,
         synthetic_tools: cli.tools,
+        named_tools: cli.named_tools,
         user_tools: cli.user_tools,
         require_token: cli.require_token,
     }));
@@ -265,6 +270,7 @@ mod tests {
             name: "test-fixture".into(),
             era: Era::Both,
             synthetic_tools: 2,
+            named_tools: vec!["create_pr".into()],
             user_tools,
             require_token: false,
         }));
@@ -351,6 +357,9 @@ mod tests {
 
         let synthetic = call(&url, "synthetic_1", json!({ "value": "v" }), &[]).await;
         assert_eq!(first_text(&synthetic), r#"{"value":"v"}"#);
+
+        let named = call(&url, "create_pr", json!({ "title": "t" }), &[]).await;
+        assert_eq!(first_text(&named), r#"{"arguments":{"title":"t"},"server":"test-fixture"}"#);
     }
 
     fn token(sub: &str) -> String {

@@ -33,6 +33,8 @@ pub struct Settings {
     pub name: String,
     pub era: Era,
     pub synthetic_tools: usize,
+    /// `--named-tools`: echo tools under these names.
+    pub named_tools: Vec<String>,
     /// `--user-tools`: tools need a bearer token, and each user has tools of its own.
     pub user_tools: bool,
     /// `--require-token`: every request to `/mcp` needs a bearer token (HTTP 401 without).
@@ -87,6 +89,7 @@ impl Shared {
         let mut static_tools = conformance::tools();
         static_tools.extend(extra::tools());
         static_tools.extend((0..settings.synthetic_tools).map(extra::synthetic_tool));
+        static_tools.extend(settings.named_tools.iter().map(|n| extra::named_tool(n)));
         let (changes, _) = broadcast::channel(64);
         // A per-process random key: state sealed by one fixture process is
         // meaningless to another, which is what a restart should look like.
