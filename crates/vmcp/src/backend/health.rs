@@ -329,6 +329,25 @@ mod tests {
         Policy { unhealthy_threshold: unhealthy, breaker }
     }
 
+    /// A reload's new policy applies to the counters a backend already has.
+    #[test]
+    fn a_new_policy_keeps_the_counters() {
+        let h = Health::new(policy(3, Some((2, Duration::from_secs(60)))));
+        h.failure("HTTP 502");
+        h.failure("HTTP 502");
+        assert_eq!(h.breaker(), BreakerState::Open);
+        let mut rx = h.subscribe();
+        // Breaker disabled: it closes; two failures are under the new threshold of 5.
+        h.set_policy(policy(5, None));
+        assert_eq!(h.breaker(), BreakerState::Closed);
+        assert!(h.in_service() && h.admit().is_ok());
+        assert!(rx.has_changed().unwrap(), "listeners are told it is back");
+        // A lower threshold makes the same count unhealthy at once.
+        h.set_policy(policy(2, None));
+        assert!(!h.in_service());
+        assert_eq!(h.report()["consecutiveFailures"], 2);
+    }
+
     #[test]
     fn breaker_opens_after_threshold_then_half_opens_once_and_closes_on_success() {
         let h = Health::new(policy(10, Some((3, Duration::from_millis(50)))));
