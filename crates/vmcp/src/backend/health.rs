@@ -336,7 +336,7 @@ mod tests {
         h.failure("HTTP 502");
         h.failure("HTTP 502");
         assert_eq!(h.breaker(), BreakerState::Open);
-        let mut rx = h.subscribe();
+        let rx = h.subscribe();
         // Breaker disabled: it closes; two failures are under the new threshold of 5.
         h.set_policy(policy(5, None));
         assert_eq!(h.breaker(), BreakerState::Closed);
