@@ -1,18 +1,28 @@
-//! The running gateway's shared state, assembled once at the composition root (`cli::serve`).
+//! The running gateway's shared state, assembled at the composition root (`cli::serve`) and
+//! partly replaced by a config reload ([`reload`]).
 //!
 //! Invariant: this is a bundle of independent parts (backends, catalog, sessions); each part owns
-//! its own state and none reaches into another's. Request handling borrows it immutably.
+//! its own state and none reaches into another's. Request handling borrows it immutably; what a
+//! reload replaces (the backend set, the catalog, the layers, [`Settings`]) is swapped whole
+//! inside its part, so a request reads either the old value or the new one, never a mix within
+//! one part.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::registry::Backends;
 use crate::backend::{BackendEvent, EventSender};
-use crate::catalog::live::{LiveCatalog, run_discovery};
+use crate::catalog::live::{Discovery, LiveCatalog, Seed};
 use crate::config::Config;
 use crate::session::Sessions;
+
+mod diff;
+pub mod reload;
+
+pub use reload::{Applied, ConfigStatus, ReloadError, Settings};
 
 /// Ends idle sessions until the gateway stops, checking a few times per idle timeout (at most
 /// once a minute).
@@ -57,11 +67,10 @@ pub struct Gateway {
     pub sessions: Sessions,
     /// Backend-level notifications (list_changed, resources/updated, logging).
     pub events: EventSender,
-    /// Items per page in list results (0: no paging).
+    /// Items per page in list results (0: no paging). Restart-only.
     pub page_size: usize,
-    /// `operational.failureHandling.partialFailureMode`: whether a session's `initialize` and
-    /// lists fail while a backend is out of service.
-    pub partial_failure: crate::config::PartialFailureMode,
+    /// Settings a reload may change: `partialFailureMode`, `passthroughHeaders`, metadata.
+    pub settings: ArcSwap<Settings>,
     /// Stops background tasks.
     pub stop: CancellationToken,
     /// Backend calls waiting for a Modern client's input.
@@ -74,15 +83,13 @@ pub struct Gateway {
     pub gatekeeper: crate::http::auth::Gatekeeper,
     /// The embedded authorization server and its upstream token vault, when configured.
     pub auth_server: Option<crate::auth::embedded::Embedded>,
-    /// Client headers forwarded to backends (`passthroughHeaders`).
-    pub passthrough: Vec<http::HeaderName>,
-    /// The config's `metadata`, shown in `/status`.
-    pub metadata: std::collections::BTreeMap<String, String>,
-    /// Each backend's `metadata` (backends without any are absent), shown in `/status`.
-    pub backend_metadata:
-        std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
-    /// The layers around dispatch (rate limits, authorization, audit, telemetry).
-    pub layers: crate::layer::Layers,
+    /// The layers around dispatch (rate limits, authorization, audit, telemetry), rebuilt by a
+    /// reload (load once per request: `gw.layers.load()`).
+    pub layers: ArcSwap<crate::layer::Layers>,
+    /// The config in force and the tasks of the current backend set; locked by a reload.
+    running: tokio::sync::Mutex<reload::Running>,
+    /// The config generation and the last reload's outcome.
+    config_status: std::sync::Mutex<ConfigStatus>,
 }
 
 /// Why the gateway could not start.
@@ -148,18 +155,22 @@ impl Gateway {
         ));
         let layers = crate::layer::Layers::from_config(config)?;
         let stop = CancellationToken::new();
-        tokio::spawn(run_discovery(
+        let discovery = Discovery::spawn(
             backends.clone(),
             config.aggregation.clone(),
             catalog.clone(),
-            events.subscribe(),
-            stop.clone(),
-        ));
+            &events,
+            &stop,
+            Seed::default(),
+        );
+        let probes = stop.child_token();
         tokio::spawn(crate::backend::probe::run(
             backends.clone(),
             config.operational.failure_handling.clone(),
-            stop.clone(),
+            probes.clone(),
         ));
+        let running =
+            reload::Running { config: config.clone(), sources, discovery: Some(discovery), probes };
         let gw = Arc::new(Gateway {
             name: config.name.clone(),
             backends,
@@ -167,27 +178,16 @@ impl Gateway {
             sessions: Sessions::new(config.server.limits.clone()),
             events,
             page_size: config.server.page_size,
-            partial_failure: config.operational.failure_handling.partial_failure_mode,
+            settings: ArcSwap::from_pointee(Settings::from_config(config)),
             stop,
             parked: Default::default(),
             subscriptions: Default::default(),
             identities,
             gatekeeper,
             auth_server,
-            // Validated at load: every entry is a header name and none is refused.
-            passthrough: config
-                .passthrough_headers
-                .iter()
-                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
-                .collect(),
-            metadata: config.metadata.clone(),
-            backend_metadata: config
-                .backends
-                .iter()
-                .filter(|b| !b.metadata.is_empty())
-                .map(|b| (b.name.clone(), b.metadata.clone()))
-                .collect(),
-            layers,
+            layers: ArcSwap::from_pointee(layers),
+            running: tokio::sync::Mutex::new(running),
+            config_status: std::sync::Mutex::new(ConfigStatus::new()),
         });
         tokio::spawn(expire_sessions(
             Arc::downgrade(&gw),
@@ -199,25 +199,20 @@ impl Gateway {
     /// With `partialFailureMode: fail`, the error for a session's `initialize` or a list while
     /// some backends are out of service, naming them and why; `None` otherwise.
     pub fn partial_failure_error(&self) -> Option<crate::protocol::ErrorObject> {
-        if self.partial_failure != crate::config::PartialFailureMode::Fail {
+        if self.settings.load().partial_failure != crate::config::PartialFailureMode::Fail {
             return None;
         }
-        let out: Vec<String> = self
-            .backends
+        let set = self.backends.snapshot();
+        let out: Vec<String> = set
+            .entries()
             .iter()
-            .filter_map(|(name, _)| {
-                self.backends.out_of_service(name).map(|r| format!("{name} ({})", r.reason))
-            })
+            .filter_map(|e| e.out_of_service().map(|r| format!("{} ({})", e.name, r.reason)))
             .collect();
         if out.is_empty() {
             return None;
         }
-        let names: Vec<&str> = self
-            .backends
-            .iter()
-            .filter(|(n, _)| !self.backends.in_service(n))
-            .map(|(n, _)| &**n)
-            .collect();
+        let names: Vec<&str> =
+            set.entries().iter().filter(|e| !e.in_service()).map(|e| &*e.name).collect();
         Some(crate::protocol::ErrorObject::with_data(
             crate::protocol::jsonrpc::code::BACKEND_UNAVAILABLE,
             format!(
@@ -230,10 +225,12 @@ impl Gateway {
 
     /// The headers of a client request that go on to backends.
     pub fn forwarded(&self, headers: &http::HeaderMap) -> crate::backend::Forwarded {
-        if self.passthrough.is_empty() {
+        let settings = self.settings.load();
+        if settings.passthrough.is_empty() {
             return crate::backend::Forwarded::from([]);
         }
-        self.passthrough
+        settings
+            .passthrough
             .iter()
             .flat_map(|name| headers.get_all(name).iter().map(move |v| (name.clone(), v.clone())))
             .collect()
@@ -268,18 +265,18 @@ impl Gateway {
             let Some(name) = catalog.resource(&uri) else { continue };
             if let Some(backend) = self.backends.get(name) {
                 // A per-client backend session ends below, taking its subscriptions with it.
-                let target = crate::dispatch::subscriptions::Target { name, backend, timeout };
+                let target =
+                    crate::dispatch::subscriptions::Target { name, backend: &backend, timeout };
                 let _ = self
                     .subscriptions
                     .change(&caller, Some(session.key), target, &uri, false)
                     .await;
             }
         }
-        futures::future::join_all(
-            self.backends
-                .iter()
-                .map(|(_, b)| tokio::time::timeout(timeout, b.end_session(&caller, session.key))),
-        )
+        let caller = &caller;
+        futures::future::join_all(self.backends.iter().map(|(_, b)| async move {
+            tokio::time::timeout(timeout, b.end_session(caller, session.key)).await
+        }))
         .await;
         tracing::info!(session = session.key, "session ended");
     }
@@ -301,11 +298,14 @@ impl Gateway {
             tracing::warn!(?deadline, "ending client sessions' backend sessions took too long");
         }
         self.stop.cancel();
-        futures::future::join_all(self.backends.iter().map(|(name, b)| async move {
-            if tokio::time::timeout_at(until, b.shutdown()).await.is_err() {
-                tracing::warn!(backend = %name, ?deadline, "backend did not stop in time");
-            }
-        }))
+        let retiring = self.backends.retiring().into_iter().map(|b| (Arc::from("(retired)"), b));
+        futures::future::join_all(self.backends.iter().chain(retiring).map(
+            |(name, b)| async move {
+                if tokio::time::timeout_at(until, b.shutdown()).await.is_err() {
+                    tracing::warn!(backend = %name, ?deadline, "backend did not stop in time");
+                }
+            },
+        ))
         .await;
     }
 }

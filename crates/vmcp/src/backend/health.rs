@@ -62,6 +62,8 @@ impl Policy {
 
 #[derive(Debug)]
 struct Inner {
+    /// Replaced by a config reload ([`Health::set_policy`]); the counters stay.
+    policy: Policy,
     consecutive_failures: u32,
     last_failure: Option<String>,
     breaker: BreakerState,
@@ -76,7 +78,6 @@ struct Inner {
 /// One backend's health and breaker. Cheap to share; all methods are short critical sections.
 #[derive(Debug)]
 pub struct Health {
-    policy: Policy,
     inner: Mutex<Inner>,
     /// Bumped when [`Health::in_service`] or the breaker state changes.
     changed: tokio::sync::watch::Sender<u64>,
@@ -86,8 +87,8 @@ impl Health {
     /// A healthy backend with a closed breaker.
     pub fn new(policy: Policy) -> Self {
         Self {
-            policy,
             inner: Mutex::new(Inner {
+                policy,
                 consecutive_failures: 0,
                 last_failure: None,
                 breaker: BreakerState::Closed,
@@ -108,7 +109,7 @@ impl Health {
     pub fn admit(&self) -> Result<(), Refused> {
         let now = Instant::now();
         let mut s = self.lock();
-        let Some((_, timeout)) = self.policy.breaker else { return Ok(()) };
+        let Some((_, timeout)) = s.policy.breaker else { return Ok(()) };
         match s.breaker {
             BreakerState::Closed => Ok(()),
             BreakerState::Open | BreakerState::HalfOpen if s.until.is_none_or(|t| now >= t) => {
@@ -149,7 +150,7 @@ impl Health {
     pub fn blocks_calls(&self) -> Option<Refused> {
         let now = Instant::now();
         let s = self.lock();
-        let blocked = self.policy.breaker.is_some()
+        let blocked = s.policy.breaker.is_some()
             && s.breaker != BreakerState::Closed
             && s.until.is_some_and(|t| now < t);
         blocked.then(|| self.refusal_of(&s, now))
@@ -159,7 +160,7 @@ impl Health {
     pub fn refusal(&self) -> Option<Refused> {
         let s = self.lock();
         let out = s.breaker == BreakerState::Open
-            || s.consecutive_failures >= self.policy.unhealthy_threshold;
+            || s.consecutive_failures >= s.policy.unhealthy_threshold;
         out.then(|| self.refusal_of(&s, Instant::now()))
     }
 
@@ -189,7 +190,7 @@ impl Health {
         let before = self.key(&s);
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         s.last_failure = Some(reason.chars().take(300).collect());
-        if let Some((threshold, timeout)) = self.policy.breaker {
+        if let Some((threshold, timeout)) = s.policy.breaker {
             let trip = match s.breaker {
                 BreakerState::HalfOpen => true,
                 BreakerState::Closed => s.consecutive_failures >= threshold,
@@ -205,6 +206,23 @@ impl Health {
                     "circuit breaker opened"
                 );
             }
+        }
+        let after = self.key(&s);
+        drop(s);
+        if before != after {
+            self.bump();
+        }
+    }
+
+    /// Applies a new policy (a config reload), keeping the counters: a breaker that is now
+    /// disabled closes; thresholds apply from the next call on.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut s = self.lock();
+        let before = self.key(&s);
+        s.policy = policy;
+        if policy.breaker.is_none() {
+            s.breaker = BreakerState::Closed;
+            s.until = None;
         }
         let after = self.key(&s);
         drop(s);
@@ -237,7 +255,7 @@ impl Health {
     }
 
     fn key(&self, s: &Inner) -> (bool, BreakerState) {
-        let unhealthy = s.consecutive_failures >= self.policy.unhealthy_threshold;
+        let unhealthy = s.consecutive_failures >= s.policy.unhealthy_threshold;
         (unhealthy, s.breaker)
     }
 
@@ -249,7 +267,7 @@ impl Health {
     pub fn report(&self) -> serde_json::Value {
         let now = Instant::now();
         let s = self.lock();
-        let healthy = s.consecutive_failures < self.policy.unhealthy_threshold;
+        let healthy = s.consecutive_failures < s.policy.unhealthy_threshold;
         let health = match (healthy, s.consecutive_failures, s.auth_required) {
             (false, _, _) => "unhealthy",
             (true, 0, true) => "authRequired",
@@ -266,7 +284,7 @@ impl Health {
             "lastFailure": s.last_failure,
             "lastProbe": s.last_probe.map(rfc3339),
             "breaker": {
-                "enabled": self.policy.breaker.is_some(),
+                "enabled": s.policy.breaker.is_some(),
                 "state": s.breaker,
                 "nextRetry": next_retry,
             },
@@ -309,6 +327,25 @@ mod tests {
 
     fn policy(unhealthy: u32, breaker: Option<(u32, Duration)>) -> Policy {
         Policy { unhealthy_threshold: unhealthy, breaker }
+    }
+
+    /// A reload's new policy applies to the counters a backend already has.
+    #[test]
+    fn a_new_policy_keeps_the_counters() {
+        let h = Health::new(policy(3, Some((2, Duration::from_secs(60)))));
+        h.failure("HTTP 502");
+        h.failure("HTTP 502");
+        assert_eq!(h.breaker(), BreakerState::Open);
+        let rx = h.subscribe();
+        // Breaker disabled: it closes; two failures are under the new threshold of 5.
+        h.set_policy(policy(5, None));
+        assert_eq!(h.breaker(), BreakerState::Closed);
+        assert!(h.in_service() && h.admit().is_ok());
+        assert!(rx.has_changed().unwrap(), "listeners are told it is back");
+        // A lower threshold makes the same count unhealthy at once.
+        h.set_policy(policy(2, None));
+        assert!(!h.in_service());
+        assert_eq!(h.report()["consecutiveFailures"], 2);
     }
 
     #[test]

@@ -25,22 +25,23 @@ use super::{Backend, CallContext, Reply, State};
 use crate::auth::Caller;
 use crate::protocol::jsonrpc::code;
 
-/// Probes every backend until `stop` fires.
+/// Probes every backend of the current set until `stop` fires. A reload stops this and starts
+/// it again for the new set and policy.
 pub async fn run(
     backends: Arc<Backends>,
     config: crate::config::FailureHandlingConfig,
     stop: CancellationToken,
 ) {
-    let tasks = backends.iter().filter_map(|(name, backend)| {
-        let health = backends.health(name)?.clone();
+    let set = backends.snapshot();
+    let tasks = set.entries().iter().map(|e| {
         let target = Target {
-            name: name.clone(),
-            backend: backend.clone(),
-            health,
-            timeout: config.probe_timeout(backends.timeout(name)),
-            user_bound: backends.user_bound(name),
+            name: e.name.clone(),
+            backend: e.backend.clone(),
+            health: e.health.clone(),
+            timeout: config.probe_timeout(e.timeout),
+            user_bound: e.user_bound,
         };
-        Some(target.watch(config.health_check_interval, stop.clone()))
+        target.watch(config.health_check_interval, stop.clone())
     });
     futures::future::join_all(tasks).await;
 }

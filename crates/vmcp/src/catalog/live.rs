@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -113,8 +113,9 @@ pub struct LiveCatalog {
     pub(super) changes: broadcast::Sender<Notice>,
     /// How many backends currently have their lists in the catalog.
     discovered: tokio::sync::watch::Sender<usize>,
-    /// `None` when no backend is user-bound: every caller reads the shared catalog.
-    pub(super) principals: Option<Principals>,
+    /// `None` when no backend is user-bound: every caller reads the shared catalog. Replaced by
+    /// a reload that changes the backends or the aggregation rules.
+    pub(super) principals: ArcSwapOption<Principals>,
     /// Built from the last lists of every shared backend ever listed, in service or not.
     known: ArcSwap<Catalog>,
 }
@@ -129,7 +130,7 @@ impl Default for LiveCatalog {
             }),
             changes: broadcast::channel(NOTICES).0,
             discovered: tokio::sync::watch::channel(0).0,
-            principals: None,
+            principals: ArcSwapOption::empty(),
             known: ArcSwap::from_pointee(Catalog::empty()),
         }
     }
@@ -146,11 +147,40 @@ impl LiveCatalog {
         user_bound: bool,
         limits: PrincipalLimits,
     ) -> Self {
-        let order: Vec<(Arc<str>, bool)> = backends
-            .iter()
-            .map(|(n, _)| (n.clone(), user_bound && backends.user_bound(n)))
-            .collect();
-        Self { principals: Principals::new(aggregation, &order, limits), ..Self::default() }
+        let principals = Principals::new(aggregation, &order(backends, user_bound), limits);
+        Self { principals: ArcSwapOption::from(principals.map(Arc::new)), ..Self::default() }
+    }
+
+    /// After a reload: the catalog under the new `aggregation` rules and `backends`, built from
+    /// the lists in `seed` (the unchanged backends' current lists and the new ones' first), and
+    /// published at once, so no request sees an empty or partial catalog. With `reset`, the
+    /// principals' catalogs start afresh (rebuilt on each principal's next request) and every
+    /// client is told its lists may have changed.
+    pub fn reconfigure(
+        &self,
+        aggregation: &AggregationConfig,
+        backends: &Backends,
+        user_bound: bool,
+        limits: PrincipalLimits,
+        seed: &Seed,
+        reset: bool,
+    ) {
+        let names: Vec<Arc<str>> = backends.iter().map(|(n, _)| n).collect();
+        let everything: Vec<&BackendLists> =
+            names.iter().filter_map(|n| seed.known.get(n)).collect();
+        self.known.store(Arc::new(super::build_from(aggregation, &everything)));
+        let had_principals = self.principals.load().is_some();
+        if reset {
+            let next = Principals::new(aggregation, &order(backends, user_bound), limits);
+            self.principals.store(next.map(Arc::new));
+        }
+        let ordered: Vec<BackendLists> =
+            names.iter().filter_map(|n| seed.lists.get(n).cloned()).collect();
+        self.publish(build(aggregation, &ordered), ordered);
+        if reset && (had_principals || self.principals.load().is_some()) {
+            let _ = self.changes.send(Notice { to: None, changed: Changed::ALL });
+        }
+        self.discovered.send_replace(seed.lists.len());
     }
 
     /// The shared catalog (a cheap snapshot; hold it for one request). What anonymous callers
@@ -164,7 +194,10 @@ impl LiveCatalog {
     /// stale, with this caller's credentials). Never fails: a user-bound backend that cannot be
     /// listed for this principal just contributes nothing (or what it listed before).
     pub async fn for_caller(&self, backends: &Backends, caller: &Caller) -> Arc<Catalog> {
-        match (&self.principals, caller) {
+        if self.principals.load().is_none() {
+            return self.load();
+        }
+        match (self.principals.load_full(), caller) {
             (Some(p), Caller::User(id)) => {
                 let binding =
                     Binding::Principal { issuer: id.issuer.clone(), subject: id.subject.clone() };
@@ -178,7 +211,7 @@ impl LiveCatalog {
     /// The catalog the principal `binding` last saw, without discovering anything (teardown):
     /// its cached catalog, else the shared one.
     pub async fn cached(&self, binding: &Binding) -> Arc<Catalog> {
-        match &self.principals {
+        match self.principals.load_full() {
             Some(p) => p.cached(binding).await.unwrap_or_else(|| self.load()),
             None => self.load(),
         }
@@ -198,12 +231,12 @@ impl LiveCatalog {
 
     /// Whether `name` is discovered per principal rather than in the shared catalog.
     pub fn is_user_bound(&self, name: &str) -> bool {
-        self.principals.as_ref().is_some_and(|p| p.is_bound(name))
+        self.principals.load().as_ref().is_some_and(|p| p.is_bound(name))
     }
 
     /// Principals whose catalogs are cached now (for `/status`).
     pub fn principal_catalogs(&self) -> u64 {
-        self.principals.as_ref().map_or(0, Principals::len)
+        self.principals.load().as_ref().map_or(0, |p| p.len())
     }
 
     fn publish(&self, next: Catalog, lists: Vec<BackendLists>) {
@@ -220,27 +253,115 @@ impl LiveCatalog {
     }
 }
 
-/// Runs discovery until `stop` fires.
+/// The backends in config order, each with whether it gets per-principal catalogs.
+fn order(backends: &Backends, user_bound: bool) -> Vec<(Arc<str>, bool)> {
+    backends.iter().map(|(n, _)| (n.clone(), user_bound && backends.user_bound(&n))).collect()
+}
+
+/// What discovery knows, handed from one discovery task to the next across a reload so the
+/// catalog never starts empty.
+#[derive(Debug, Default, Clone)]
+pub struct Seed {
+    /// The lists of every shared backend in service, by name.
+    pub lists: HashMap<Arc<str>, BackendLists>,
+    /// The last lists of every shared backend ever listed, in service or not.
+    pub known: HashMap<Arc<str>, BackendLists>,
+    /// User-bound backends: whether each was in service when last seen.
+    pub ready: HashMap<Arc<str>, bool>,
+}
+
+impl Seed {
+    /// The lists as published now (when a discovery task could not hand over its own).
+    fn published(live: &LiveCatalog) -> Seed {
+        let lists: HashMap<Arc<str>, BackendLists> =
+            live.current.load().lists.iter().map(|l| (l.backend.clone(), l.clone())).collect();
+        Seed { known: lists.clone(), lists, ready: HashMap::new() }
+    }
+
+    /// Forgets backend `name` (removed), or only its current lists (`keep_known`: changed, so
+    /// its old items still route to "backend unavailable" until the new object lists them).
+    pub fn forget(&mut self, name: &str, keep_known: bool) {
+        self.lists.remove(name);
+        self.ready.remove(name);
+        if !keep_known {
+            self.known.remove(name);
+        }
+    }
+
+    /// Records the first lists of a backend a reload started.
+    pub fn insert(&mut self, lists: BackendLists) {
+        self.known.insert(lists.backend.clone(), lists.clone());
+        self.lists.insert(lists.backend.clone(), lists);
+    }
+}
+
+/// A running discovery task (see [`run_discovery`]), stopped by a reload to hand its [`Seed`]
+/// to the next.
+pub struct Discovery {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Seed>,
+    live: Arc<LiveCatalog>,
+}
+
+impl Discovery {
+    /// Starts discovery of `backends` (their current set) under `aggregation`, from `seed`,
+    /// until this is stopped or `parent` fires.
+    pub fn spawn(
+        backends: Arc<Backends>,
+        aggregation: AggregationConfig,
+        live: Arc<LiveCatalog>,
+        events: &crate::backend::EventSender,
+        parent: &CancellationToken,
+        seed: Seed,
+    ) -> Discovery {
+        let stop = parent.child_token();
+        let task = tokio::spawn(run_discovery(
+            backends,
+            aggregation,
+            live.clone(),
+            events.subscribe(),
+            stop.clone(),
+            seed,
+        ));
+        Discovery { stop, task, live }
+    }
+
+    /// Stops the task and returns what it knew.
+    pub async fn stop(self) -> Seed {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(seed) => seed,
+            Err(_) => Seed::published(&self.live),
+        }
+    }
+}
+
+/// Runs discovery until `stop` fires, starting from `seed` (what an earlier discovery knew);
+/// returns what it knows then.
 pub async fn run_discovery(
     backends: Arc<Backends>,
     aggregation: AggregationConfig,
     live: Arc<LiveCatalog>,
     mut events: broadcast::Receiver<BackendEvent>,
     stop: CancellationToken,
-) {
-    if live.principals.is_some() {
-        tokio::spawn(super::principal::refresh(live.clone(), backends.clone(), stop.clone()));
+    seed: Seed,
+) -> Seed {
+    let principals = live.principals.load_full();
+    if let Some(p) = &principals {
+        tokio::spawn(super::principal::refresh(
+            live.clone(),
+            p.clone(),
+            backends.clone(),
+            stop.clone(),
+        ));
     }
-    let mut lists: HashMap<Arc<str>, BackendLists> = HashMap::new();
-    // Every shared backend's last lists, kept while it is out of service.
-    let mut known: HashMap<Arc<str>, BackendLists> = HashMap::new();
-    // User-bound backends: whether each was ready when last seen.
-    let mut ready: HashMap<Arc<str>, bool> = HashMap::new();
+    let Seed { mut lists, mut known, mut ready } = seed;
     // One stream of "this backend may have changed" signals: state changes and list_changed.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<str>>(256);
-    for (name, backend) in backends.iter() {
-        let (name, backend, tx, stop) = (name.clone(), backend.clone(), tx.clone(), stop.clone());
-        let mut health = backends.health(&name).map(|h| h.subscribe());
+    for entry in backends.snapshot().entries() {
+        let (name, backend, tx, stop) =
+            (entry.name.clone(), entry.backend.clone(), tx.clone(), stop.clone());
+        let mut health = entry.health.subscribe();
         tokio::spawn(async move {
             let mut watch = backend.watch();
             loop {
@@ -248,27 +369,24 @@ pub async fn run_discovery(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = watch.changed() => if r.is_err() { return },
-                    r = async { match health.as_mut() {
-                        Some(h) => h.changed().await,
-                        None => std::future::pending().await,
-                    } } => if r.is_err() { return },
+                    r = health.changed() => if r.is_err() { return },
                 }
             }
         });
     }
     loop {
         let (name, listed) = tokio::select! {
-            _ = stop.cancelled() => return,
-            n = rx.recv() => match n { Some(n) => (n, false), None => return },
+            _ = stop.cancelled() => break,
+            n = rx.recv() => match n { Some(n) => (n, false), None => break },
             e = events.recv() => match e {
                 Ok(e) if e.notification.method.ends_with("/list_changed") => (e.backend, true),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => break,
             },
         };
         let Some(backend) = backends.get(&name) else { continue };
-        if let Some(p) = live.principals.as_ref().filter(|p| p.is_bound(&name)) {
+        if let Some(p) = principals.as_ref().filter(|p| p.is_bound(&name)) {
             // Only readiness matters here (not every reconnect attempt while it is down).
             let up = backends.in_service(&name);
             if ready.insert(name.clone(), up) != Some(up) || listed {
@@ -277,8 +395,12 @@ pub async fn run_discovery(
             continue;
         }
         let fresh = if backends.in_service(&name) {
-            let (found, failure) =
-                discover_as(&Caller::System, &name, backend, lists.get(&name)).await;
+            let discovery = discover_as(&Caller::System, &name, &backend, lists.get(&name));
+            let (found, failure) = tokio::select! {
+                // A reload stops discovery mid-listing: what was listed before stands.
+                _ = stop.cancelled() => break,
+                r = discovery => r,
+            };
             if failure.is_some() {
                 // A list failed (kept from before, if there was one): ask again shortly.
                 let (tx, name, stop) = (tx.clone(), name.clone(), stop.clone());
@@ -301,15 +423,17 @@ pub async fn run_discovery(
             if let Some(l) = lists.get(&name) {
                 known.insert(name.clone(), l.clone());
             }
+            let names: Vec<Arc<str>> = backends.iter().map(|(n, _)| n).collect();
             let everything: Vec<&BackendLists> =
-                backends.iter().filter_map(|(n, _)| known.get(n)).collect();
+                names.iter().filter_map(|n| known.get(n)).collect();
             live.known.store(Arc::new(super::build_from(&aggregation, &everything)));
             let ordered: Vec<BackendLists> =
-                backends.iter().filter_map(|(n, _)| lists.get(n).cloned()).collect();
+                names.iter().filter_map(|n| lists.get(n).cloned()).collect();
             live.publish(build(&aggregation, &ordered), ordered);
         }
         live.discovered.send_replace(lists.len());
     }
+    Seed { lists, known, ready }
 }
 
 pub(super) fn same(a: &BackendLists, b: &BackendLists) -> bool {

@@ -287,7 +287,7 @@ async fn fetch(
         return absent;
     }
     let previous = previous.and_then(|p| p.lists.as_ref());
-    let discovery = super::discover::discover_as(caller, name, backend, previous);
+    let discovery = super::discover::discover_as(caller, name, &backend, previous);
     let timeout = backends.timeout(name);
     let (lists, failure) = match tokio::time::timeout(timeout, discovery).await {
         Ok(found) => found,
@@ -322,10 +322,11 @@ fn same_slots(a: &[Slot], b: &[Slot]) -> bool {
 /// credentials (`Caller::Teardown(binding)`, resolved when sent), never stored ones.
 pub(super) async fn refresh(
     live: Arc<LiveCatalog>,
+    p: Arc<Principals>,
     backends: Arc<Backends>,
     stop: CancellationToken,
 ) {
-    let Some(p) = &live.principals else { return };
+    let p = &p;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -16,6 +16,7 @@ use crate::gateway::Gateway;
 use crate::http::server::Server;
 
 mod init;
+pub mod reload;
 mod shutdown;
 
 /// vmcp: many MCP servers behind one endpoint.
@@ -52,6 +53,10 @@ pub enum Command {
         /// ToolHive's audit logging switch: not available in vmcp yet (refused when set).
         #[arg(long)]
         enable_audit: bool,
+        /// Reload the config when the file's content changes (checked every 2 seconds), as on
+        /// SIGHUP. Sees Kubernetes ConfigMap updates (symlink swaps) too.
+        #[arg(long, env = "VMCP_WATCH_CONFIG")]
+        watch_config: bool,
     },
     /// Check a configuration file, and `authserver-config.yaml` beside it when present, and exit
     /// (status 0 when valid, 1 when not).
@@ -114,8 +119,10 @@ pub async fn run(cli: Cli, debug_switch: DebugSwitch) -> anyhow::Result<u8> {
             );
             Ok(2)
         }
-        Command::Serve { host, port, session_ttl, enable_audit: false } => {
-            serve(&needs_config(config)?, &host, port, session_ttl, debug_switch).await
+        Command::Serve { host, port, session_ttl, enable_audit: false, watch_config } => {
+            let path = needs_config(config)?;
+            let source = reload::Source::new(&path, session_ttl, watch_config);
+            serve(&path, &host, port, source, debug_switch).await
         }
     }
 }
@@ -163,10 +170,10 @@ async fn serve(
     path: &std::path::Path,
     host: &str,
     port: u16,
-    session_ttl: Option<Duration>,
+    source: reload::Source,
     debug_switch: DebugSwitch,
 ) -> anyhow::Result<u8> {
-    let mut cfg = match config::load(path) {
+    let cfg = match reload::load(path, source.session_ttl()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -178,9 +185,6 @@ async fn serve(
     {
         raise();
         tracing::debug!("operational.logLevel: debug");
-    }
-    if let Some(ttl) = session_ttl {
-        cfg.server.limits.session_idle_timeout = ttl;
     }
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");
@@ -216,6 +220,7 @@ async fn serve(
     // orderly shutdown below, even during start-up (the default disposition would kill vmcp
     // between spawning a child and watching for signals).
     let mut signals = shutdown::Signals::install();
+    let hangups = reload::Hangups::install();
     let gw = match Gateway::start(&cfg) {
         Ok(gw) => gw,
         Err(e) => {
@@ -243,6 +248,7 @@ async fn serve(
             print_summary(&gw, local);
             let app = crate::http::router(gw.clone(), &cfg.server);
             server = Some(Server::start(listener, app, connections));
+            tokio::spawn(reload::run(gw.clone(), source, hangups));
             Some(signals.recv().await)
         }
     };
@@ -288,6 +294,7 @@ fn print_summary(gw: &Gateway, addr: SocketAddr) {
             (None, Some(e)) => e,
             (None, None) => String::new(),
         };
+        let name = &*name;
         println!("  backend {name:<20} {:<16} {state:<10} {detail}", b.transport_name());
     }
     println!(

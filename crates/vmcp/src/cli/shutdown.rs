@@ -55,11 +55,14 @@ impl Signals {
 }
 
 /// SIGKILLs the process group of every stdio backend's children (the gateway's own and those
-/// dedicated to clients). Synchronous, so it can run right before `exit`.
+/// dedicated to clients), those a reload retired included. Synchronous, so it can run right
+/// before `exit`.
 pub fn kill_stdio_groups(backends: &Backends) -> usize {
     let mut killed = 0;
-    for (name, backend) in backends.iter() {
-        let Backend::Stdio(b) = &**backend else { continue };
+    let retiring = backends.retiring().into_iter().map(|b| (std::sync::Arc::from("(retired)"), b));
+    for (name, backend) in backends.iter().chain(retiring) {
+        let name: std::sync::Arc<str> = name;
+        let Backend::Stdio(b) = &*backend else { continue };
         for pid in b.pids() {
             // Never group 0 (our own) or 1; a pid that does not fit is not one we spawned.
             let Ok(pgid) = i32::try_from(pid) else { continue };

@@ -53,7 +53,7 @@ pub async fn forward_with(
     mut params: Option<Box<RawValue>>,
     tool_schema: Option<serde_json::Value>,
 ) -> Outcome {
-    let backend = gw.backends.get(name).ok_or_else(|| {
+    let backend = &gw.backends.get(name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
     if let Some(health) = gw.backends.health(name) {

@@ -246,7 +246,7 @@ async fn subscribe(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         .resource(&uri)
         .cloned()
         .ok_or_else(|| unlisted(&catalog, resource_not_found(cx, &uri)))?;
-    let backend = gw.backends.get(&name).ok_or_else(|| {
+    let backend = &gw.backends.get(&name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
     })?;
     let on = method == "resources/subscribe";
@@ -325,7 +325,7 @@ async fn set_level(gw: &Gateway, cx: &Cx, params: Option<Box<RawValue>>) -> Outc
         let logs = backend.info().is_some_and(|i| i.capabilities.get("logging").is_some())
             && backend.session_scope(Some(session.key)) != crate::backend::SessionScope::Shared;
         if logs && backend.state() == crate::backend::State::Ready {
-            let _ = forward(gw, cx, name, "logging/setLevel", params.clone()).await;
+            let _ = forward(gw, cx, &name, "logging/setLevel", params.clone()).await;
         }
     }
     Ok(raw(&serde_json::json!({})))

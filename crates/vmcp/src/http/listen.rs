@@ -54,7 +54,7 @@ impl Drop for Unsubscribe {
             handle.spawn(async move {
                 let timeout = gw.sessions.limits().teardown_timeout;
                 for (name, uri) in uris {
-                    if let Some(backend) = gw.backends.get(&name) {
+                    if let Some(backend) = &gw.backends.get(&name) {
                         let target = Target { name: &name, backend, timeout };
                         let _ = gw.subscriptions.change(&caller, None, target, &uri, false).await;
                     }
@@ -114,7 +114,7 @@ pub async fn listen(gw: Arc<Gateway>, caller: Caller, req: Request) -> Response 
     let mut subscribed = Vec::new();
     for uri in uris {
         let Some(name) = catalog.resource(&uri).cloned() else { continue };
-        let Some(backend) = gw.backends.get(&name) else { continue };
+        let Some(backend) = &gw.backends.get(&name) else { continue };
         let target = Target { name: &name, backend, timeout: gw.backends.timeout(&name) };
         if gw.subscriptions.change(&caller, None, target, &uri, true).await.is_ok() {
             subscribed.push((name, uri));

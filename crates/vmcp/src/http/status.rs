@@ -15,13 +15,14 @@ pub async fn health() -> &'static str {
 pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
     let gw = &app.gw;
     let catalog = gw.catalog.load();
+    let settings = gw.settings.load();
     let backends: Vec<serde_json::Value> = gw
         .backends
         .iter()
         .map(|(name, b)| {
             let info = b.info();
             serde_json::json!({
-                "name": &**name,
+                "name": &*name,
                 "transport": b.transport_name(),
                 "state": b.state(),
                 "era": info.as_ref().map(|i| i.era),
@@ -33,16 +34,16 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
                 // Modern backends with the user's credentials: one subscription stream each.
                 "principalListenStreams": b.principal_listens(),
                 // User-bound backends are discovered per principal: not counted in `counts`.
-                "userBound": gw.catalog.is_user_bound(name),
-                "counts": catalog.counts_for(name),
+                "userBound": gw.catalog.is_user_bound(&name),
+                "counts": catalog.counts_for(&name),
                 // Connection attempts so far (reconnects included).
                 "connectAttempts": b.status().get().attempts,
                 // In the catalog: connected, not unhealthy, breaker not open.
-                "inService": gw.backends.in_service(name),
+                "inService": gw.backends.in_service(&name),
                 // Health fed by calls and probes, and the circuit breaker.
-                "health": gw.backends.health(name).map(|h| h.report()),
+                "health": gw.backends.health(&name).map(|h| h.report()),
                 // `backends[].metadata`, as configured.
-                "metadata": gw.backend_metadata.get(&**name).cloned().unwrap_or_default(),
+                "metadata": settings.backend_metadata.get(&*name).cloned().unwrap_or_default(),
             })
         })
         .collect();
@@ -50,7 +51,9 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "name": gw.name,
         "version": env!("CARGO_PKG_VERSION"),
         // The config's `metadata`, as configured.
-        "metadata": gw.metadata,
+        "metadata": settings.metadata,
+        // The config generation in force and the last reload's outcome.
+        "config": gw.config_status().report(),
         "sessions": gw.sessions.len(),
         "inFlight": gw.sessions.in_flight(),
         "listenStreams": gw.sessions.listen_streams(),
