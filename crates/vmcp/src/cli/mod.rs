@@ -49,7 +49,9 @@ pub enum Command {
         /// `server.limits.sessionIdleTimeout`.
         #[arg(long, value_parser = parse_ttl)]
         session_ttl: Option<Duration>,
-        /// ToolHive's audit logging switch: not available in vmcp yet (refused when set).
+        /// Write audit events (ToolHive's switch): with ToolHive's defaults to standard output
+        /// when the config has no `audit` block, else with that block's settings (the flag wins
+        /// over its `enabled: false`).
         #[arg(long)]
         enable_audit: bool,
     },
@@ -108,14 +110,9 @@ pub async fn run(cli: Cli, debug_switch: DebugSwitch) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Serve { enable_audit: true, .. } => {
-            eprintln!(
-                "--enable-audit: audit logging is not available in vmcp yet; remove the flag"
-            );
-            Ok(2)
-        }
-        Command::Serve { host, port, session_ttl, enable_audit: false } => {
-            serve(&needs_config(config)?, &host, port, session_ttl, debug_switch).await
+        Command::Serve { host, port, session_ttl, enable_audit } => {
+            let opts = ServeOptions { session_ttl, enable_audit };
+            serve(&needs_config(config)?, &host, port, opts, debug_switch).await
         }
     }
 }
@@ -159,11 +156,19 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Command-line settings of `serve` that override the config.
+struct ServeOptions {
+    /// `--session-ttl`.
+    session_ttl: Option<Duration>,
+    /// `--enable-audit`.
+    enable_audit: bool,
+}
+
 async fn serve(
     path: &std::path::Path,
     host: &str,
     port: u16,
-    session_ttl: Option<Duration>,
+    opts: ServeOptions,
     debug_switch: DebugSwitch,
 ) -> anyhow::Result<u8> {
     let mut cfg = match config::load(path) {
@@ -179,8 +184,14 @@ async fn serve(
         raise();
         tracing::debug!("operational.logLevel: debug");
     }
-    if let Some(ttl) = session_ttl {
+    if let Some(ttl) = opts.session_ttl {
         cfg.server.limits.session_idle_timeout = ttl;
+    }
+    if opts.enable_audit {
+        // As ToolHive: defaults when the file has no block; the flag also wins over
+        // `enabled: false`.
+        cfg.audit.get_or_insert_with(config::AuditConfig::cli_default).enabled = Some(true);
+        tracing::info!("audit logging enabled (--enable-audit)");
     }
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");
