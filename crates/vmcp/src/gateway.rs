@@ -307,5 +307,6 @@ impl Gateway {
             }
         }))
         .await;
+        self.layers.shutdown(until).await;
     }
 }

@@ -151,6 +151,16 @@ impl Auditor {
         self.sink.stats()
     }
 
+    /// Waits (until `until` at the latest) for the writer to write what is queued, at shutdown.
+    pub async fn flush(&self, until: tokio::time::Instant) {
+        while self.stats().queued() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if self.stats().queued() > 0 {
+            tracing::warn!(queued = self.stats().queued(), "audit events not written at shutdown");
+        }
+    }
+
     /// `/status`'s `audit`.
     pub fn status(&self) -> Value {
         use std::sync::atomic::Ordering::Relaxed;

@@ -186,4 +186,11 @@ impl Layers {
             config.rate_limiting.as_ref().map(crate::ratelimit::RateLimits::from_config);
         Ok(Layers { audit, rate_limits })
     }
+
+    /// Finishes the layers' background work (queued audit events) by `until`.
+    pub async fn shutdown(&self, until: tokio::time::Instant) {
+        if let Some(audit) = &self.audit {
+            audit.flush(until).await;
+        }
+    }
 }
