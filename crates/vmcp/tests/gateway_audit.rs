@@ -142,13 +142,31 @@ async fn every_operation_is_one_event_with_toolhives_fields() {
     assert_eq!(big_event["metadata"]["extra"]["data_truncated"], true);
     assert!(big_event["metadata"]["extra"]["response_size_bytes"].as_u64() > Some(1 << 20));
 
-    // The bearer token appears nowhere, not even where the client put it in an argument.
+    // A refused token is audited as ToolHive does (`http_request`, denied).
+    let mut bad = gw.client();
+    let forged = idp.forged(json!({ "sub": "mallory" }));
+    bad.bearer = Some(forged.clone());
+    let (_, ev) = bad.start("tools/list", json!({})).await;
+    assert_eq!(ev.status, 401);
+    let events = lines_of(&log, expected.len() + 1).await;
+    let refused = &events[expected.len()];
+    assert_eq!(refused["type"], "http_request", "{refused}");
+    assert_eq!(refused["outcome"], "denied", "{refused}");
+    assert_eq!(refused["subjects"]["user"], "anonymous", "{refused}");
+    assert_eq!(refused["target"]["method"], "POST", "{refused}");
+
+    // No bearer token appears, not even where the client put one in an argument.
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(&token), "the caller's token is in the audit log");
+    assert!(!text.contains(&forged), "a refused token is in the audit log");
     assert!(!text.contains("hunter2"));
-    let status = gw.status().await;
-    assert_eq!(status["audit"]["written"], expected.len() as u64, "{status}");
-    assert_eq!(status["audit"]["dropped"], 0);
+    let audit = poll(Duration::from_secs(10), "the count of written events", || async {
+        let s = gw.status().await;
+        (s["audit"]["written"] == expected.len() as u64 + 1).then(|| s["audit"].clone())
+    })
+    .await;
+    assert_eq!(audit["dropped"], 0, "{audit}");
+    assert_eq!(audit["writeFailures"], 0, "{audit}");
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@
 //! and fills `client_name`/`client_version` from the MCP `clientInfo` when the token has none.
 //!
 //! Which operations: every client request that reaches dispatch (`layer::serve`), refused by a
-//! layer or not, and `initialize` (`http/mcp.rs`).
+//! layer or not, `initialize` (`http/mcp.rs`), and a POST whose token is refused
+//! (`http_request`, as ToolHive records it).
 //!
 //! Invariants: recording never waits on I/O (`sink.rs`: bounded queue, drops counted and shown
 //! in `/status`); no credential reaches a line: the caller's token is never written, and request
@@ -196,6 +197,26 @@ impl Auditor {
         Some(Pending { event_type, started: Instant::now(), request })
     }
 
+    /// Records a `POST /mcp` refused before it was read as an MCP operation, with the HTTP
+    /// `status` it got; the caller is unknown (`anonymous`).
+    pub fn refused(&self, source: &Source, status: u16) {
+        const TYPE: &str = "http_request";
+        if !self.cfg.wants(TYPE) {
+            return;
+        }
+        let p = Pending { event_type: TYPE, started: Instant::now(), request: None };
+        let facts = Facts {
+            method: "POST",
+            target: &Target::None,
+            caller: &Caller::Anonymous,
+            source,
+            client_info: None,
+            protocol_version: None,
+            modern: false,
+        };
+        self.write(p, &facts, None, status);
+    }
+
     /// Records the operation with its outcome. `status` is the HTTP status when the caller
     /// decided it; else it is derived from the error as `http/stream.rs` does.
     pub fn finish(
@@ -205,8 +226,19 @@ impl Auditor {
         outcome: Result<&RawValue, &ErrorObject>,
         status: Option<u16>,
     ) {
-        let error = outcome.err();
-        let status = status.unwrap_or_else(|| event::status_of(error, facts.modern));
+        let status = status.unwrap_or_else(|| event::status_of(outcome.err(), facts.modern));
+        self.write(p, facts, Some(outcome), status);
+    }
+
+    /// Builds and queues the line; `outcome` is `None` for a request refused before dispatch.
+    fn write(
+        &self,
+        p: Pending,
+        facts: &Facts<'_>,
+        outcome: Option<Result<&RawValue, &ErrorObject>>,
+        status: u16,
+    ) {
+        let error = outcome.and_then(Result::err);
         let mut extra = Map::new();
         extra.insert("duration_ms".into(), json!(p.started.elapsed().as_millis() as u64));
         extra.insert("transport".into(), json!("http"));
@@ -226,7 +258,7 @@ impl Auditor {
             data.insert("request".into(), v);
             truncated |= cut;
         }
-        if self.cfg.include_response_data {
+        if let Some(outcome) = outcome.filter(|_| self.cfg.include_response_data) {
             let response = match outcome {
                 Ok(r) => json!({ "result": serde_json::from_str::<Value>(r.get()).ok() }),
                 Err(e) => json!({ "error": e }),

@@ -98,15 +98,15 @@ pub async fn post(
         }
     };
     let gw = app.gw.clone();
-    let caller = match gw.gatekeeper.caller(&headers, &gw.identities).await {
-        Ok(c) => c,
-        Err(refusal) => return refusal,
-    };
-    let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
     let source = match &gw.layers.audit {
         Some(_) => crate::audit::Source::of(&headers, peer.map(|p| p.0.0)),
         None => crate::audit::Source::default(),
     };
+    let caller = match gw.gatekeeper.caller(&headers, &gw.identities).await {
+        Ok(c) => c,
+        Err(refusal) => return crate::layer::refused(&gw, &source, refusal),
+    };
+    let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
     if let Message::Request(req) = &msg
         && req.method == "initialize"
         && params::get_str(req.params.as_deref(), "protocolVersion").is_some()

@@ -140,6 +140,19 @@ pub fn initialize(
     resp
 }
 
+/// Records a request refused before it was read as an MCP operation (its credentials were
+/// refused: 401, 403 or 503), as ToolHive does (`http_request`).
+pub fn refused(
+    gw: &Gateway,
+    source: &crate::audit::Source,
+    resp: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(auditor) = &gw.layers.audit {
+        auditor.refused(source, resp.status().as_u16());
+    }
+    resp
+}
+
 /// What the audit layer records about `op` besides its outcome.
 fn audit_facts<'a>(cx: &'a Cx, op: &'a Op<'_>) -> crate::audit::Facts<'a> {
     let (client_info, protocol_version) = match &cx.client {
