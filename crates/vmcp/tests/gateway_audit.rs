@@ -283,3 +283,30 @@ async fn a_full_disk_does_not_stall_calls() {
     assert_eq!(audit["written"], 0, "{audit}");
     assert!(gw.proc.stderr().contains("audit events could not be written"));
 }
+
+#[tokio::test]
+async fn a_cancelled_call_is_recorded_too() {
+    let idp = LocalIdp::start();
+    let dir = TempDir::new("audit-cancel");
+    let log = dir.0.join("audit.log");
+    let gw = gateway(&idp, &format!("  logFile: {}\n", log.display()));
+    let mut c = gw.client();
+    c.bearer = Some(idp.token("alice"));
+    c.legacy_init().await;
+    let id = c.id();
+    let body =
+        request(id, "tools/call", json!({ "name": "s_sleep", "arguments": { "ms": 30000 } }));
+    let call = tokio::spawn(c.post().json(&body).send());
+    poll(Duration::from_secs(10), "the call in flight", || async {
+        (gw.status().await["inFlight"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(c.notify("notifications/cancelled", json!({ "requestId": id })).await, 202);
+    let events = lines_of(&log, 2).await;
+    let e = &events[1];
+    assert_eq!(e["type"], "mcp_tool_call", "{e}");
+    assert_eq!(e["target"]["name"], "s_sleep", "{e}");
+    assert_eq!(e["outcome"], "application_error", "{e}");
+    assert_eq!(e["metadata"]["extra"]["jsonrpc_error_message"], "request cancelled", "{e}");
+    call.abort();
+}

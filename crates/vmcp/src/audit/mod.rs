@@ -181,6 +181,7 @@ impl Auditor {
         caller: &Caller,
         method: &str,
         params: Option<&RawValue>,
+        started: Instant,
     ) -> Option<Pending> {
         let event_type = event::event_type(method);
         if !self.cfg.wants(event_type) {
@@ -194,7 +195,7 @@ impl Auditor {
             }
             redact::capture(req, token_of(caller), self.max_data)
         });
-        Some(Pending { event_type, started: Instant::now(), request })
+        Some(Pending { event_type, started, request })
     }
 
     /// Records a `POST /mcp` refused before it was read as an MCP operation, with the HTTP
@@ -315,6 +316,40 @@ impl Auditor {
         match serde_json::to_string(&line) {
             Ok(text) => self.sink.send(text),
             Err(e) => tracing::warn!(error = %e, "audit event not serialisable"),
+        }
+    }
+}
+
+/// An operation being handled: recorded with its outcome by [`Recording::finish`], or, if the
+/// request's task is dropped first (cancelled by the client, or a Modern client gone), as
+/// cancelled when it drops, so no operation goes unrecorded.
+pub struct Recording<'a> {
+    auditor: &'a Auditor,
+    pending: Option<Pending>,
+    facts: Facts<'a>,
+}
+
+impl<'a> Recording<'a> {
+    /// Starts recording (see [`Auditor::begin`]).
+    pub fn new(auditor: &'a Auditor, pending: Pending, facts: Facts<'a>) -> Recording<'a> {
+        Recording { auditor, pending: Some(pending), facts }
+    }
+
+    /// Records the outcome.
+    pub fn finish(mut self, outcome: Result<&RawValue, &ErrorObject>) {
+        if let Some(p) = self.pending.take() {
+            self.auditor.finish(p, &self.facts, outcome, None);
+        }
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            // What the client is told too (`http/stream.rs`).
+            let code = crate::protocol::jsonrpc::code::INTERNAL_ERROR;
+            let e = ErrorObject::new(code, "request cancelled");
+            self.auditor.finish(p, &self.facts, Err(&e), None);
         }
     }
 }

@@ -94,8 +94,11 @@ impl<'a> Op<'a> {
 /// Handles one client request through every layer.
 pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     let op = Op::read(gw, cx, method, params.as_deref()).await;
-    let audit =
-        gw.layers.audit.as_ref().and_then(|a| a.begin(&cx.caller, method, params.as_deref()));
+    // Dropped with this future if the request is cancelled: then it records that.
+    let audit = gw.layers.audit.as_ref().and_then(|a| {
+        let pending = a.begin(&cx.caller, method, params.as_deref(), op.started)?;
+        Some(crate::audit::Recording::new(a, pending, audit_facts(cx, &op)))
+    });
     let limited = match &gw.layers.rate_limits {
         Some(rl) => rl.check(&cx.caller, &op).await,
         None => Ok(()),
@@ -104,8 +107,8 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         Ok(()) => dispatch::handle(gw, cx, op.method, params).await,
         Err(e) => Err(e),
     };
-    if let (Some(auditor), Some(pending)) = (&gw.layers.audit, audit) {
-        auditor.finish(pending, &audit_facts(cx, &op), outcome.as_deref(), None);
+    if let Some(recording) = audit {
+        recording.finish(outcome.as_deref());
     }
     outcome
 }
@@ -120,7 +123,9 @@ pub fn initialize(
     answer: impl FnOnce() -> (axum::response::Response, Outcome),
 ) -> axum::response::Response {
     const METHOD: &str = "initialize";
-    let audit = gw.layers.audit.as_ref().and_then(|a| Some((a, a.begin(caller, METHOD, params)?)));
+    let started = std::time::Instant::now();
+    let audit =
+        gw.layers.audit.as_ref().and_then(|a| Some((a, a.begin(caller, METHOD, params, started)?)));
     let (resp, outcome) = answer();
     if let Some((auditor, pending)) = audit {
         let init: Option<serde_json::Value> =
