@@ -307,5 +307,6 @@ impl Gateway {
             },
         ))
         .await;
+        self.layers.load_full().shutdown(until).await;
     }
 }

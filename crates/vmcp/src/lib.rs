@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod catalog;
@@ -12,4 +13,5 @@ pub mod gateway;
 pub mod http;
 pub mod layer;
 pub mod protocol;
+pub mod ratelimit;
 pub mod session;

@@ -1,6 +1,5 @@
 //! The command line as ToolHive users type it: global `--config` and `--debug`, `vmcp init`
-//! writing a starter config that validates and serves, and `--enable-audit` refused with a
-//! message naming it.
+//! writing a starter config that validates and serves, and bad input refused by name.
 
 mod common;
 
@@ -55,14 +54,15 @@ async fn init_writes_a_config_that_validates_and_serves() {
 }
 
 #[test]
-fn bad_init_input_and_enable_audit_are_refused_by_name() {
+fn bad_init_input_is_refused_by_name() {
     let o = vmcp(&["init", "a=http://127.0.0.1:1/mcp", "a=other-server"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("two backends are named \"a\""), "{}", text(&o));
 
+    // `--enable-audit` is accepted (tested in gateway_audit.rs); the missing file is the problem.
     let o = vmcp(&["serve", "--config", "/nonexistent.yaml", "--enable-audit"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--enable-audit"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent.yaml"), "{}", text(&o));
 
     let o = vmcp(&["validate"]);
     assert!(!o.status.success());

@@ -50,7 +50,9 @@ pub enum Command {
         /// `server.limits.sessionIdleTimeout`.
         #[arg(long, value_parser = parse_ttl)]
         session_ttl: Option<Duration>,
-        /// ToolHive's audit logging switch: not available in vmcp yet (refused when set).
+        /// Write audit events (ToolHive's switch): with ToolHive's defaults to standard output
+        /// when the config has no `audit` block, else with that block's settings (the flag wins
+        /// over its `enabled: false`).
         #[arg(long)]
         enable_audit: bool,
         /// Reload the config when the file's content changes (checked every 2 seconds), as on
@@ -113,15 +115,10 @@ pub async fn run(cli: Cli, debug_switch: DebugSwitch) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Serve { enable_audit: true, .. } => {
-            eprintln!(
-                "--enable-audit: audit logging is not available in vmcp yet; remove the flag"
-            );
-            Ok(2)
-        }
-        Command::Serve { host, port, session_ttl, enable_audit: false, watch_config } => {
+        Command::Serve { host, port, session_ttl, enable_audit, watch_config } => {
             let path = needs_config(config)?;
-            let source = reload::Source::new(&path, session_ttl, watch_config);
+            let overrides = reload::Overrides { session_ttl, enable_audit };
+            let source = reload::Source::new(&path, overrides, watch_config);
             serve(&path, &host, port, source, debug_switch).await
         }
     }
@@ -173,7 +170,7 @@ async fn serve(
     source: reload::Source,
     debug_switch: DebugSwitch,
 ) -> anyhow::Result<u8> {
-    let cfg = match reload::load(path, source.session_ttl()) {
+    let cfg = match reload::load(path, source.overrides()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -185,6 +182,9 @@ async fn serve(
     {
         raise();
         tracing::debug!("operational.logLevel: debug");
+    }
+    if source.overrides().enable_audit {
+        tracing::info!("audit logging enabled (--enable-audit)");
     }
     for w in config::validate_warnings(&cfg) {
         tracing::warn!("{w}");

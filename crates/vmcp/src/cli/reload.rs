@@ -23,12 +23,26 @@ use crate::gateway::{Gateway, ReloadError};
 /// How often `--watch-config` reads the config file.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Command-line settings of `serve` that override the config, at start and on every reload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// `--session-ttl`.
+    pub session_ttl: Option<Duration>,
+    /// `--enable-audit`.
+    pub enable_audit: bool,
+}
+
 /// Reads and validates the config at `path` as `serve` does: `authserver-config.yaml` beside
-/// it, then `--session-ttl` applied.
-pub fn load(path: &Path, session_ttl: Option<Duration>) -> Result<Config, ConfigError> {
+/// it, then the command line's overrides applied.
+pub fn load(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
     let mut cfg = config::load(path)?;
-    if let Some(ttl) = session_ttl {
+    if let Some(ttl) = overrides.session_ttl {
         cfg.server.limits.session_idle_timeout = ttl;
+    }
+    if overrides.enable_audit {
+        // As ToolHive: defaults when the file has no block; the flag also wins over
+        // `enabled: false`.
+        cfg.audit.get_or_insert_with(config::AuditConfig::cli_default).enabled = Some(true);
     }
     Ok(cfg)
 }
@@ -62,7 +76,7 @@ impl Hangups {
 pub struct Source {
     path: PathBuf,
     auth_path: PathBuf,
-    session_ttl: Option<Duration>,
+    overrides: Overrides,
     watch: bool,
     /// The files as they were before the first load.
     started: [u8; 32],
@@ -70,18 +84,18 @@ pub struct Source {
 }
 
 impl Source {
-    /// The config at `path`, with `--session-ttl`, polled when `watch`; reads the files' digests
-    /// now, so call it before the first [`load`].
-    pub fn new(path: &Path, session_ttl: Option<Duration>, watch: bool) -> Source {
+    /// The config at `path`, with the command line's `overrides`, polled when `watch`; reads the
+    /// files' digests now, so call it before the first [`load`].
+    pub fn new(path: &Path, overrides: Overrides, watch: bool) -> Source {
         let auth_path = path.with_file_name(config::authserver::FILE_NAME);
         let started_auth = std::fs::read(&auth_path).ok().map(|b| Sha256::digest(&b).into());
         let started = digest_now(path, &auth_path);
-        Source { path: path.to_owned(), auth_path, session_ttl, watch, started, started_auth }
+        Source { path: path.to_owned(), auth_path, overrides, watch, started, started_auth }
     }
 
-    /// `--session-ttl`.
-    pub fn session_ttl(&self) -> Option<Duration> {
-        self.session_ttl
+    /// The command line's overrides.
+    pub fn overrides(&self) -> Overrides {
+        self.overrides
     }
 }
 
@@ -109,7 +123,7 @@ pub async fn run(gw: Arc<Gateway>, source: Source, mut hangups: Hangups) {
         let auth_now = file_digest(auth_path).await;
         let _ = gw
             .reload_with(|| {
-                let cfg = load(&source.path, source.session_ttl)?;
+                let cfg = load(&source.path, source.overrides)?;
                 // Its parsed values are compared too, but an inline secret in it is not.
                 if auth_now != started_auth {
                     return Err(ReloadError::RestartRequired(vec![

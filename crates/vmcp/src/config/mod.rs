@@ -59,9 +59,9 @@ pub struct Config {
     /// `telemetry` (OpenTelemetry): not available yet.
     #[serde(default)]
     pub telemetry: Option<IgnoredAny>,
-    /// `audit`: not available yet.
+    /// Audit events (`config/audit.rs`).
     #[serde(default)]
-    pub audit: Option<IgnoredAny>,
+    pub audit: Option<AuditConfig>,
     /// `optimizer`: not available yet.
     #[serde(default)]
     pub optimizer: Option<IgnoredAny>,
@@ -71,9 +71,9 @@ pub struct Config {
     /// `sessionStorage`: not available yet.
     #[serde(default)]
     pub session_storage: Option<IgnoredAny>,
-    /// `rateLimiting`: not available yet.
+    /// Token buckets on tool calls (`config/rate_limit.rs`).
     #[serde(default)]
-    pub rate_limiting: Option<IgnoredAny>,
+    pub rate_limiting: Option<RateLimitConfig>,
     /// `compositeTools`: not available yet.
     #[serde(default)]
     pub composite_tools: Option<IgnoredAny>,
@@ -371,6 +371,7 @@ impl Config {
     }
 }
 
+pub mod audit;
 pub mod auth;
 pub mod authserver;
 pub mod backend_sessions;
@@ -379,7 +380,9 @@ pub mod connections;
 pub mod duration;
 pub mod failure_handling;
 pub mod limits;
+pub mod rate_limit;
 
+pub use audit::AuditConfig;
 pub use auth::{
     BackendAuthConfig, BackendAuthKind, HeaderInjectionConfig, IncomingAuthConfig,
     IncomingAuthKind, OidcConfig, OutgoingAuthConfig, TokenExchangeConfig, UpstreamInjectConfig,
@@ -397,5 +400,6 @@ mod validate;
 
 pub use limits::LimitsConfig;
 pub use load::{ConfigError, Problem, load, parse, parse_with_auth_server};
+pub use rate_limit::RateLimitConfig;
 pub use toolhive_compat::debug_logging;
 pub use validate::validate_warnings;

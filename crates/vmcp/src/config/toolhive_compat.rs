@@ -4,7 +4,7 @@
 //! `outgoingAuth.source: discovered`), which needs ToolHive's runtime.
 //!
 //! A block of a missing feature is an error, not a warning: a gateway that silently skipped
-//! `incomingAuth.authz` or `rateLimiting` would serve what the file says it must not.
+//! `incomingAuth.authz` would serve what the file says it must not.
 
 use super::Config;
 use super::locate::{Index, index_path, key_path};
@@ -13,11 +13,9 @@ use super::validate::Finding;
 /// Keys of features vmcp does not have yet, with what each one is.
 const NOT_YET: &[(&str, &str)] = &[
     ("telemetry", "OpenTelemetry export is"),
-    ("audit", "audit logging is"),
     ("optimizer", "the tool optimizer (find_tool/call_tool) is"),
     ("codeMode", "code mode (execute_tool_script) is"),
     ("sessionStorage", "shared session storage (Redis) is"),
-    ("rateLimiting", "rate limiting is"),
     ("compositeTools", "composite tools are"),
     ("compositeToolRefs", "composite tool definitions (VirtualMCPCompositeToolDefinition) are"),
     ("incomingAuth.authz", "Cedar authorization is"),
@@ -174,11 +172,9 @@ mod tests {
     fn each_missing_feature_has_its_message_and_line() {
         let cases = [
             ("telemetry", "OpenTelemetry export is not available in vmcp yet"),
-            ("audit", "audit logging is not available in vmcp yet"),
             ("optimizer", "the tool optimizer (find_tool/call_tool) is not available"),
             ("codeMode", "code mode (execute_tool_script) is not available"),
             ("sessionStorage", "shared session storage (Redis) is not available"),
-            ("rateLimiting", "rate limiting is not available"),
             ("compositeTools", "composite tools are not available"),
             ("compositeToolRefs", "composite tool definitions"),
         ];

@@ -86,6 +86,8 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     c.findings.extend(super::limits::check(&cfg.server.limits));
     c.findings.extend(super::failure_handling::check(&cfg.operational.failure_handling));
     c.findings.extend(super::toolhive_compat::check(cfg, c.index));
+    c.findings.extend(cfg.audit.iter().flat_map(super::audit::check));
+    c.findings.extend(cfg.rate_limiting.iter().flat_map(super::rate_limit::check));
     c.findings
 }
 
@@ -233,6 +235,9 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     }
     out.extend(super::aggregation_validate::warnings(cfg));
     out.extend(super::toolhive_compat::warnings(cfg));
+    out.extend(cfg.audit.iter().flat_map(super::audit::warnings));
+    let anonymous = cfg.incoming_auth.kind == super::IncomingAuthKind::Anonymous;
+    out.extend(cfg.rate_limiting.iter().flat_map(|rl| super::rate_limit::warnings(rl, anonymous)));
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }

@@ -41,6 +41,8 @@ pub struct Cx {
     pub out: mpsc::Sender<Message>,
     /// This request's headers on the `passthroughHeaders` allow-list.
     pub headers: crate::backend::Forwarded,
+    /// Where the request came from (peer address, user agent), for audit; no credential.
+    pub source: crate::audit::Source,
 }
 
 /// The client side of a request.

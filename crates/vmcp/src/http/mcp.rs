@@ -49,6 +49,7 @@ const REFUSED_DOWNSTREAM: &str = "the token was refused for a backend; sign in a
 /// POST /mcp.
 pub async fn post(
     State(app): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -97,16 +98,21 @@ pub async fn post(
         }
     };
     let gw = app.gw.clone();
+    let source = match &gw.layers.load().audit {
+        Some(_) => crate::audit::Source::of(&headers, peer.map(|p| p.0.0)),
+        None => crate::audit::Source::default(),
+    };
     let caller = match gw.gatekeeper.caller(&headers, &gw.identities).await {
         Ok(c) => c,
-        Err(refusal) => return refusal,
+        Err(refusal) => return crate::layer::refused(&gw, &source, refusal),
     };
     let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
     if let Message::Request(req) = &msg
         && req.method == "initialize"
         && params::get_str(req.params.as_deref(), "protocolVersion").is_some()
     {
-        return initialize(&gw, &caller, req);
+        let answer = || initialize(&gw, &caller, req);
+        return crate::layer::initialize(&gw, &caller, &source, req.params.as_deref(), answer);
     }
     if let Some(sid) = session_id {
         let session = match gw.sessions.get(&sid, &caller.binding()) {
@@ -130,11 +136,11 @@ pub async fn post(
         };
         let forwarded = gw.forwarded(&headers);
         let challenge = gw.gatekeeper.reauthenticate(&headers, REFUSED_DOWNSTREAM);
-        return legacy(gw, caller, session, msg, forwarded, challenge).await;
+        return legacy(gw, caller, session, msg, forwarded, challenge, source).await;
     }
     match msg {
         Message::Request(req) if is_modern(&headers, &req) => {
-            modern(gw, caller, &headers, req).await
+            modern(gw, caller, &headers, req, source).await
         }
         Message::Request(req) => error(
             StatusCode::BAD_REQUEST,
@@ -164,7 +170,12 @@ fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
         || RequestMeta::from_params(req.params.as_deref()).protocol_version.is_some()
 }
 
-fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
+/// Answers `initialize`; the outcome is for audit.
+fn initialize(
+    gw: &Gateway,
+    caller: &Caller,
+    req: &Request,
+) -> (Response, crate::dispatch::Outcome) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Init {
@@ -177,17 +188,21 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
     let init: Init = match req.params.as_deref().map(|p| serde_json::from_str(p.get())) {
         Some(Ok(i)) => i,
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                Some(req.id.clone()),
+            let e = ErrorObject::new(
                 code::INVALID_PARAMS,
                 "initialize needs protocolVersion, capabilities and clientInfo",
             );
+            let resp = json(
+                StatusCode::BAD_REQUEST,
+                &Message::Error(ErrorResponse::new(Some(req.id.clone()), e.clone())),
+            );
+            return (resp, Err(e));
         }
     };
     // partialFailureMode: fail: no session while a backend is out of service.
     if let Some(e) = gw.partial_failure_error() {
-        return json(StatusCode::OK, &Message::Error(ErrorResponse::new(Some(req.id.clone()), e)));
+        let msg = Message::Error(ErrorResponse::new(Some(req.id.clone()), e.clone()));
+        return (json(StatusCode::OK, &msg), Err(e));
     }
     let version = protocol::negotiate_legacy(&init.protocol_version);
     let session = match gw.sessions.create(
@@ -197,7 +212,7 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
         init.client_info,
     ) {
         Ok(s) => s,
-        Err(e) => return refused(Some(req.id.clone()), &e),
+        Err(e) => return (refused(Some(req.id.clone()), &e), Err(e.to_error())),
     };
     tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
@@ -205,12 +220,14 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
         "capabilities": gw.capabilities(),
         "serverInfo": gw.server_info(),
     }));
-    let mut resp =
-        json(StatusCode::OK, &Message::Response(protocol::Response::new(req.id.clone(), result)));
+    let mut resp = json(
+        StatusCode::OK,
+        &Message::Response(protocol::Response::new(req.id.clone(), result.clone())),
+    );
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
     }
-    resp
+    (resp, Ok(result))
 }
 
 async fn legacy(
@@ -220,6 +237,7 @@ async fn legacy(
     msg: Message,
     headers: crate::backend::Forwarded,
     gw_challenge: Option<HeaderValue>,
+    source: crate::audit::Source,
 ) -> Response {
     match msg {
         Message::Request(req) => {
@@ -228,7 +246,8 @@ async fn legacy(
                 Err(e) => return refused(Some(req.id), &e),
             };
             let (out_tx, out_rx) = mpsc::channel(64);
-            let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
+            let client = Client::Legacy(session.clone());
+            let cx = Cx { caller, client, out: out_tx, headers, source };
             let id = req.id.clone();
             let task = session.spawn_request(id.clone(), permit, async move {
                 crate::layer::serve(&gw, &cx, &req.method, req.params).await
@@ -288,7 +307,13 @@ async fn answer_relay(session: &Session, caller: &Caller, id: &Id, mut msg: Mess
 }
 
 /// A 2026-07-28 request: protocol checks, then dispatch (or a listen stream).
-async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Request) -> Response {
+async fn modern(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    headers: &HeaderMap,
+    req: Request,
+    source: crate::audit::Source,
+) -> Response {
     let meta = RequestMeta::from_params(req.params.as_deref());
     let header_version = header_str(headers, protocol::HEADER_PROTOCOL_VERSION);
     let bad = |status: StatusCode, code: i64, message: String| {
@@ -365,8 +390,8 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     };
     let (out_tx, out_rx) = mpsc::channel(64);
     let gw_challenge = gw.gatekeeper.reauthenticate(headers, REFUSED_DOWNSTREAM);
-    let cx =
-        Cx { caller, client: Client::Modern(meta), out: out_tx, headers: gw.forwarded(headers) };
+    let forwarded = gw.forwarded(headers);
+    let cx = Cx { caller, client: Client::Modern(meta), out: out_tx, headers: forwarded, source };
     let id = req.id.clone();
     let task = tokio::spawn(async move {
         let _permit = permit;

@@ -62,6 +62,8 @@ pub async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
         "catalog": catalog.counts(),
         "principalCatalogs": gw.catalog.principal_catalogs(),
         "problems": catalog.problems(),
+        // Audit events written, queued, dropped (queue full) and failed (I/O); null when off.
+        "audit": gw.layers.load().audit.as_ref().map(|a| a.status()),
     }))
 }
 

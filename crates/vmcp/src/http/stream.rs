@@ -94,6 +94,15 @@ pub async fn respond(
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 return resp;
             }
+            if let Err(e) = &outcome
+                && e.code == crate::protocol::jsonrpc::code::RATE_LIMITED
+            {
+                // A `rateLimiting` bucket is empty: 429 with when to retry.
+                let secs = crate::ratelimit::retry_after_secs(e);
+                let mut resp = json(StatusCode::TOO_MANY_REQUESTS, &reply_message(id, outcome));
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return resp;
+            }
             if matches!(&outcome, Err(e) if e.code == crate::protocol::jsonrpc::code::ACCESS_DENIED) {
                 // Authenticated, but not allowed there: logging in again would not help.
                 return json(StatusCode::FORBIDDEN, &reply_message(id, outcome));

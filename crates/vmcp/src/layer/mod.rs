@@ -94,23 +94,124 @@ impl<'a> Op<'a> {
 /// Handles one client request through every layer.
 pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     let op = Op::read(gw, cx, method, params.as_deref()).await;
-    let outcome = dispatch::handle(gw, cx, op.method, params).await;
-    let _ = op.started.elapsed();
+    // One snapshot for the whole request: a reload meanwhile applies to the next one.
+    let layers = gw.layers.load_full();
+    // Dropped with this future if the request is cancelled: then it records that.
+    let audit = layers.audit.as_ref().and_then(|a| {
+        let pending = a.begin(&cx.caller, method, params.as_deref(), op.started)?;
+        Some(crate::audit::Recording::new(a, pending, audit_facts(cx, &op)))
+    });
+    let limited = match &layers.rate_limits {
+        Some(rl) => rl.check(&cx.caller, &op).await,
+        None => Ok(()),
+    };
+    let outcome = match limited {
+        Ok(()) => dispatch::handle(gw, cx, op.method, params).await,
+        Err(e) => Err(e),
+    };
+    if let Some(recording) = audit {
+        recording.finish(outcome.as_deref());
+    }
     outcome
+}
+
+/// Runs `answer` for a Legacy `initialize`, which `http/mcp.rs` answers before dispatch, and
+/// records it (audit).
+pub fn initialize(
+    gw: &Gateway,
+    caller: &crate::auth::Caller,
+    source: &crate::audit::Source,
+    params: Option<&RawValue>,
+    answer: impl FnOnce() -> (axum::response::Response, Outcome),
+) -> axum::response::Response {
+    const METHOD: &str = "initialize";
+    let started = std::time::Instant::now();
+    let layers = gw.layers.load_full();
+    let audit =
+        layers.audit.as_ref().and_then(|a| Some((a, a.begin(caller, METHOD, params, started)?)));
+    let (resp, outcome) = answer();
+    if let Some((auditor, pending)) = audit {
+        let init: Option<serde_json::Value> =
+            params.and_then(|p| serde_json::from_str(p.get()).ok());
+        let field = |k: &str| init.as_ref().and_then(|i| i.get(k));
+        let facts = crate::audit::Facts {
+            method: METHOD,
+            target: &Target::None,
+            caller,
+            source,
+            client_info: field("clientInfo"),
+            protocol_version: field("protocolVersion").and_then(serde_json::Value::as_str),
+            modern: false,
+        };
+        auditor.finish(pending, &facts, outcome.as_deref(), Some(resp.status().as_u16()));
+    }
+    resp
+}
+
+/// Records a request refused before it was read as an MCP operation (its credentials were
+/// refused: 401, 403 or 503), as ToolHive does (`http_request`).
+pub fn refused(
+    gw: &Gateway,
+    source: &crate::audit::Source,
+    resp: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(auditor) = &gw.layers.load().audit {
+        auditor.refused(source, resp.status().as_u16());
+    }
+    resp
+}
+
+/// What the audit layer records about `op` besides its outcome.
+fn audit_facts<'a>(cx: &'a Cx, op: &'a Op<'_>) -> crate::audit::Facts<'a> {
+    let (client_info, protocol_version) = match &cx.client {
+        dispatch::Client::Legacy(s) => (Some(&s.client_info), Some(s.protocol_version.as_str())),
+        dispatch::Client::Modern(m) => (m.client_info.as_ref(), m.protocol_version.as_deref()),
+    };
+    crate::audit::Facts {
+        method: op.method,
+        target: &op.target,
+        caller: &cx.caller,
+        source: &cx.source,
+        client_info,
+        protocol_version,
+        modern: cx.is_modern(),
+    }
 }
 
 /// The state of every layer, built from the config at start. Each concern keeps its own field
 /// (and its own module); a concern that is not configured costs nothing on the request path.
 #[derive(Default)]
-pub struct Layers {}
+pub struct Layers {
+    /// Audit events (`audit`, `--enable-audit`), when enabled.
+    pub audit: Option<crate::audit::Auditor>,
+    /// Token buckets on tool calls (`rateLimiting`), when configured.
+    pub rate_limits: Option<crate::ratelimit::RateLimits>,
+}
 
 /// Why a layer could not be built from the config.
 #[derive(Debug, thiserror::Error)]
-pub enum LayerError {}
+pub enum LayerError {
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
 
 impl Layers {
     /// Builds every configured layer.
-    pub fn from_config(_config: &crate::config::Config) -> Result<Layers, LayerError> {
-        Ok(Layers::default())
+    pub fn from_config(config: &crate::config::Config) -> Result<Layers, LayerError> {
+        let audit = match config.audit.as_ref().filter(|a| a.is_enabled()) {
+            Some(a) => Some(crate::audit::Auditor::start(a, &config.name)?),
+            None => None,
+        };
+        let rate_limits =
+            config.rate_limiting.as_ref().map(crate::ratelimit::RateLimits::from_config);
+        Ok(Layers { audit, rate_limits })
+    }
+
+    /// Finishes the layers' background work (queued audit events) by `until`.
+    pub async fn shutdown(&self, until: tokio::time::Instant) {
+        if let Some(audit) = &self.audit {
+            audit.flush(until).await;
+        }
     }
 }

@@ -41,6 +41,9 @@ pub mod code {
     /// Gateway: the caller is authenticated but may not reach the backend (e.g. no AWS role maps
     /// to its claims, or STS refused it the role); logging in again would not help (HTTP 403).
     pub const ACCESS_DENIED: i64 = -32006;
+    /// Gateway: a `rateLimiting` bucket is empty; `data.retryAfterMs` says when to retry (HTTP
+    /// 429 with `Retry-After`). ToolHive's code, outside the reserved range like HTTP 429.
+    pub const RATE_LIMITED: i64 = 429;
 }
 
 /// A request id: a number or a string.
