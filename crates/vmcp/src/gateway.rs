@@ -189,6 +189,7 @@ impl Gateway {
                 .collect(),
             layers,
         });
+        gw.layers.telemetry.observe(&gw);
         tokio::spawn(expire_sessions(
             Arc::downgrade(&gw),
             config.server.limits.session_idle_timeout,

@@ -13,3 +13,4 @@ pub mod http;
 pub mod layer;
 pub mod protocol;
 pub mod session;
+pub mod telemetry;

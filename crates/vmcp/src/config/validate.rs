@@ -86,6 +86,9 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     c.findings.extend(super::limits::check(&cfg.server.limits));
     c.findings.extend(super::failure_handling::check(&cfg.operational.failure_handling));
     c.findings.extend(super::toolhive_compat::check(cfg, c.index));
+    if let Some(t) = &cfg.telemetry {
+        c.findings.extend(super::telemetry::check(t));
+    }
     c.findings
 }
 
@@ -233,6 +236,9 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     }
     out.extend(super::aggregation_validate::warnings(cfg));
     out.extend(super::toolhive_compat::warnings(cfg));
+    if let Some(t) = &cfg.telemetry {
+        out.extend(super::telemetry::warnings(t));
+    }
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }

@@ -102,11 +102,22 @@ pub async fn post(
         Err(refusal) => return refusal,
     };
     let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
+    // The client's trace context (`traceparent`); `None` with telemetry off.
+    let trace = gw.layers.telemetry.parent(&headers);
     if let Message::Request(req) = &msg
         && req.method == "initialize"
         && params::get_str(req.params.as_deref(), "protocolVersion").is_some()
     {
-        return initialize(&gw, &caller, req);
+        let started = std::time::Instant::now();
+        let (resp, session) = initialize(&gw, &caller, req);
+        let version = session.as_ref().map(|s| (s.key, s.protocol_version.as_str()));
+        // `error.type`: the JSON-RPC code of a refusal in a 200, else the HTTP status.
+        let failed = session.is_none().then(|| match resp.status() {
+            StatusCode::OK => code::BACKEND_UNAVAILABLE.to_string(),
+            status => status.as_u16().to_string(),
+        });
+        gw.layers.telemetry.initialized(trace, started, version, failed);
+        return resp;
     }
     if let Some(sid) = session_id {
         let session = match gw.sessions.get(&sid, &caller.binding()) {
@@ -130,11 +141,11 @@ pub async fn post(
         };
         let forwarded = gw.forwarded(&headers);
         let challenge = gw.gatekeeper.reauthenticate(&headers, REFUSED_DOWNSTREAM);
-        return legacy(gw, caller, session, msg, forwarded, challenge).await;
+        return legacy(gw, caller, session, msg, forwarded, challenge, trace).await;
     }
     match msg {
         Message::Request(req) if is_modern(&headers, &req) => {
-            modern(gw, caller, &headers, req).await
+            modern(gw, caller, &headers, req, trace).await
         }
         Message::Request(req) => error(
             StatusCode::BAD_REQUEST,
@@ -164,7 +175,8 @@ fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
         || RequestMeta::from_params(req.params.as_deref()).protocol_version.is_some()
 }
 
-fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
+/// Answers a Legacy `initialize`; the session it created, if it did (for telemetry).
+fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> (Response, Option<Arc<Session>>) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Init {
@@ -177,17 +189,20 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
     let init: Init = match req.params.as_deref().map(|p| serde_json::from_str(p.get())) {
         Some(Ok(i)) => i,
         _ => {
-            return error(
+            let resp = error(
                 StatusCode::BAD_REQUEST,
                 Some(req.id.clone()),
                 code::INVALID_PARAMS,
                 "initialize needs protocolVersion, capabilities and clientInfo",
             );
+            return (resp, None);
         }
     };
     // partialFailureMode: fail: no session while a backend is out of service.
     if let Some(e) = gw.partial_failure_error() {
-        return json(StatusCode::OK, &Message::Error(ErrorResponse::new(Some(req.id.clone()), e)));
+        let resp =
+            json(StatusCode::OK, &Message::Error(ErrorResponse::new(Some(req.id.clone()), e)));
+        return (resp, None);
     }
     let version = protocol::negotiate_legacy(&init.protocol_version);
     let session = match gw.sessions.create(
@@ -197,7 +212,7 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
         init.client_info,
     ) {
         Ok(s) => s,
-        Err(e) => return refused(Some(req.id.clone()), &e),
+        Err(e) => return (refused(Some(req.id.clone()), &e), None),
     };
     tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
@@ -210,7 +225,7 @@ fn initialize(gw: &Gateway, caller: &Caller, req: &Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
     }
-    resp
+    (resp, Some(session))
 }
 
 async fn legacy(
@@ -220,6 +235,7 @@ async fn legacy(
     msg: Message,
     headers: crate::backend::Forwarded,
     gw_challenge: Option<HeaderValue>,
+    trace: Option<opentelemetry::Context>,
 ) -> Response {
     match msg {
         Message::Request(req) => {
@@ -230,9 +246,9 @@ async fn legacy(
             let (out_tx, out_rx) = mpsc::channel(64);
             let cx = Cx { caller, client: Client::Legacy(session.clone()), out: out_tx, headers };
             let id = req.id.clone();
-            let task = session.spawn_request(id.clone(), permit, async move {
-                crate::layer::serve(&gw, &cx, &req.method, req.params).await
-            });
+            let serve = async move { crate::layer::serve(&gw, &cx, &req.method, req.params).await };
+            let task =
+                session.spawn_request(id.clone(), permit, crate::telemetry::carry(trace, serve));
             stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
                 .await
         }
@@ -288,7 +304,13 @@ async fn answer_relay(session: &Session, caller: &Caller, id: &Id, mut msg: Mess
 }
 
 /// A 2026-07-28 request: protocol checks, then dispatch (or a listen stream).
-async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Request) -> Response {
+async fn modern(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    headers: &HeaderMap,
+    req: Request,
+    trace: Option<opentelemetry::Context>,
+) -> Response {
     let meta = RequestMeta::from_params(req.params.as_deref());
     let header_version = header_str(headers, protocol::HEADER_PROTOCOL_VERSION);
     let bad = |status: StatusCode, code: i64, message: String| {
@@ -368,10 +390,10 @@ async fn modern(gw: Arc<Gateway>, caller: Caller, headers: &HeaderMap, req: Requ
     let cx =
         Cx { caller, client: Client::Modern(meta), out: out_tx, headers: gw.forwarded(headers) };
     let id = req.id.clone();
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(crate::telemetry::carry(trace, async move {
         let _permit = permit;
         crate::layer::serve(&gw, &cx, &req.method, req.params).await
-    });
+    }));
     let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
     stream::respond(id, out_rx, task, modern_status, gw_challenge).await
 }

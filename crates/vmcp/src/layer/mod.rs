@@ -94,23 +94,41 @@ impl<'a> Op<'a> {
 /// Handles one client request through every layer.
 pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     let op = Op::read(gw, cx, method, params.as_deref()).await;
-    let outcome = dispatch::handle(gw, cx, op.method, params).await;
-    let _ = op.started.elapsed();
+    let telemetry = gw.layers.telemetry.start(cx, &op, params.as_deref());
+    let outcome = match &telemetry {
+        Some(t) => {
+            use opentelemetry::context::FutureExt as _;
+            dispatch::handle(gw, cx, op.method, params).with_context(t.context()).await
+        }
+        None => dispatch::handle(gw, cx, op.method, params).await,
+    };
+    if let Some(t) = telemetry {
+        t.finish(&outcome);
+    }
     outcome
 }
 
 /// The state of every layer, built from the config at start. Each concern keeps its own field
 /// (and its own module); a concern that is not configured costs nothing on the request path.
 #[derive(Default)]
-pub struct Layers {}
+pub struct Layers {
+    /// Traces and metrics (`telemetry`).
+    pub telemetry: crate::telemetry::Telemetry,
+}
 
 /// Why a layer could not be built from the config.
 #[derive(Debug, thiserror::Error)]
-pub enum LayerError {}
+pub enum LayerError {
+    /// `telemetry`: an exporter could not be built.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+}
 
 impl Layers {
     /// Builds every configured layer.
-    pub fn from_config(_config: &crate::config::Config) -> Result<Layers, LayerError> {
-        Ok(Layers::default())
+    pub fn from_config(config: &crate::config::Config) -> Result<Layers, LayerError> {
+        let telemetry =
+            crate::telemetry::Telemetry::from_config(config.telemetry.as_ref(), &config.name)?;
+        Ok(Layers { telemetry })
     }
 }
