@@ -1,4 +1,5 @@
-//! The front door: the axum router for `/mcp`, `/health` and `/status`, with the Host/Origin guard
+//! The front door: the axum router for `/mcp`, `/health`, `/status` and (with
+//! `telemetry.enablePrometheusMetricsPath`) `/metrics`, with the Host/Origin guard
 //! and the request body limit; `server.rs` is the accept loop and connection handling under it.
 //!
 //! Invariant: nothing here knows MCP methods; requests are classified (era, session) and handed to
