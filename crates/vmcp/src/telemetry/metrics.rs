@@ -242,3 +242,12 @@ pub(super) fn observe(meter: &Meter, gw: Weak<Gateway>) {
         })
         .build();
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn methods_outside_mcp_are_other() {
+        assert_eq!(super::method_label("tools/call"), "tools/call");
+        assert_eq!(super::method_label("x/evil-unbounded-123"), "other");
+    }
+}

@@ -252,3 +252,45 @@ fn resource(cfg: &TelemetryConfig, gateway_name: &str) -> Resource {
         )
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> TelemetryConfig {
+        let text = format!("name: gw\ntelemetry:\n{yaml}");
+        crate::config::parse(&text, "t.yaml").expect("valid").telemetry.expect("block")
+    }
+
+    #[tokio::test]
+    async fn nothing_to_export_is_off() {
+        assert!(!Telemetry::from_config(None, "gw").unwrap().enabled());
+        // An endpoint with both signals off, or signals on without an endpoint: off.
+        let t = Telemetry::from_config(Some(&cfg("  endpoint: c:4318\n")), "gw").unwrap();
+        assert!(!t.enabled());
+        let t = Telemetry::from_config(Some(&cfg("  tracingEnabled: true\n")), "gw").unwrap();
+        assert!(!t.enabled());
+    }
+
+    #[tokio::test]
+    async fn prometheus_text_names_the_instruments() {
+        let t = Telemetry::from_config(Some(&cfg("  enablePrometheusMetricsPath: true\n")), "gw")
+            .unwrap();
+        assert!(t.enabled() && t.serves_prometheus());
+        let inner = t.0.as_ref().unwrap();
+        inner.instruments.request("tools/call", Some("a_echo"), Some("a"), None, Duration::ZERO);
+        inner.instruments.request(
+            "tools/call",
+            Some("a_echo"),
+            Some("a"),
+            Some("-32000"),
+            Duration::ZERO,
+        );
+        let text = t.prometheus_text().unwrap();
+        assert!(text.contains("vmcp_requests_total{"), "{text}");
+        assert!(text.contains("outcome=\"error\""), "{text}");
+        assert!(text.contains("mcp_server_operation_duration_seconds_bucket{"), "{text}");
+        assert!(text.contains("service_name=\"gw\""), "{text}");
+        t.shutdown(Duration::from_secs(2)).await;
+    }
+}

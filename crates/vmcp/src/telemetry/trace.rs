@@ -357,3 +357,56 @@ pub fn inject(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
     req.headers(headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(v: serde_json::Value) -> Box<RawValue> {
+        RawValue::from_string(v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn meta_traceparent_is_the_parent() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let p = raw(serde_json::json!({ "name": "x", "_meta": { "traceparent": tp } }));
+        let cx = meta_parent(Some(&p)).expect("a parent");
+        let sc = cx.span().span_context().clone();
+        assert_eq!(sc.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(sc.span_id().to_string(), "b7ad6b7169203331");
+        assert!(sc.is_remote() && sc.is_sampled());
+        // Absent or malformed: no parent.
+        assert!(meta_parent(Some(&raw(serde_json::json!({ "name": "x" })))).is_none());
+        let bad = raw(serde_json::json!({ "_meta": { "traceparent": "00-zz-yy-01" } }));
+        assert!(meta_parent(Some(&bad)).is_none());
+        assert!(meta_parent(None).is_none());
+    }
+
+    #[test]
+    fn resource_uris_lose_query_and_fragment() {
+        assert_eq!(bare_uri("https://h/x?token=abc#f"), "https://h/x");
+        assert_eq!(bare_uri("file:///a#b"), "file:///a");
+        assert_eq!(bare_uri("mem://plain"), "mem://plain");
+    }
+
+    #[test]
+    fn tool_errors_are_read_from_results() {
+        assert!(is_tool_error(&raw(serde_json::json!({ "content": [], "isError": true }))));
+        assert!(!is_tool_error(&raw(serde_json::json!({ "content": [] }))));
+    }
+
+    #[test]
+    fn off_means_no_parent_and_no_header() {
+        let off = Telemetry::default();
+        assert!(!off.enabled() && !off.serves_prometheus());
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap(),
+        );
+        assert!(off.parent(&h).is_none());
+        // Outside any span nothing is injected, whatever the flag says.
+        let req = inject(reqwest::Client::new().post("http://127.0.0.1:9/x")).build().unwrap();
+        assert!(req.headers().get("traceparent").is_none());
+    }
+}
