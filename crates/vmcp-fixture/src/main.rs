@@ -247,6 +247,8 @@ async fn record_request(
             "authorization": header("authorization"),
             // Modern requests name their JSON-RPC method in a header.
             "mcpMethod": header("mcp-method"),
+            // W3C trace context the caller propagated (the gateway's telemetry).
+            "traceparent": header("traceparent"),
         })
     };
     shared.log_request(entry);

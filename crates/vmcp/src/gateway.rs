@@ -189,6 +189,7 @@ impl Gateway {
             running: tokio::sync::Mutex::new(running),
             config_status: std::sync::Mutex::new(ConfigStatus::new()),
         });
+        gw.layers.load().telemetry.observe(&gw);
         tokio::spawn(expire_sessions(
             Arc::downgrade(&gw),
             config.server.limits.session_idle_timeout,

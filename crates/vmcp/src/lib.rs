@@ -15,3 +15,4 @@ pub mod layer;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;
+pub mod telemetry;

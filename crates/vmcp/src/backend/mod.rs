@@ -263,12 +263,17 @@ impl Backend {
         params: Option<Box<RawValue>>,
         ctx: CallContext,
     ) -> Result<Reply, BackendError> {
-        let (_, shared, isolated) = match self.kind() {
-            Kind::Http(b) => return b.request(caller, method, params, ctx).await,
-            Kind::Stream(name, shared, isolated) => (name, shared, isolated),
-        };
-        let mux = isolated.mux_for(shared, caller, ctx.session).await?;
-        mux.request(caller, method, params, ctx).await
+        // A client span around the request (within a client request only); the transports
+        // send its `traceparent` (`telemetry::inject`).
+        crate::telemetry::backend_call(method, async move {
+            let (_, shared, isolated) = match self.kind() {
+                Kind::Http(b) => return b.request(caller, method, params, ctx).await,
+                Kind::Stream(name, shared, isolated) => (name, shared, isolated),
+            };
+            let mux = isolated.mux_for(shared, caller, ctx.session).await?;
+            mux.request(caller, method, params, ctx).await
+        })
+        .await
     }
 
     /// Sends a notification (on the backend session of client session `session`, where the

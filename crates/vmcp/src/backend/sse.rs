@@ -324,6 +324,7 @@ impl Outbound for PostOutbound {
                 .timeout(self.timeout)
                 .body(message.to_bytes());
             let post = super::forward_headers(post, headers);
+            let post = crate::telemetry::inject(post);
             let post = self.auth.apply(caller, post).await?;
             // `without_url`: the endpoint's query names the session; keep it out of errors.
             let response =

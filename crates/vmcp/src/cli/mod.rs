@@ -268,6 +268,8 @@ async fn serve(
         server.finish(connections.shutdown_grace_period).await;
     }
     gw.shutdown(connections.backend_shutdown_timeout).await;
+    // Spans and metrics still queued go out now, within the same deadline.
+    gw.layers.load().telemetry.shutdown(connections.backend_shutdown_timeout).await;
     // Backends that missed their deadline may have left a process group behind.
     shutdown::kill_stdio_groups(&gw.backends);
     tracing::info!("stopped");

@@ -54,11 +54,11 @@ pub struct Config {
     /// Client headers forwarded to backends (an allow-list).
     #[serde(default)]
     pub passthrough_headers: Vec<String>,
+    /// OpenTelemetry traces and metrics, Prometheus `/metrics` (`telemetry.rs`).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
     // ToolHive features vmcp does not have yet: recognised so that the file is refused with a
     // message naming the feature (`toolhive_compat.rs`); their contents are never read.
-    /// `telemetry` (OpenTelemetry): not available yet.
-    #[serde(default)]
-    pub telemetry: Option<IgnoredAny>,
     /// Audit events (`config/audit.rs`).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
@@ -381,6 +381,7 @@ pub mod duration;
 pub mod failure_handling;
 pub mod limits;
 pub mod rate_limit;
+pub mod telemetry;
 
 pub use audit::AuditConfig;
 pub use auth::{
@@ -401,5 +402,6 @@ mod validate;
 pub use limits::LimitsConfig;
 pub use load::{ConfigError, Problem, load, parse, parse_with_auth_server};
 pub use rate_limit::RateLimitConfig;
+pub use telemetry::TelemetryConfig;
 pub use toolhive_compat::debug_logging;
 pub use validate::validate_warnings;

@@ -12,7 +12,6 @@ use super::validate::Finding;
 
 /// Keys of features vmcp does not have yet, with what each one is.
 const NOT_YET: &[(&str, &str)] = &[
-    ("telemetry", "OpenTelemetry export is"),
     ("optimizer", "the tool optimizer (find_tool/call_tool) is"),
     ("codeMode", "code mode (execute_tool_script) is"),
     ("sessionStorage", "shared session storage (Redis) is"),
@@ -35,7 +34,7 @@ pub fn debug_logging(cfg: &Config) -> bool {
 pub(super) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut report = |path: String, message: String| out.push(Finding { path, message });
-    // The index, not the parsed value: `telemetry:` with nothing under it is still the block.
+    // The index, not the parsed value: `audit:` with nothing under it is still the block.
     for (key, what) in NOT_YET {
         if index.pos(key).is_some() {
             report(
@@ -171,7 +170,6 @@ mod tests {
     #[test]
     fn each_missing_feature_has_its_message_and_line() {
         let cases = [
-            ("telemetry", "OpenTelemetry export is not available in vmcp yet"),
             ("optimizer", "the tool optimizer (find_tool/call_tool) is not available"),
             ("codeMode", "code mode (execute_tool_script) is not available"),
             ("sessionStorage", "shared session storage (Redis) is not available"),
@@ -207,15 +205,14 @@ mod tests {
 
     #[test]
     fn the_full_message_has_file_line_and_column() {
-        let err = match parse(&format!("{HEAD}telemetry:\n  endpoint: localhost:4317\n"), "c.yaml")
-        {
+        let err = match parse(&format!("{HEAD}audit:\n  enabled: true\n"), "c.yaml") {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         };
         assert_eq!(
             err,
-            "c.yaml:6:1: telemetry: OpenTelemetry export is not available in vmcp yet; remove the \
-             block (it would be ignored otherwise)"
+            "c.yaml:6:1: audit: audit logging is not available in vmcp yet; remove the block (it \
+             would be ignored otherwise)"
         );
     }
 
@@ -244,7 +241,8 @@ mod tests {
         );
     }
 
-    /// ToolHive's own example config: every not-yet key it uses gets its message, not "unknown key".
+    /// ToolHive's own example config: every not-yet key it uses gets its message, not "unknown key";
+    /// its `telemetry` block loads.
     #[test]
     fn toolhive_example_config() {
         let text = "\
@@ -267,10 +265,6 @@ telemetry:
 ";
         let ps = problems(text);
         let got: Vec<_> = ps.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
-        assert_eq!(
-            got,
-            [(Some(2), "groupRef"), (Some(9), "incomingAuth.authz"), (Some(14), "telemetry")],
-            "{ps:#?}"
-        );
+        assert_eq!(got, [(Some(2), "groupRef"), (Some(9), "incomingAuth.authz")], "{ps:#?}");
     }
 }

@@ -88,6 +88,9 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     c.findings.extend(super::toolhive_compat::check(cfg, c.index));
     c.findings.extend(cfg.audit.iter().flat_map(super::audit::check));
     c.findings.extend(cfg.rate_limiting.iter().flat_map(super::rate_limit::check));
+    if let Some(t) = &cfg.telemetry {
+        c.findings.extend(super::telemetry::check(t));
+    }
     c.findings
 }
 
@@ -238,6 +241,9 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     out.extend(cfg.audit.iter().flat_map(super::audit::warnings));
     let anonymous = cfg.incoming_auth.kind == super::IncomingAuthKind::Anonymous;
     out.extend(cfg.rate_limiting.iter().flat_map(|rl| super::rate_limit::warnings(rl, anonymous)));
+    if let Some(t) = &cfg.telemetry {
+        out.extend(super::telemetry::warnings(t));
+    }
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }

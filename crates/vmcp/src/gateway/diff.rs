@@ -9,6 +9,8 @@
 //!   hold);
 //! - `incomingAuth.*` (who a principal is, and so every session's binding);
 //! - `operational.logLevel` (the log filter is raised once, at start);
+//! - `telemetry` (its exporters and instruments are registered once; a change of a `headers`
+//!   value alone is not seen, since values never reach `Debug`);
 //! - `authserver-config.yaml` (the embedded authorization server, its keys and stores).
 //!
 //! The `serve` flags (`--host`, `--port`, `--session-ttl`) are not in the file; a reload applies
@@ -53,6 +55,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<String> {
         dbg(&crate::config::debug_logging(old)),
         dbg(&crate::config::debug_logging(new)),
     );
+    check("telemetry", dbg(&old.telemetry), dbg(&new.telemetry));
     if dbg(&old.auth_server) != dbg(&new.auth_server) {
         out.push(crate::config::authserver::FILE_NAME.to_owned());
     }

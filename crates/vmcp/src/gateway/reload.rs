@@ -196,7 +196,7 @@ impl Gateway {
             return Err(ReloadError::RestartRequired(restart));
         }
         let plan = self.backends.plan(&config, &self.events, &running.sources)?;
-        let layers = crate::layer::Layers::from_config(&config)?;
+        let layers = self.layers.load().renew(&config)?;
         let started = plan.start();
         let per_principal = config.incoming_auth.kind != crate::config::IncomingAuthKind::Anonymous;
         let lists = first_lists(&started.fresh, per_principal).await;

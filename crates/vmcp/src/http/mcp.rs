@@ -107,12 +107,28 @@ pub async fn post(
         Err(refusal) => return crate::layer::refused(&gw, &source, refusal),
     };
     let session_id = header_str(&headers, protocol::HEADER_SESSION_ID).map(str::to_owned);
+    // The client's trace context (`traceparent`); `None` with telemetry off.
+    let trace = gw.layers.load().telemetry.parent(&headers);
     if let Message::Request(req) = &msg
         && req.method == "initialize"
         && params::get_str(req.params.as_deref(), "protocolVersion").is_some()
     {
-        let answer = || initialize(&gw, &caller, req);
-        return crate::layer::initialize(&gw, &caller, &source, req.params.as_deref(), answer);
+        let started = std::time::Instant::now();
+        let mut session = None;
+        let answer = || {
+            let (resp, outcome, s) = initialize(&gw, &caller, req);
+            session = s;
+            (resp, outcome)
+        };
+        let resp = crate::layer::initialize(&gw, &caller, &source, req.params.as_deref(), answer);
+        let version = session.as_ref().map(|s| (s.key, s.protocol_version.as_str()));
+        // `error.type`: the JSON-RPC code of a refusal in a 200, else the HTTP status.
+        let failed = session.is_none().then(|| match resp.status() {
+            StatusCode::OK => code::BACKEND_UNAVAILABLE.to_string(),
+            status => status.as_u16().to_string(),
+        });
+        gw.layers.load().telemetry.initialized(trace, started, version, failed);
+        return resp;
     }
     if let Some(sid) = session_id {
         let session = match gw.sessions.get(&sid, &caller.binding()) {
@@ -136,11 +152,12 @@ pub async fn post(
         };
         let forwarded = gw.forwarded(&headers);
         let challenge = gw.gatekeeper.reauthenticate(&headers, REFUSED_DOWNSTREAM);
-        return legacy(gw, caller, session, msg, forwarded, challenge, source).await;
+        let edge = Edge { source, trace };
+        return legacy(gw, caller, session, msg, forwarded, challenge, edge).await;
     }
     match msg {
         Message::Request(req) if is_modern(&headers, &req) => {
-            modern(gw, caller, &headers, req, source).await
+            modern(gw, caller, &headers, req, Edge { source, trace }).await
         }
         Message::Request(req) => error(
             StatusCode::BAD_REQUEST,
@@ -163,6 +180,13 @@ pub async fn post(
     }
 }
 
+/// What the layers took from a request's HTTP edge, carried into its task: where it came from
+/// (audit) and the client's trace context (telemetry).
+struct Edge {
+    source: crate::audit::Source,
+    trace: Option<opentelemetry::Context>,
+}
+
 fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
     req.method == "server/discover"
         || header_str(headers, protocol::HEADER_PROTOCOL_VERSION)
@@ -170,12 +194,13 @@ fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
         || RequestMeta::from_params(req.params.as_deref()).protocol_version.is_some()
 }
 
-/// Answers `initialize`; the outcome is for audit.
+/// Answers a Legacy `initialize`: the response, its outcome (for audit) and the session it
+/// created, if it did (for telemetry).
 fn initialize(
     gw: &Gateway,
     caller: &Caller,
     req: &Request,
-) -> (Response, crate::dispatch::Outcome) {
+) -> (Response, crate::dispatch::Outcome, Option<Arc<Session>>) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Init {
@@ -196,13 +221,13 @@ fn initialize(
                 StatusCode::BAD_REQUEST,
                 &Message::Error(ErrorResponse::new(Some(req.id.clone()), e.clone())),
             );
-            return (resp, Err(e));
+            return (resp, Err(e), None);
         }
     };
     // partialFailureMode: fail: no session while a backend is out of service.
     if let Some(e) = gw.partial_failure_error() {
         let msg = Message::Error(ErrorResponse::new(Some(req.id.clone()), e.clone()));
-        return (json(StatusCode::OK, &msg), Err(e));
+        return (json(StatusCode::OK, &msg), Err(e), None);
     }
     let version = protocol::negotiate_legacy(&init.protocol_version);
     let session = match gw.sessions.create(
@@ -212,7 +237,7 @@ fn initialize(
         init.client_info,
     ) {
         Ok(s) => s,
-        Err(e) => return (refused(Some(req.id.clone()), &e), Err(e.to_error())),
+        Err(e) => return (refused(Some(req.id.clone()), &e), Err(e.to_error()), None),
     };
     tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
@@ -227,7 +252,7 @@ fn initialize(
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
     }
-    (resp, Ok(result))
+    (resp, Ok(result), Some(session))
 }
 
 async fn legacy(
@@ -237,7 +262,7 @@ async fn legacy(
     msg: Message,
     headers: crate::backend::Forwarded,
     gw_challenge: Option<HeaderValue>,
-    source: crate::audit::Source,
+    edge: Edge,
 ) -> Response {
     match msg {
         Message::Request(req) => {
@@ -247,11 +272,12 @@ async fn legacy(
             };
             let (out_tx, out_rx) = mpsc::channel(64);
             let client = Client::Legacy(session.clone());
+            let Edge { source, trace } = edge;
             let cx = Cx { caller, client, out: out_tx, headers, source };
             let id = req.id.clone();
-            let task = session.spawn_request(id.clone(), permit, async move {
-                crate::layer::serve(&gw, &cx, &req.method, req.params).await
-            });
+            let serve = async move { crate::layer::serve(&gw, &cx, &req.method, req.params).await };
+            let task =
+                session.spawn_request(id.clone(), permit, crate::telemetry::carry(trace, serve));
             stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
                 .await
         }
@@ -312,7 +338,7 @@ async fn modern(
     caller: Caller,
     headers: &HeaderMap,
     req: Request,
-    source: crate::audit::Source,
+    edge: Edge,
 ) -> Response {
     let meta = RequestMeta::from_params(req.params.as_deref());
     let header_version = header_str(headers, protocol::HEADER_PROTOCOL_VERSION);
@@ -391,12 +417,13 @@ async fn modern(
     let (out_tx, out_rx) = mpsc::channel(64);
     let gw_challenge = gw.gatekeeper.reauthenticate(headers, REFUSED_DOWNSTREAM);
     let forwarded = gw.forwarded(headers);
+    let Edge { source, trace } = edge;
     let cx = Cx { caller, client: Client::Modern(meta), out: out_tx, headers: forwarded, source };
     let id = req.id.clone();
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(crate::telemetry::carry(trace, async move {
         let _permit = permit;
         crate::layer::serve(&gw, &cx, &req.method, req.params).await
-    });
+    }));
     let task = stream::Task::Owned(tokio_util::task::AbortOnDropHandle::new(task));
     stream::respond(id, out_rx, task, modern_status, gw_challenge).await
 }

@@ -1,4 +1,5 @@
-//! The front door: the axum router for `/mcp`, `/health` and `/status`, with the Host/Origin guard
+//! The front door: the axum router for `/mcp`, `/health`, `/status` and (with
+//! `telemetry.enablePrometheusMetricsPath`) `/metrics`, with the Host/Origin guard
 //! and the request body limit; `server.rs` is the accept loop and connection handling under it.
 //!
 //! Invariant: nothing here knows MCP methods; requests are classified (era, session) and handed to
@@ -34,12 +35,27 @@ pub struct AppState {
     pub max_body: usize,
 }
 
+/// `/metrics`: the Prometheus text exposition (format 0.0.4).
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = app.gw.layers.load().telemetry.prometheus_text().unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+        .into_response()
+}
+
 /// Builds the router.
 pub fn router(gw: Arc<Gateway>, server: &ServerConfig) -> Router {
     let state =
         AppState { gw, max_body: server.max_request_body_bytes.unwrap_or(DEFAULT_MAX_BODY) };
     let guard = Arc::new(HostGuard::new(&server.allowed_hosts, &server.allowed_origins));
-    let router = Router::new()
+    let mut router = Router::new();
+    // `telemetry.enablePrometheusMetricsPath`: Prometheus text, behind the guard like `/status`.
+    if state.gw.layers.load().telemetry.serves_prometheus() {
+        router = router.route("/metrics", get(metrics));
+    }
+    let router = router
         .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
         // `/status` names backends, their errors and the catalog's problems: not for a page a
         // browser was tricked into loading, so it sits behind the guard like `/mcp`.

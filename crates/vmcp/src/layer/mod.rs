@@ -96,6 +96,7 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
     let op = Op::read(gw, cx, method, params.as_deref()).await;
     // One snapshot for the whole request: a reload meanwhile applies to the next one.
     let layers = gw.layers.load_full();
+    let telemetry = layers.telemetry.start(cx, &op, params.as_deref());
     // Dropped with this future if the request is cancelled: then it records that.
     let audit = layers.audit.as_ref().and_then(|a| {
         let pending = a.begin(&cx.caller, method, params.as_deref(), op.started)?;
@@ -105,10 +106,17 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         Some(rl) => rl.check(&cx.caller, &op).await,
         None => Ok(()),
     };
-    let outcome = match limited {
-        Ok(()) => dispatch::handle(gw, cx, op.method, params).await,
-        Err(e) => Err(e),
+    let outcome = match (limited, &telemetry) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(t)) => {
+            use opentelemetry::context::FutureExt as _;
+            dispatch::handle(gw, cx, op.method, params).with_context(t.context()).await
+        }
+        (Ok(()), None) => dispatch::handle(gw, cx, op.method, params).await,
     };
+    if let Some(t) = telemetry {
+        t.finish(&outcome);
+    }
     if let Some(recording) = audit {
         recording.finish(outcome.as_deref());
     }
@@ -178,14 +186,20 @@ fn audit_facts<'a>(cx: &'a Cx, op: &'a Op<'_>) -> crate::audit::Facts<'a> {
     }
 }
 
-/// The state of every layer, built from the config at start. Each concern keeps its own field
-/// (and its own module); a concern that is not configured costs nothing on the request path.
+/// The state of every layer, built from the config at start and renewed by a reload. Each
+/// concern keeps its own field (and its own module); a concern that is not configured costs
+/// nothing on the request path.
 #[derive(Default)]
 pub struct Layers {
     /// Audit events (`audit`, `--enable-audit`), when enabled.
-    pub audit: Option<crate::audit::Auditor>,
+    pub audit: Option<Arc<crate::audit::Auditor>>,
     /// Token buckets on tool calls (`rateLimiting`), when configured.
-    pub rate_limits: Option<crate::ratelimit::RateLimits>,
+    pub rate_limits: Option<Arc<crate::ratelimit::RateLimits>>,
+    /// Traces and metrics (`telemetry`; restart-only, so one for the process).
+    pub telemetry: crate::telemetry::Telemetry,
+    /// What `audit` and `rate_limits` were built from: a reload that leaves a block as it was
+    /// keeps its state (the open log and its queue, the buckets' tokens).
+    built_from: (Option<crate::config::AuditConfig>, Option<crate::config::RateLimitConfig>),
 }
 
 /// Why a layer could not be built from the config.
@@ -194,18 +208,43 @@ pub enum LayerError {
     /// The audit log cannot be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// `telemetry`: an exporter could not be built.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 impl Layers {
     /// Builds every configured layer.
     pub fn from_config(config: &crate::config::Config) -> Result<Layers, LayerError> {
-        let audit = match config.audit.as_ref().filter(|a| a.is_enabled()) {
-            Some(a) => Some(crate::audit::Auditor::start(a, &config.name)?),
-            None => None,
+        let telemetry =
+            crate::telemetry::Telemetry::from_config(config.telemetry.as_ref(), &config.name)?;
+        Self::build(config, None, telemetry)
+    }
+
+    /// The layers for a reloaded `config`: what it leaves unchanged is kept as it is (telemetry
+    /// always: its keys need a restart), the rest is built anew.
+    pub fn renew(&self, config: &crate::config::Config) -> Result<Layers, LayerError> {
+        Self::build(config, Some(self), self.telemetry.clone())
+    }
+
+    fn build(
+        config: &crate::config::Config,
+        old: Option<&Layers>,
+        telemetry: crate::telemetry::Telemetry,
+    ) -> Result<Layers, LayerError> {
+        let audit_cfg = config.audit.clone().filter(|a| a.is_enabled());
+        let audit = match (&audit_cfg, old) {
+            (None, _) => None,
+            (Some(_), Some(old)) if old.built_from.0 == audit_cfg => old.audit.clone(),
+            (Some(a), _) => Some(Arc::new(crate::audit::Auditor::start(a, &config.name)?)),
         };
-        let rate_limits =
-            config.rate_limiting.as_ref().map(crate::ratelimit::RateLimits::from_config);
-        Ok(Layers { audit, rate_limits })
+        let rate_cfg = config.rate_limiting.clone();
+        let rate_limits = match (&rate_cfg, old) {
+            (None, _) => None,
+            (Some(_), Some(old)) if old.built_from.1 == rate_cfg => old.rate_limits.clone(),
+            (Some(r), _) => Some(Arc::new(crate::ratelimit::RateLimits::from_config(r))),
+        };
+        Ok(Layers { audit, rate_limits, telemetry, built_from: (audit_cfg, rate_cfg) })
     }
 
     /// Finishes the layers' background work (queued audit events) by `until`.

@@ -316,7 +316,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> GrantCache<K> {
         let outcome = self
             .cache
             .get_with(key, async move {
-                match grant.await {
+                let granted = grant.await;
+                crate::telemetry::exchanges::record(backend, granted.is_ok());
+                match granted {
                     Ok(g) => Outcome::Token(g),
                     Err(e) => {
                         tracing::warn!(backend = %backend, "{e}");

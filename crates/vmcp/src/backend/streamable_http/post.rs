@@ -115,6 +115,7 @@ impl Inner {
         if let Some(headers) = p.headers {
             req = crate::backend::forward_headers(req, headers);
         }
+        let req = crate::telemetry::inject(req);
         let req = self.spec.auth.apply(caller, req).await.map_err(PostError::Auth)?;
         let sent = if p.stream {
             tokio::time::timeout(self.spec.timeout, req.send())
