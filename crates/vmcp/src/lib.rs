@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
 pub mod auth;
+pub mod authz;
 pub mod backend;
 pub mod catalog;
 pub mod cli;

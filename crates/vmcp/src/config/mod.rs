@@ -373,6 +373,7 @@ impl Config {
 
 pub mod auth;
 pub mod authserver;
+pub mod authz;
 pub mod backend_sessions;
 pub mod ca_bundle;
 pub mod connections;

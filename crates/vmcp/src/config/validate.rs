@@ -86,6 +86,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     c.findings.extend(super::limits::check(&cfg.server.limits));
     c.findings.extend(super::failure_handling::check(&cfg.operational.failure_handling));
     c.findings.extend(super::toolhive_compat::check(cfg, c.index));
+    c.findings.extend(super::authz::check(cfg));
     c.findings
 }
 
@@ -233,6 +234,7 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     }
     out.extend(super::aggregation_validate::warnings(cfg));
     out.extend(super::toolhive_compat::warnings(cfg));
+    out.extend(super::authz::warnings(cfg));
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }

@@ -94,6 +94,9 @@ impl<'a> Op<'a> {
 /// Handles one client request through every layer.
 pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
     let op = Op::read(gw, cx, method, params.as_deref()).await;
+    if let Some(authz) = &gw.layers.authz {
+        authz.admit(gw, cx, &op, params.as_deref()).await?;
+    }
     let outcome = dispatch::handle(gw, cx, op.method, params).await;
     let _ = op.started.elapsed();
     outcome
@@ -102,15 +105,22 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
 /// The state of every layer, built from the config at start. Each concern keeps its own field
 /// (and its own module); a concern that is not configured costs nothing on the request path.
 #[derive(Default)]
-pub struct Layers {}
+pub struct Layers {
+    /// Cedar authorization (`incomingAuth.authz`); `None`: every request is allowed.
+    pub authz: Option<Arc<crate::authz::Authz>>,
+}
 
 /// Why a layer could not be built from the config.
 #[derive(Debug, thiserror::Error)]
-pub enum LayerError {}
+pub enum LayerError {
+    /// `incomingAuth.authz` does not compile.
+    #[error("incomingAuth.authz: {0}")]
+    Authz(#[from] crate::authz::AuthzError),
+}
 
 impl Layers {
     /// Builds every configured layer.
-    pub fn from_config(_config: &crate::config::Config) -> Result<Layers, LayerError> {
-        Ok(Layers::default())
+    pub fn from_config(config: &crate::config::Config) -> Result<Layers, LayerError> {
+        Ok(Layers { authz: crate::authz::Authz::from_config(config)?.map(Arc::new) })
     }
 }
