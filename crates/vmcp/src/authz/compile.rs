@@ -192,7 +192,8 @@ fn check_actions(
             _ => String::new(),
         };
         let at = text.find(&format!("{id:?}")).map(|o| line_col(text, o));
-        let at = at.map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default();
+        let at =
+            at.map(|(l, c)| format!("line {l}, column {c} of the policy: ")).unwrap_or_default();
         return Err(format!(
             "{at}unknown action Action::{id:?}: the policy would never match (in ToolHive \
              either); the actions are {CALL_TOOL}, {GET_PROMPT} and {READ_RESOURCE}{hint}"
@@ -209,6 +210,11 @@ fn index_of(id: &PolicyId) -> Option<usize> {
 /// label, and followed by its help.
 fn located(text: &str, d: &dyn Diagnostic, message: &str) -> String {
     let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    // Cedar names the policy by id (`policy3`); the path already says which one.
+    let message = match message.strip_prefix("for policy `") {
+        Some(rest) => rest.split_once("`, ").map_or(message, |(_, m)| m),
+        None => message,
+    };
     let mut out = match offset {
         Some(o) => {
             let (line, col) = line_col(text, o);

@@ -60,14 +60,22 @@ fn schema_errors_are_located_too() {
         "permit(principal, action == Action::\"call_tool\", resource)\nwhen { resource.name.contains(\"x\") };",
     ]));
     assert!(e.iter().all(|e| e.policy == Some(1)), "{e:?}");
-    assert!(e[0].message.starts_with("line 2, column 8 of the policy: "), "{}", e[0].message);
+    assert!(
+        e[0].message.starts_with("line 2, column 8 of the policy: unexpected type"),
+        "{}",
+        e[0].message
+    );
 }
 
 #[test]
 fn unknown_actions_are_refused_with_the_fix() {
     let e = errors(&cfg(&[r#"permit(principal, action == Action::"tools/call", resource);"#]));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].message.starts_with("line 1, column 37: unknown action"), "{}", e[0].message);
+    assert!(
+        e[0].message.starts_with("line 1, column 37 of the policy: unknown action"),
+        "{}",
+        e[0].message
+    );
     assert!(e[0].message.ends_with("did you mean Action::\"call_tool\"?"), "{}", e[0].message);
     let e = errors(&cfg(&[
         r#"permit(principal, action in [Action::"read_resource", Action::"write"], resource);"#,
