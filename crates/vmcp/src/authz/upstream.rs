@@ -99,7 +99,112 @@ fn vault_error(e: TokenError) -> ErrorObject {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+
     use super::*;
+    use crate::auth::Identity;
+    use crate::auth::identity::Secret;
+    use crate::auth::upstream::TokenSet;
+
+    /// A vault holding one access token (and maybe an ID token) for user `u` at `github`.
+    struct Vault {
+        access: String,
+        id: Option<String>,
+    }
+
+    impl UpstreamTokens for Vault {
+        fn store<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: TokenSet,
+        ) -> BoxFuture<'a, Result<(), TokenError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn access_token<'a>(
+            &'a self,
+            user: &'a str,
+            upstream: &'a str,
+        ) -> BoxFuture<'a, Result<Secret, TokenError>> {
+            let found =
+                (user == "u" && upstream == "github").then(|| Secret::new(self.access.clone()));
+            Box::pin(async move {
+                found.ok_or(TokenError::Reauthenticate {
+                    upstream: "github".into(),
+                    reason: "none".into(),
+                })
+            })
+        }
+        fn id_token<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Secret>, TokenError>> {
+            let id = self.id.clone().map(Secret::new);
+            Box::pin(async move { Ok(id) })
+        }
+        fn holds<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, bool> {
+            Box::pin(async { true })
+        }
+        fn forget<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn user(issuer: &str, subject: &str) -> Caller {
+        let claims = serde_json::json!({ "sub": subject, "groups": ["from-vmcp-token"] });
+        let Value::Object(claims) = claims else { panic!() };
+        Caller::User(Arc::new(Identity {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            claims,
+            token: Secret::new("t"),
+            expires_at: None,
+            scopes: Vec::new(),
+        }))
+    }
+
+    fn request(c: &Caller) -> Map<String, Value> {
+        match c {
+            Caller::User(id) => id.claims.clone(),
+            _ => Map::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_come_from_the_upstream_token_with_profile_from_its_id_token() {
+        let vault = Vault {
+            access: jwt(&serde_json::json!({ "sub": "gh-1", "groups": ["upstream"], "name": "A" })),
+            id: Some(jwt(
+                &serde_json::json!({ "email": "a@x", "name": "ignored", "groups": ["no"] }),
+            )),
+        };
+        let c = user("https://vmcp", "u");
+        let req = request(&c);
+        let got = claims(&c, &req, "https://vmcp", "github", &vault).await.unwrap();
+        assert_eq!(got["sub"], "gh-1");
+        assert_eq!(got["groups"], serde_json::json!(["upstream"]));
+        // Only name and email are taken from the ID token, and only when missing.
+        assert_eq!((got["name"].as_str(), got["email"].as_str()), (Some("A"), Some("a@x")));
+
+        // An opaque upstream token: the request's own claims.
+        let opaque = Vault { access: "gho_opaque".into(), id: None };
+        let got = claims(&c, &req, "https://vmcp", "github", &opaque).await.unwrap();
+        assert_eq!(got["groups"], serde_json::json!(["from-vmcp-token"]));
+        // A JWT-shaped token that does not decode: denied, no fallback.
+        let bad = Vault { access: "a.%%%.c".into(), id: None };
+        let e = claims(&c, &req, "https://vmcp", "github", &bad).await.unwrap_err();
+        assert_eq!(e.code, code::ACCESS_DENIED);
+        // Another issuer's user, or no tokens held: no claims to decide on.
+        let other = user("https://elsewhere", "u");
+        let e = claims(&other, &req, "https://vmcp", "github", &vault).await.unwrap_err();
+        assert_eq!(e.code, code::ACCESS_DENIED);
+        let stranger = user("https://vmcp", "nobody");
+        let e = claims(&stranger, &req, "https://vmcp", "github", &vault).await.unwrap_err();
+        assert_eq!(e.code, code::REAUTHENTICATE);
+    }
 
     fn jwt(payload: &Value) -> String {
         let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
