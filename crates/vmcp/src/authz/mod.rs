@@ -290,8 +290,10 @@ fn arguments(params: Option<&RawValue>) -> Vec<(String, RestrictedExpression)> {
 /// The advertised tool called `name` (the catalog's list is sorted by name).
 fn tool_entry<'a>(catalog: &'a Catalog, name: &str) -> Option<&'a Value> {
     let tools = catalog.tools();
-    let name_of = |t: &Value| t.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-    tools.binary_search_by(|t| name_of(t).as_str().cmp(name)).ok().and_then(|i| tools.get(i))
+    fn name_of(t: &Value) -> &str {
+        t.get("name").and_then(Value::as_str).unwrap_or_default()
+    }
+    tools.binary_search_by(|t| name_of(t).cmp(name)).ok().and_then(|i| tools.get(i))
 }
 
 /// The items of `list` the caller may use, for the list handlers: all of them without
@@ -310,31 +312,27 @@ pub async fn visible<'a>(
     };
     let Some(authz) = gw.layers.authz.as_deref() else { return Ok(Cow::Borrowed(items)) };
     let subject = authz.subject(gw, &cx.caller).await?;
-    let ids: Vec<Option<&str>> = items.iter().map(|v| v.get(key).and_then(Value::as_str)).collect();
-    let candidates: Vec<Item<'_>> = ids
+    // Items without a name or URI cannot be decided on: left out.
+    let (positions, candidates): (Vec<usize>, Vec<Item<'_>>) = items
         .iter()
-        .flatten()
-        .map(|id| Item {
-            id,
-            backend: match kind {
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let id = v.get(key)?.as_str()?;
+            let backend = match kind {
                 Kind::Tool => catalog.tool(id).map(|r| &*r.backend),
                 Kind::Prompt => catalog.prompt(id).map(|r| &*r.backend),
                 Kind::Resource => catalog.resource(id).map(|b| &**b),
-            },
-            annotations: match kind {
-                Kind::Tool => tool_entry(catalog, id).and_then(|t| t.get("annotations")),
-                _ => None,
-            },
-            args: &[],
+            };
+            let annotations = if kind == Kind::Tool { v.get("annotations") } else { None };
+            Some((i, Item { id, backend, annotations, args: &[] }))
         })
-        .collect();
-    let mut allowed = authz.decide(&subject, kind, &candidates).into_iter();
-    // Items without a name or URI never matched a candidate: left out.
-    let kept = items
-        .iter()
-        .zip(&ids)
-        .filter(|(_, id)| id.is_some() && allowed.next() == Some(true))
-        .map(|(v, _)| v.clone())
+        .unzip();
+    let decisions = authz.decide(&subject, kind, &candidates);
+    let kept = positions
+        .into_iter()
+        .zip(decisions)
+        .filter(|(_, allowed)| *allowed)
+        .filter_map(|(i, _)| items.get(i).cloned())
         .collect::<Vec<_>>();
     Ok(Cow::Owned(kept))
 }
