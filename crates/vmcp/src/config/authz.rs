@@ -142,3 +142,45 @@ pub(super) fn warnings(cfg: &Config) -> Vec<String> {
     }
     crate::authz::compile::compile(authz, &cfg.name).map(|c| c.warnings).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::super::validate::tests::problems;
+
+    const HEAD: &str = "name: gw\nbackends:\n  - name: a\n    transport: streamable-http\n    url: https://h/mcp\nincomingAuth:\n  type: anonymous\n  authz:\n";
+
+    #[test]
+    fn none_loads_and_cedar_needs_policies() {
+        let cfg = parse(&format!("{HEAD}    type: none\n"), "t.yaml").unwrap();
+        assert_eq!(cfg.incoming_auth.authz.map(|a| a.kind), Some(super::AuthzKind::None));
+        let ps = problems(&format!("{HEAD}    type: cedar\n"));
+        assert_eq!((ps[0].0, ps[0].1.as_str()), (Some(8), "incomingAuth.authz.policies"));
+        assert!(ps[0].2.starts_with("required with `type: cedar`"), "{}", ps[0].2);
+    }
+
+    #[test]
+    fn keys_and_values_are_checked() {
+        let err = match parse(&format!("{HEAD}    type: cedar\n    policy: []\n"), "t.yaml") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(err.starts_with("t.yaml:10:5: incomingAuth.authz.policy: unknown key"), "{err}");
+        assert!(parse(&format!("{HEAD}    type: opa\n"), "t.yaml").is_err());
+        let text = format!(
+            "{HEAD}    type: cedar\n    policies: ['permit(principal, action, resource);']\n    \
+             primaryUpstreamProvider: github\n    groupEntityType: 'A::B'\n"
+        );
+        let ps = problems(&text);
+        let got: Vec<_> = ps.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(11), "incomingAuth.authz.primaryUpstreamProvider"),
+                (Some(12), "incomingAuth.authz.groupEntityType")
+            ],
+            "{ps:?}"
+        );
+        assert!(ps[0].2.starts_with("needs the embedded authorization server"), "{}", ps[0].2);
+    }
+}
