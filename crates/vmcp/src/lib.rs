@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod backend;
 pub mod catalog;
 pub mod cli;

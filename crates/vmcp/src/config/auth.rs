@@ -26,10 +26,9 @@ pub struct IncomingAuthConfig {
     /// listening beyond this machine is refused at startup unless this is set.
     #[serde(default)]
     pub allow_anonymous_non_loopback: bool,
-    /// ToolHive's Cedar authorization: not available yet. Recognised only so the file is refused
-    /// with a message naming the feature (`toolhive_compat.rs`); never read.
+    /// Authorization of each request (Cedar policies), see [`super::authz`].
     #[serde(default)]
-    pub authz: Option<serde::de::IgnoredAny>,
+    pub authz: Option<super::authz::AuthzConfig>,
 }
 
 /// `incomingAuth.type`.

@@ -374,6 +374,7 @@ impl Config {
 pub mod audit;
 pub mod auth;
 pub mod authserver;
+pub mod authz;
 pub mod backend_sessions;
 pub mod ca_bundle;
 pub mod connections;

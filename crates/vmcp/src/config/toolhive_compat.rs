@@ -4,7 +4,7 @@
 //! `outgoingAuth.source: discovered`), which needs ToolHive's runtime.
 //!
 //! A block of a missing feature is an error, not a warning: a gateway that silently skipped
-//! `incomingAuth.authz` would serve what the file says it must not.
+//! `rateLimiting` would serve what the file says it must not.
 
 use super::Config;
 use super::locate::{Index, index_path, key_path};
@@ -17,7 +17,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("sessionStorage", "shared session storage (Redis) is"),
     ("compositeTools", "composite tools are"),
     ("compositeToolRefs", "composite tool definitions (VirtualMCPCompositeToolDefinition) are"),
-    ("incomingAuth.authz", "Cedar authorization is"),
 ];
 
 /// The only `operational.logLevel` ToolHive accepts (empty means info).
@@ -190,17 +189,11 @@ mod tests {
                 );
             }
         }
+        // Cedar authorization is implemented now: the block loads.
         let text = format!(
             "{HEAD}incomingAuth:\n  type: anonymous\n  authz:\n    type: cedar\n    policies: ['permit(principal, action, resource);']\n"
         );
-        let ps = problems(&text);
-        assert_eq!(ps.len(), 1, "{ps:?}");
-        assert_eq!((ps[0].0, ps[0].1.as_str()), (Some(8), "incomingAuth.authz"));
-        assert!(
-            ps[0].2.starts_with("Cedar authorization is not available in vmcp yet"),
-            "{}",
-            ps[0].2
-        );
+        assert!(ok(&text).incoming_auth.authz.is_some());
     }
 
     #[test]
@@ -241,8 +234,8 @@ mod tests {
         );
     }
 
-    /// ToolHive's own example config: every not-yet key it uses gets its message, not "unknown key";
-    /// its `telemetry` block loads.
+    /// ToolHive's own example config: every not-yet key it uses gets its message, not "unknown key"
+    /// (its `telemetry` and `authz` blocks load: both are implemented).
     #[test]
     fn toolhive_example_config() {
         let text = "\
@@ -265,6 +258,6 @@ telemetry:
 ";
         let ps = problems(text);
         let got: Vec<_> = ps.iter().map(|(l, p, _)| (*l, p.as_str())).collect();
-        assert_eq!(got, [(Some(2), "groupRef"), (Some(9), "incomingAuth.authz")], "{ps:#?}");
+        assert_eq!(got, [(Some(2), "groupRef")], "{ps:#?}");
     }
 }

@@ -91,6 +91,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     if let Some(t) = &cfg.telemetry {
         c.findings.extend(super::telemetry::check(t));
     }
+    c.findings.extend(super::authz::check(cfg));
     c.findings
 }
 
@@ -244,6 +245,7 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     if let Some(t) = &cfg.telemetry {
         out.extend(super::telemetry::warnings(t));
     }
+    out.extend(super::authz::warnings(cfg));
     if cfg.server.allowed_hosts.iter().any(|h| h == "*") {
         out.push("server.allowedHosts: \"*\" disables DNS-rebinding protection".to_owned());
     }

@@ -3,12 +3,14 @@
 //! Lists come from the catalog the caller sees ([`super::catalog`]): the shared one, or its
 //! principal's when some backend is user-bound. A cursor is an offset into that same list.
 //! With `partialFailureMode: fail`, a list fails (naming the backends) while any backend is out
-//! of service.
+//! of service. With authorization, `tools`, `prompts` and `resources` list only what the
+//! caller may use ([`crate::authz::visible`], before paging, so cursors stay stable).
 
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Cx, Outcome, invalid_params};
+use crate::authz::List;
 use crate::catalog::page;
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::raw;
@@ -45,17 +47,23 @@ pub(super) fn modern_fields(result: &mut serde_json::Map<String, Value>) {
 
 /// `tools/list`.
 pub async fn tools(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "tools", super::catalog(gw, cx).await.tools())
+    let catalog = super::catalog(gw, cx).await;
+    let items = crate::authz::visible(gw, cx, List::Tools, &catalog).await?;
+    list(gw, cx, params, "tools", &items)
 }
 
 /// `prompts/list`.
 pub async fn prompts(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "prompts", super::catalog(gw, cx).await.prompts())
+    let catalog = super::catalog(gw, cx).await;
+    let items = crate::authz::visible(gw, cx, List::Prompts, &catalog).await?;
+    list(gw, cx, params, "prompts", &items)
 }
 
 /// `resources/list`.
 pub async fn resources(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "resources", super::catalog(gw, cx).await.resources())
+    let catalog = super::catalog(gw, cx).await;
+    let items = crate::authz::visible(gw, cx, List::Resources, &catalog).await?;
+    list(gw, cx, params, "resources", &items)
 }
 
 /// `resources/templates/list`.

@@ -46,6 +46,9 @@ pub struct Cx {
 }
 
 /// The client side of a request.
+// `RequestMeta` holds JSON maps, which are larger with serde_json's `preserve_order` (enabled by
+// cedar-policy); one per request, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Client {
     /// A Legacy client with its session.
     Legacy(Arc<Session>),

@@ -102,17 +102,21 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         let pending = a.begin(&cx.caller, method, params.as_deref(), op.started)?;
         Some(crate::audit::Recording::new(a, pending, audit_facts(cx, &op)))
     });
-    let limited = match &layers.rate_limits {
-        Some(rl) => rl.check(&cx.caller, &op).await,
-        None => Ok(()),
-    };
-    let outcome = match (limited, &telemetry) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(t)) => {
-            use opentelemetry::context::FutureExt as _;
-            dispatch::handle(gw, cx, op.method, params).with_context(t.context()).await
+    let inner = async {
+        if let Some(rl) = &layers.rate_limits {
+            rl.check(&cx.caller, &op).await?;
         }
-        (Ok(()), None) => dispatch::handle(gw, cx, op.method, params).await,
+        if let Some(authz) = &layers.authz {
+            authz.admit(gw, cx, &op, params.as_deref()).await?;
+        }
+        dispatch::handle(gw, cx, op.method, params).await
+    };
+    let outcome = match &telemetry {
+        Some(t) => {
+            use opentelemetry::context::FutureExt as _;
+            inner.with_context(t.context()).await
+        }
+        None => inner.await,
     };
     if let Some(t) = telemetry {
         t.finish(&outcome);
@@ -200,6 +204,8 @@ pub struct Layers {
     /// What `audit` and `rate_limits` were built from: a reload that leaves a block as it was
     /// keeps its state (the open log and its queue, the buckets' tokens).
     built_from: (Option<crate::config::AuditConfig>, Option<crate::config::RateLimitConfig>),
+    /// Cedar authorization (`incomingAuth.authz`); `None`: every request is allowed.
+    pub authz: Option<Arc<crate::authz::Authz>>,
 }
 
 /// Why a layer could not be built from the config.
@@ -211,6 +217,9 @@ pub enum LayerError {
     /// `telemetry`: an exporter could not be built.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// `incomingAuth.authz` does not compile.
+    #[error("incomingAuth.authz: {0}")]
+    Authz(#[from] crate::authz::AuthzError),
 }
 
 impl Layers {
@@ -244,7 +253,9 @@ impl Layers {
             (Some(_), Some(old)) if old.built_from.1 == rate_cfg => old.rate_limits.clone(),
             (Some(r), _) => Some(Arc::new(crate::ratelimit::RateLimits::from_config(r))),
         };
-        Ok(Layers { audit, rate_limits, telemetry, built_from: (audit_cfg, rate_cfg) })
+        // Policies are cheap to compile and meant to change: always built anew.
+        let authz = crate::authz::Authz::from_config(config)?.map(Arc::new);
+        Ok(Layers { audit, rate_limits, telemetry, authz, built_from: (audit_cfg, rate_cfg) })
     }
 
     /// Finishes the layers' background work (queued audit events) by `until`.
