@@ -7,6 +7,7 @@
 # 2. Every manifest in deploy/kubernetes/ against the Kubernetes OpenAPI schemas of each version
 #    in K8S_VERSIONS, strictly: an unknown field is an error, and so is a kind without a schema.
 #    The schemas ship inside the kubernetes-validate wheel (no cluster, no download).
+#    Also the kustomization as kubectl renders it, where kubectl is on PATH.
 # 3. deploy/check-manifests.py: what the schemas cannot see (the kustomization lists every file;
 #    selectors, named ports, Secret and ConfigMap references resolve; vmcp serves the mounted
 #    config on 0.0.0.0 with probes on /health; termination grace above vmcp's shutdown; hardening;
@@ -71,6 +72,23 @@ kube_validate() {
     say "kubernetes $v: $(grep -c '^INFO.* passed' <<<"$out" || true) objects passed"
   done
   return "$rc"
+}
+
+# The kustomization as `kubectl apply -k` renders it (image renamed, namespace set), validated
+# the same way. kubectl is not installed by install-test-tools.sh (it is not on PyPI or npm):
+# where it is missing this step says so and passes; steps 2 and 3 cover the files themselves.
+kustomize_render() {
+  if ! command -v kubectl >/dev/null; then
+    say "skipped: kubectl not on PATH (kubectl kustomize renders the kustomization)"
+    return 0
+  fi
+  mkdir -p "$WORK/rendered"
+  kubectl kustomize "$MANIFESTS" >"$WORK/rendered/all.yaml" || return 1
+  if grep -qE '^ *image: vmcp(:|$)' "$WORK/rendered/all.yaml"; then
+    say "the rendered Deployment still uses image vmcp: the kustomization's images did not apply"
+    return 1
+  fi
+  kube_validate "$WORK/rendered"
 }
 
 hadolint_dockerfile() { "$VMCP_HADOLINT" "$ROOT/deploy/Dockerfile"; }
@@ -140,6 +158,7 @@ self_test() {
 
 step "hadolint deploy/Dockerfile" hadolint_dockerfile
 step "schemas (strict, kubernetes ${K8S_VERSIONS[*]})" kube_validate "$MANIFESTS"
+step "kubectl kustomize render" kustomize_render
 step "cross-references and vmcp specifics" cross_check
 step "vmcp validate on the ConfigMap's config" vmcp_validate
 step "the checks refuse broken input" self_test
