@@ -189,18 +189,18 @@ def arg_after(args, flag):
     return args[args.index(flag) + 1] if flag in args and args.index(flag) + 1 < len(args) else None
 
 
-def env_names(node, suffix_keys=("Env",), exact_keys=()):
-    """Values of keys ending in `Env` (config.yaml) or named in exact_keys (authserver)."""
+def env_names(node, wanted):
+    """Values of the string fields whose key `wanted(key)` accepts, anywhere in node."""
     out = set()
     if isinstance(node, dict):
         for k, v in node.items():
-            if isinstance(v, str) and (k.endswith(suffix_keys) or k in exact_keys):
+            if isinstance(v, str) and wanted(k):
                 out.add(v)
             else:
-                out |= env_names(v, suffix_keys, exact_keys)
+                out |= env_names(v, wanted)
     elif isinstance(node, list):
         for v in node:
-            out |= env_names(v, suffix_keys, exact_keys)
+            out |= env_names(v, wanted)
     return out
 
 
@@ -275,7 +275,7 @@ def check_vmcp(objs, kust, deployments, work):
         err("Deployment/vmcp: replicas must be 1 while config.yaml has no sessionStorage")
 
     env = {e["name"] for e in c.get("env") or []}
-    for name in sorted(env_names(cfg) - env):
+    for name in sorted(env_names(cfg, lambda k: k.endswith("Env")) - env):
         err(f"{w}: config.yaml reads ${name}, which the container's env does not set")
 
     if "authserver-config.yaml" in data and "authserver-config.yaml" not in mounted:
@@ -332,7 +332,7 @@ def authserver_variant(cfg, text, container, env, work):
             b = up.get(block) or {}
             if b.get("client_secret_file"):
                 b["client_secret_file"] = stand_in(relocate(b["client_secret_file"]), "secret")
-    for name in sorted(env_names(asc, ("\0",), ("client_secret_env_var",)) - env):
+    for name in sorted(env_names(asc, lambda k: k == "client_secret_env_var") - env):
         err(f"authserver-config.yaml reads ${name}, which the container's env does not set")
     auds = asc.get("allowed_audiences") or [None]
     cfg = dict(cfg)
