@@ -11,7 +11,8 @@ vmcp's own shutdown deadlines and the hardening the docs promise, and that each 
 the config is set from the pod's env.
 
 It writes the config files for `vmcp validate` under WORK_DIR:
-  deployed/        exactly the ConfigMap keys the Deployment mounts (config.yaml alone by default)
+  deployed/        exactly the ConfigMap keys the Deployment mounts (config.yaml alone by default;
+                   a mounted authserver-config.yaml gets stand-ins as below, in deployed-secret/)
   authserver/      config.yaml + authserver-config.yaml as docs/kubernetes.md turns the embedded
                    authorization server on: incomingAuth switched to oidc with the file's issuer
                    and first audience, and the files it reads from the Secret mount replaced by
@@ -251,8 +252,13 @@ def check_vmcp(objs, kust, deployments, work):
         err(f"{w}: --config {cfg_path} is not among the mounted keys {sorted(mounted)}")
         return
     files = {path: data[key] for path, key in mounted.items() if key in data}
-    write(os.path.join(work, "deployed"), files)
     cfg = yaml.safe_load(files[cfg_file]) or {}
+    env = {e["name"] for e in c.get("env") or []}
+    if "authserver-config.yaml" in files:
+        # Mounted: validated as it is, with stand-ins for the files of its Secret mount.
+        asc = stand_in_secrets(files["authserver-config.yaml"], c, env, os.path.join(work, "deployed-secret"))
+        files["authserver-config.yaml"] = yaml.safe_dump(asc, sort_keys=False)
+    write(os.path.join(work, "deployed"), files)
 
     # Shutdown: preStop pause + vmcp's grace + abort flush + backend shutdown < the pod's grace.
     conns = (cfg.get("server") or {}).get("connections") or {}
@@ -274,19 +280,27 @@ def check_vmcp(objs, kust, deployments, work):
     if "sessionStorage" not in cfg and d["spec"].get("replicas", 1) != 1:
         err("Deployment/vmcp: replicas must be 1 while config.yaml has no sessionStorage")
 
-    env = {e["name"] for e in c.get("env") or []}
     for name in sorted(env_names(cfg, lambda k: k.endswith("Env")) - env):
         err(f"{w}: config.yaml reads ${name}, which the container's env does not set")
 
     if "authserver-config.yaml" in data and "authserver-config.yaml" not in mounted:
-        authserver_variant(cfg, data["authserver-config.yaml"], c, env, work)
+        # Not mounted: validated as docs/kubernetes.md turns it on, incomingAuth switched to oidc
+        # with the file's issuer and first audience.
+        asc = stand_in_secrets(data["authserver-config.yaml"], c, env, os.path.join(work, "authserver-secret"))
+        auds = asc.get("allowed_audiences") or [None]
+        cfg = dict(cfg)
+        cfg["incomingAuth"] = {"type": "oidc", "oidc": {"issuer": asc.get("issuer"), "audience": auds[0]}}
+        write(os.path.join(work, "authserver"), {
+            "config.yaml": yaml.safe_dump(cfg, sort_keys=False),
+            "authserver-config.yaml": yaml.safe_dump(asc, sort_keys=False),
+        })
 
 
-def authserver_variant(cfg, text, container, env, work):
-    """The two files as docs/kubernetes.md turns the authorization server on."""
+def stand_in_secrets(text, container, env, stand_ins):
+    """authserver-config.yaml with each file it reads from a volume mount of the container
+    replaced by a generated stand-in under stand_ins (paths rewritten)."""
     asc = yaml.safe_load(text) or {}
     mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts") or []]
-    stand_ins = os.path.join(work, "authserver-secret")
 
     def relocate(path):
         """The stand-in path for a file the pod reads from a volume mount."""
@@ -334,13 +348,7 @@ def authserver_variant(cfg, text, container, env, work):
                 b["client_secret_file"] = stand_in(relocate(b["client_secret_file"]), "secret")
     for name in sorted(env_names(asc, lambda k: k == "client_secret_env_var") - env):
         err(f"authserver-config.yaml reads ${name}, which the container's env does not set")
-    auds = asc.get("allowed_audiences") or [None]
-    cfg = dict(cfg)
-    cfg["incomingAuth"] = {"type": "oidc", "oidc": {"issuer": asc.get("issuer"), "audience": auds[0]}}
-    write(os.path.join(work, "authserver"), {
-        "config.yaml": yaml.safe_dump(cfg, sort_keys=False),
-        "authserver-config.yaml": yaml.safe_dump(asc, sort_keys=False),
-    })
+    return asc
 
 
 def write(directory, files):
