@@ -49,17 +49,21 @@ fn config(file: &str, backends: &[(&str, &Stand)]) -> String {
     yaml + &example(file)
 }
 
+async fn anon(gw: &Gateway) -> Client {
+    let mut c = gw.client();
+    c.legacy_init().await;
+    c
+}
+
 async fn listed(url: &str) -> BTreeSet<String> {
     let mut c = Client::new(url);
     c.legacy_init().await;
     c.tool_names(false).await.into_iter().collect()
 }
 
-/// The stand-in that answered `tools/call` of `name` through `gw`.
-async fn served_by(gw: &Gateway, name: &str) -> String {
-    let mut c = gw.client();
-    c.legacy_init().await;
-    let text = c.tool(false, name, json!({})).await.text();
+/// The stand-in that answered `client`'s `tools/call` of `name`.
+async fn served_by(client: &Client, name: &str) -> String {
+    let text = client.tool(false, name, json!({})).await.text();
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: {text}"));
     v["server"].as_str().unwrap_or_else(|| panic!("{name}: {text}")).to_owned()
 }
@@ -75,7 +79,7 @@ async fn assert_prefixed(file: &str, backends: &[(&str, &Stand)]) {
     assert_eq!(listed(&gw.url).await, expected, "{file}");
     for (name, s) in backends {
         let tool = if s.name == "fetch" { "fetch" } else { "add" };
-        assert_eq!(served_by(&gw, &format!("{name}_{tool}")).await, s.name, "{file}");
+        assert_eq!(served_by(&anon(&gw).await, &format!("{name}_{tool}")).await, s.name, "{file}");
     }
 }
 
@@ -88,8 +92,8 @@ async fn assert_priority(file: &str, backends: &[(&str, &Stand)], first_yardstic
         expected.extend(listed(&s.fx.url).await);
     }
     assert_eq!(listed(&gw.url).await, expected, "{file}");
-    assert_eq!(served_by(&gw, "add").await, first_yardstick.name, "{file}");
-    assert_eq!(served_by(&gw, "fetch").await, "fetch", "{file}");
+    assert_eq!(served_by(&anon(&gw).await, "add").await, first_yardstick.name, "{file}");
+    assert_eq!(served_by(&anon(&gw).await, "fetch").await, "fetch", "{file}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,9 +113,9 @@ async fn conflict_resolution_examples_advertise_what_toolhive_advertises() {
     let expected: BTreeSet<String> =
         ["echo", "add", "fetch", "longecho", "sampleLLM"].map(String::from).into();
     assert_eq!(listed(&gw.url).await, expected);
-    assert_eq!(served_by(&gw, "add").await, "y1");
-    assert_eq!(served_by(&gw, "longecho").await, "y2");
-    assert_eq!(served_by(&gw, "fetch").await, "fetch");
+    assert_eq!(served_by(&anon(&gw).await, "add").await, "y1");
+    assert_eq!(served_by(&anon(&gw).await, "longecho").await, "y2");
+    assert_eq!(served_by(&anon(&gw).await, "fetch").await, "fetch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,4 +174,85 @@ fn examples_with_features_vmcp_lacks_are_refused_naming_the_feature() {
         assert!(out.contains(key) && out.contains("not available"), "{file}: {out}");
         assert!(!out.contains("unknown field"), "{file}: {out}");
     }
+}
+
+/// `examples/vmcp-config.yaml`, ToolHive's flagship example, with its two servers as backends.
+fn flagship(github: &Stand, jira: &Stand) -> String {
+    let mut yaml = example("vmcp-config");
+    yaml += "backends:\n";
+    yaml += &common::http_backend("github", &github.fx.url);
+    yaml += &common::http_backend("jira", &jira.fx.url);
+    yaml
+}
+
+/// The secrets the flagship example reads from the environment.
+const FLAGSHIP_ENV: &[(&str, &str)] =
+    &[("GITHUB_API_TOKEN", "gh-token"), ("VMCP_CLIENT_SECRET", "client-secret")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flagship_example_loads_and_means_what_it_means_in_toolhive() {
+    let github = Stand::start("github", "create_pr,merge_pr,list_issues");
+    let jira = Stand::start("jira", "create_issue");
+    let yaml = flagship(&github, &jira);
+
+    // `vmcp validate` accepts it as it is; the warnings name what does nothing here.
+    let dir = common::TempDir::new("toolhive-flagship");
+    let path = dir.0.join("config.yaml");
+    std::fs::write(&path, &yaml).expect("writing the config");
+    let out = Command::new(vmcp_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .envs(FLAGSHIP_ENV.iter().copied())
+        .output()
+        .expect("running vmcp validate");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("groupRef"), "{text}");
+    assert!(text.contains("did you mean Action::\"call_tool\"?"), "{text}");
+
+    // Served (its identity provider is unreachable here: the issuer is swapped for a local one,
+    // which mints tokens for the example's audience).
+    let idp = common::local_idp::LocalIdp::start();
+    let served = |yaml: &str| {
+        let yaml = yaml.replace("https://keycloak.example.com/realms/myrealm", &idp.url);
+        Gateway::start_env(&yaml, FLAGSHIP_ENV)
+    };
+    let client = |gw: &Gateway| {
+        let mut c = gw.client();
+        c.bearer = Some(idp.mint(json!({ "sub": "dev", "aud": "vmcp" })));
+        c
+    };
+
+    // Its policy names `Action::"tools/call"`, which ToolHive's authorizer never asks about:
+    // it permits nothing, so nothing is listed and every call is denied, as in ToolHive.
+    let gw = served(&yaml);
+    let mut c = client(&gw);
+    c.legacy_init().await;
+    assert!(c.tool_names(false).await.is_empty());
+    let denied = c.tool(false, "github_merge_pr", json!({})).await;
+    assert_eq!(denied.error_code(), -32006, "{denied:?}");
+    drop(gw);
+
+    // With the action it means (`call_tool`), the aggregation shows: `filter` applies to the
+    // names after overrides (so the renamed `create_pr` is filtered out), and under `prefix`
+    // overridden names are prefixed too.
+    let gw = served(&yaml.replace("Action::\"tools/call\"", "Action::\"call_tool\""));
+    let mut c = client(&gw);
+    c.legacy_init().await;
+    let names: BTreeSet<String> = c.tool_names(false).await.into_iter().collect();
+    let github_tools: BTreeSet<&str> =
+        names.iter().filter(|n| n.starts_with("github_")).map(String::as_str).collect();
+    assert_eq!(github_tools, BTreeSet::from(["github_merge_pr", "github_list_issues"]));
+    assert!(names.contains("jira_jira_create_issue"), "{names:?}");
+    assert!(!names.contains("jira_create_issue"), "{names:?}");
+    let mut expected_jira: BTreeSet<String> =
+        listed(&jira.fx.url).await.into_iter().map(|t| format!("jira_{t}")).collect();
+    expected_jira.remove("jira_create_issue");
+    expected_jira.insert("jira_jira_create_issue".into());
+    let jira_tools: BTreeSet<String> =
+        names.iter().filter(|n| n.starts_with("jira_")).cloned().collect();
+    assert_eq!(jira_tools, expected_jira);
+    assert_eq!(served_by(&c, "github_merge_pr").await, "github");
+    assert_eq!(served_by(&c, "jira_jira_create_issue").await, "jira");
 }

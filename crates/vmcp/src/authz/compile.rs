@@ -78,12 +78,17 @@ pub fn compile(cfg: &AuthzConfig, _server: &str) -> Result<Compiled, Vec<Compile
     };
     let mut policies = PolicySet::new();
     let mut warnings = Vec::new();
+    // Policies naming an action vmcp never asks about: they load (as in ToolHive, where they
+    // match nothing), with a warning, and are left out of schema validation, which would only
+    // repeat that their action is unknown.
+    let mut inert = std::collections::HashSet::new();
     for (i, text) in cfg.policies.iter().enumerate() {
         let policy_error = |message| CompileError { policy: Some(i), key: "policies", message };
         match Policy::parse(Some(PolicyId::new(format!("policy{i}"))), text) {
             Ok(policy) => {
                 if let Err(message) = check_actions(&policy, text, &mut warnings, i) {
-                    errors.push(policy_error(message));
+                    warnings.push(format!("incomingAuth.authz.policies[{i}]: {message}"));
+                    inert.insert(i);
                 }
                 if let Err(e) = policies.add(policy) {
                     errors.push(policy_error(e.to_string()));
@@ -102,6 +107,9 @@ pub fn compile(cfg: &AuthzConfig, _server: &str) -> Result<Compiled, Vec<Compile
                 let result = Validator::new(schema).validate(&policies, ValidationMode::Partial);
                 for e in result.validation_errors() {
                     let i = index_of(e.policy_id());
+                    if i.is_some_and(|i| inert.contains(&i)) {
+                        continue;
+                    }
                     let text = i.and_then(|i| cfg.policies.get(i)).map_or("", String::as_str);
                     let message = located(text, e, &e.to_string());
                     errors.push(CompileError { policy: i, key: "policies", message });
@@ -154,7 +162,8 @@ fn group_type(name: &str) -> Result<EntityTypeName, String> {
         .map_err(|_| format!("{name:?} is not a Cedar identifier (letters, digits and '_')"))
 }
 
-/// An action in a policy's scope that vmcp never asks about makes the policy inert: refused.
+/// An action in a policy's scope that vmcp never asks about makes the policy inert: `Err`
+/// with why (the caller warns; ToolHive loads such a policy too, and it matches nothing).
 /// ToolHive's list actions load, with a warning that they are never evaluated.
 fn check_actions(
     policy: &Policy,
@@ -195,8 +204,9 @@ fn check_actions(
         let at =
             at.map(|(l, c)| format!("line {l}, column {c} of the policy: ")).unwrap_or_default();
         return Err(format!(
-            "{at}unknown action Action::{id:?}: the policy would never match (in ToolHive \
-             either); the actions are {CALL_TOOL}, {GET_PROMPT} and {READ_RESOURCE}{hint}"
+            "{at}unknown action Action::{id:?}: this policy never matches, so it permits or \
+             forbids nothing (as in ToolHive); the actions are {CALL_TOOL}, {GET_PROMPT} and \
+             {READ_RESOURCE}{hint}"
         ));
     }
     Ok(())

@@ -68,19 +68,29 @@ fn schema_errors_are_located_too() {
 }
 
 #[test]
-fn unknown_actions_are_refused_with_the_fix() {
-    let e = errors(&cfg(&[r#"permit(principal, action == Action::"tools/call", resource);"#]));
-    assert_eq!(e.len(), 1, "{e:?}");
+fn unknown_actions_load_inert_with_a_warning_and_the_fix() {
+    let c =
+        compile(&cfg(&[r#"permit(principal, action == Action::"tools/call", resource);"#]), "gw")
+            .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(
-        e[0].message.starts_with("line 1, column 37 of the policy: unknown action"),
+        c.warnings[0].starts_with(
+            "incomingAuth.authz.policies[0]: line 1, column 37 of the policy: unknown action"
+        ),
         "{}",
-        e[0].message
+        c.warnings[0]
     );
-    assert!(e[0].message.ends_with("did you mean Action::\"call_tool\"?"), "{}", e[0].message);
-    let e = errors(&cfg(&[
-        r#"permit(principal, action in [Action::"read_resource", Action::"write"], resource);"#,
-    ]));
-    assert!(e[0].message.contains("Action::\"write\""), "{}", e[0].message);
+    assert!(c.warnings[0].ends_with("did you mean Action::\"call_tool\"?"), "{}", c.warnings[0]);
+    // Inert: its type errors are not reported either (they could never be evaluated).
+    let c = compile(
+        &cfg(&[
+            r#"permit(principal, action in [Action::"read_resource", Action::"write"], resource)
+                  when { principal.claim_role in ["a"] };"#,
+        ]),
+        "gw",
+    )
+    .unwrap();
+    assert!(c.warnings[0].contains("Action::\"write\""), "{:?}", c.warnings);
     // ToolHive's list actions load, with a warning that nothing evaluates them.
     let c =
         compile(&cfg(&[r#"permit(principal, action == Action::"list_tools", resource);"#]), "gw")
