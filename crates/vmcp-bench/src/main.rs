@@ -53,6 +53,10 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// YAML appended to the generated vmcp config (top-level blocks such as `telemetry`,
+    /// `audit`, `rateLimiting`, or `incomingAuth`), to measure what they cost.
+    #[arg(long)]
+    config_extra: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -263,7 +267,11 @@ async fn bench(args: &Args) -> anyhow::Result<Report> {
 
     // Started blocking (bounded waits on their ready lines); dropped (stopped) on every exit path.
     let fixture = Server::fixture(&fixture_bin, Duration::from_secs(20))?;
-    let vmcp = Server::vmcp(&vmcp_bin, &fixture.url, Duration::from_secs(30))?;
+    let extra = match &args.config_extra {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => String::new(),
+    };
+    let vmcp = Server::vmcp(&vmcp_bin, &fixture.url, &extra, Duration::from_secs(30))?;
     eprintln!("fixture {} (pid {})", fixture.url, fixture.pid());
     eprintln!("vmcp    {} (pid {})", vmcp.url, vmcp.pid());
     // vmcp first, fixture second: the order of the CPU samples.

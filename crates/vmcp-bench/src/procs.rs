@@ -130,10 +130,16 @@ impl Server {
         Ok(s)
     }
 
-    /// `vmcp serve --config <generated> --port 0`, with `backend_url` as backend `fx`.
-    pub fn vmcp(bin: &Path, backend_url: &str, ready_within: Duration) -> anyhow::Result<Server> {
+    /// `vmcp serve --config <generated> --port 0`, with `backend_url` as backend `fx` and
+    /// `extra` (YAML) appended.
+    pub fn vmcp(
+        bin: &Path,
+        backend_url: &str,
+        extra: &str,
+        ready_within: Duration,
+    ) -> anyhow::Result<Server> {
         let yaml = format!(
-            "name: vmcp-bench\nbackends:\n  - name: fx\n    transport: streamable-http\n    url: {backend_url}\n"
+            "name: vmcp-bench\nbackends:\n  - name: fx\n    transport: streamable-http\n    url: {backend_url}\n{extra}"
         );
         Server::vmcp_config(bin, &yaml, ready_within)
     }
