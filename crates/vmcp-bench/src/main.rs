@@ -268,7 +268,9 @@ async fn bench(args: &Args) -> anyhow::Result<Report> {
     // Started blocking (bounded waits on their ready lines); dropped (stopped) on every exit path.
     let fixture = Server::fixture(&fixture_bin, Duration::from_secs(20))?;
     let extra = match &args.config_extra {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
         None => String::new(),
     };
     let vmcp = Server::vmcp(&vmcp_bin, &fixture.url, &extra, Duration::from_secs(30))?;

@@ -171,59 +171,56 @@ impl Health {
 
     /// A call or probe succeeded: the failure count restarts and the breaker closes.
     pub fn success(&self) {
-        let mut s = self.lock();
-        let before = self.key(&s);
-        s.consecutive_failures = 0;
-        s.breaker = BreakerState::Closed;
-        s.until = None;
-        let after = self.key(&s);
-        drop(s);
-        if before != after {
-            self.bump();
-        }
+        self.change(|s| {
+            s.consecutive_failures = 0;
+            s.breaker = BreakerState::Closed;
+            s.until = None;
+        });
     }
 
     /// A call or probe failed for a reason that says the backend is in trouble.
     pub fn failure(&self, reason: &str) {
         let now = Instant::now();
-        let mut s = self.lock();
-        let before = self.key(&s);
-        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-        s.last_failure = Some(reason.chars().take(300).collect());
-        if let Some((threshold, timeout)) = s.policy.breaker {
-            let trip = match s.breaker {
-                BreakerState::HalfOpen => true,
-                BreakerState::Closed => s.consecutive_failures >= threshold,
-                BreakerState::Open => false,
-            };
-            if trip {
-                s.breaker = BreakerState::Open;
-                s.until = Some(now + timeout);
-                tracing::warn!(
-                    failures = s.consecutive_failures,
-                    ?timeout,
-                    reason,
-                    "circuit breaker opened"
-                );
+        self.change(|s| {
+            s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+            s.last_failure = Some(reason.chars().take(300).collect());
+            if let Some((threshold, timeout)) = s.policy.breaker {
+                let trip = match s.breaker {
+                    BreakerState::HalfOpen => true,
+                    BreakerState::Closed => s.consecutive_failures >= threshold,
+                    BreakerState::Open => false,
+                };
+                if trip {
+                    s.breaker = BreakerState::Open;
+                    s.until = Some(now + timeout);
+                    tracing::warn!(
+                        failures = s.consecutive_failures,
+                        ?timeout,
+                        reason,
+                        "circuit breaker opened"
+                    );
+                }
             }
-        }
-        let after = self.key(&s);
-        drop(s);
-        if before != after {
-            self.bump();
-        }
+        });
     }
 
     /// Applies a new policy (a config reload), keeping the counters: a breaker that is now
     /// disabled closes; thresholds apply from the next call on.
     pub fn set_policy(&self, policy: Policy) {
+        self.change(|s| {
+            s.policy = policy;
+            if policy.breaker.is_none() {
+                s.breaker = BreakerState::Closed;
+                s.until = None;
+            }
+        });
+    }
+
+    /// Applies `f` to the state; watchers hear of it when what they see changed.
+    fn change(&self, f: impl FnOnce(&mut Inner)) {
         let mut s = self.lock();
         let before = self.key(&s);
-        s.policy = policy;
-        if policy.breaker.is_none() {
-            s.breaker = BreakerState::Closed;
-            s.until = None;
-        }
+        f(&mut s);
         let after = self.key(&s);
         drop(s);
         if before != after {
