@@ -7,7 +7,8 @@
 //! - `server.*` (allowed hosts and origins and the body limit are built into the router,
 //!   `limits` size the session store, `connections` the accept loop, `pageSize` cursors clients
 //!   hold);
-//! - `incomingAuth.*` (who a principal is, and so every session's binding);
+//! - `incomingAuth.*` except `authz` (who a principal is, and so every session's binding;
+//!   the policies are rebuilt on every reload);
 //! - `operational.logLevel` (the log filter is raised once, at start);
 //! - `telemetry` (its exporters and instruments are registered once; a change of a `headers`
 //!   value alone is not seen, since values never reach `Debug`);
