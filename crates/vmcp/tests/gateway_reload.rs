@@ -279,3 +279,48 @@ async fn watched_file_is_reloaded_without_a_signal() {
     assert_eq!(c.tool(true, "added_echo", json!({ "message": "b" })).await.text(), "Echo: b");
     assert_eq!(c.tool(true, "keep_echo", json!({ "message": "c" })).await.text(), "Echo: c");
 }
+
+/// The layers follow a reload: new Cedar policies apply to the next request, the audit log
+/// stays the same open file (its block unchanged), and a rate-limit bucket keeps its level.
+#[tokio::test]
+async fn reload_applies_new_policies_and_keeps_audit_and_buckets() {
+    let keep = Fixture::http("both", "keep");
+    let dir = TempDir::new("reload-layers");
+    let audit_log = dir.0.join("audit.log");
+    let layers = |policy: &str| {
+        format!(
+            "incomingAuth:\n  type: anonymous\n  authz:\n    type: cedar\n    policies:\n      - '{policy}'\n\
+             audit:\n  logFile: {}\n  eventTypes: [mcp_tool_call]\n\
+             rateLimiting:\n  shared:\n    maxTokens: 3\n    refillPeriod: 1h\n",
+            audit_log.display()
+        )
+    };
+    let permit = r#"permit(principal, action == Action::"call_tool", resource);"#;
+    let gw = start(&dir, &yaml(&[("keep", &keep)], &layers(permit)), &[]);
+    let c = gw.client();
+    assert_eq!(c.tool(true, "keep_echo", json!({ "message": "a" })).await.text(), "Echo: a");
+
+    let forbid =
+        r#"forbid(principal, action == Action::"call_tool", resource == Tool::"keep_echo");"#;
+    let both = format!("{permit}'\n      - '{forbid}");
+    write_config(&dir, &yaml(&[("keep", &keep)], &layers(&both)));
+    sighup(&gw);
+    config_status(&gw, "generation 2", |c| c["generation"] == 2).await;
+    let denied = c.tool(true, "keep_echo", json!({ "message": "b" })).await;
+    assert_eq!(denied.error_code(), -32006, "{denied:?}");
+    assert_eq!(c.tool(true, "keep_counter", json!({})).await.text(), "1");
+
+    // Three tokens for the whole hour: two calls took one each before and after the reload
+    // (the denied one too: rate limits come first), so this is the last one.
+    let limited = c.tool(true, "keep_counter", json!({})).await;
+    assert_eq!(limited.error_code(), 429, "the bucket was refilled by the reload: {limited:?}");
+
+    // One audit file across the reload, every call in it.
+    let lines = poll(Duration::from_secs(10), "4 audit events", || async {
+        let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+        let n = text.lines().count();
+        (n >= 4).then_some(n)
+    })
+    .await;
+    assert_eq!(lines, 4);
+}
