@@ -361,7 +361,8 @@ mod tests {
         assert_eq!(first_text(&synthetic), r#"{"value":"v"}"#);
 
         let named = call(&url, "create_pr", json!({ "title": "t" }), &[]).await;
-        assert_eq!(first_text(&named), r#"{"arguments":{"title":"t"},"server":"test-fixture"}"#);
+        let named: Value = serde_json::from_str(first_text(&named)).expect("named tool JSON");
+        assert_eq!(named, json!({ "server": "test-fixture", "arguments": { "title": "t" } }));
     }
 
     fn token(sub: &str) -> String {

@@ -15,7 +15,9 @@
 //!
 //! Which operations: every client request that reaches dispatch (`layer::serve`), refused by a
 //! layer or not, `initialize` (`http/mcp.rs`), and a POST whose token is refused
-//! (`http_request`, as ToolHive records it).
+//! (`http_request`, as ToolHive records it). An operation is recorded from the moment its task
+//! first runs (`/status` `audit.inProgress` counts those under way): a request cancelled before
+//! that leaves no event.
 //!
 //! Invariants: recording never waits on I/O (`sink.rs`: bounded queue, drops counted and shown
 //! in `/status`); no credential reaches a line: the caller's token is never written, and request
@@ -119,6 +121,8 @@ pub struct Auditor {
     component: String,
     max_data: usize,
     sink: sink::Sink,
+    /// Operations begun and not yet recorded ([`Recording`]s alive).
+    in_progress: std::sync::atomic::AtomicU64,
 }
 
 /// The bearer token of `caller`, for redaction only.
@@ -144,7 +148,14 @@ impl Auditor {
             %component,
             "audit logging enabled"
         );
-        Ok(Auditor { max_data: cfg.max_data_size(), cfg: cfg.clone(), component, sink })
+        let in_progress = Default::default();
+        Ok(Auditor {
+            max_data: cfg.max_data_size(),
+            cfg: cfg.clone(),
+            component,
+            sink,
+            in_progress,
+        })
     }
 
     /// The writer's counters.
@@ -171,6 +182,7 @@ impl Auditor {
             "queued": s.queued(),
             "dropped": s.dropped.load(Relaxed),
             "writeFailures": s.failed.load(Relaxed),
+            "inProgress": self.in_progress.load(Relaxed),
         })
     }
 
@@ -332,12 +344,14 @@ pub struct Recording<'a> {
 impl<'a> Recording<'a> {
     /// Starts recording (see [`Auditor::begin`]).
     pub fn new(auditor: &'a Auditor, pending: Pending, facts: Facts<'a>) -> Recording<'a> {
+        auditor.in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Recording { auditor, pending: Some(pending), facts }
     }
 
     /// Records the outcome.
     pub fn finish(mut self, outcome: Result<&RawValue, &ErrorObject>) {
         if let Some(p) = self.pending.take() {
+            self.auditor.in_progress.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.auditor.finish(p, &self.facts, outcome, None);
         }
     }
@@ -346,6 +360,7 @@ impl<'a> Recording<'a> {
 impl Drop for Recording<'_> {
     fn drop(&mut self) {
         if let Some(p) = self.pending.take() {
+            self.auditor.in_progress.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             // What the client is told too (`http/stream.rs`).
             let code = crate::protocol::jsonrpc::code::INTERNAL_ERROR;
             let e = ErrorObject::new(code, "request cancelled");

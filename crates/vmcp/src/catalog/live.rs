@@ -201,7 +201,8 @@ impl LiveCatalog {
             (Some(p), Caller::User(id)) => {
                 let binding =
                     Binding::Principal { issuer: id.issuer.clone(), subject: id.subject.clone() };
-                p.catalog(self, backends, binding, caller).await
+                // Boxed: a discovery is a deep future (every backend's auth and transport).
+                Box::pin(p.catalog(self, backends, binding, caller)).await
             }
             (Some(_), Caller::Teardown(binding)) => self.cached(binding).await,
             _ => self.load(),

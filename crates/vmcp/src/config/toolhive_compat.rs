@@ -198,14 +198,14 @@ mod tests {
 
     #[test]
     fn the_full_message_has_file_line_and_column() {
-        let err = match parse(&format!("{HEAD}audit:\n  enabled: true\n"), "c.yaml") {
+        let err = match parse(&format!("{HEAD}optimizer:\n  enabled: true\n"), "c.yaml") {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         };
         assert_eq!(
             err,
-            "c.yaml:6:1: audit: audit logging is not available in vmcp yet; remove the block (it \
-             would be ignored otherwise)"
+            "c.yaml:6:1: optimizer: the tool optimizer (find_tool/call_tool) is not available in \
+             vmcp yet; remove the block (it would be ignored otherwise)"
         );
     }
 

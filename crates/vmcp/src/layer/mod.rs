@@ -93,7 +93,9 @@ impl<'a> Op<'a> {
 
 /// Handles one client request through every layer.
 pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawValue>>) -> Outcome {
-    let op = Op::read(gw, cx, method, params.as_deref()).await;
+    // Boxed, as is dispatch below: each can hold a whole per-principal discovery (every
+    // backend's auth and transport futures), too deep for a worker's stack when nested inline.
+    let op = Box::pin(Op::read(gw, cx, method, params.as_deref())).await;
     // One snapshot for the whole request: a reload meanwhile applies to the next one.
     let layers = gw.layers.load_full();
     let telemetry = layers.telemetry.start(cx, &op, params.as_deref());
@@ -109,7 +111,7 @@ pub async fn serve(gw: &Gateway, cx: &Cx, method: &str, params: Option<Box<RawVa
         if let Some(authz) = &layers.authz {
             authz.admit(gw, cx, &op, params.as_deref()).await?;
         }
-        dispatch::handle(gw, cx, op.method, params).await
+        Box::pin(dispatch::handle(gw, cx, op.method, params)).await
     };
     let outcome = match &telemetry {
         Some(t) => {
