@@ -17,13 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::BoxFuture;
 use obo_xaa_support::*;
 use serde_json::{Value, json};
 use vmcp::auth::current::CurrentIdentities;
 use vmcp::auth::identity::Secret;
 use vmcp::auth::outgoing::{OutgoingAuth, OutgoingAuthError, Sources, UpstreamSource};
-use vmcp::auth::upstream::{RefreshError, TokenRefresher, TokenSet, UpstreamTokens, Vault};
+use vmcp::auth::upstream::{TokenSet, UpstreamTokens, Vault};
 use vmcp::auth::{Caller, Identity};
 use vmcp::config::BackendAuthConfig;
 

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use vmcp::auth::current::CurrentIdentities;
 use vmcp::auth::identity::Secret;
 use vmcp::auth::outgoing::{OutgoingAuth, OutgoingAuthError, Sources, UpstreamSource};
-use vmcp::auth::upstream::{RefreshError, TokenRefresher, TokenSet, UpstreamTokens, Vault};
+use vmcp::auth::upstream::{TokenSet, UpstreamTokens, Vault};
 use vmcp::auth::{Caller, Identity};
 use vmcp::config::BackendAuthConfig;
 
@@ -121,23 +120,11 @@ async fn an_sts_that_does_not_answer_is_bounded_and_named() {
     drop(silent);
 }
 
-struct NoRefresh;
-
-impl TokenRefresher for NoRefresh {
-    fn refresh<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a TokenSet,
-    ) -> BoxFuture<'a, Result<TokenSet, RefreshError>> {
-        Box::pin(async { Err(RefreshError::Refused("not in this test".into())) })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_authorization_server_the_token_comes_from_the_vault() {
     const VMCP: &str = "https://vmcp.example";
     let aws = Aws::start();
-    let vault = Vault::in_memory(Arc::new(NoRefresh)).unwrap();
+    let vault = Vault::in_memory(Arc::new(crate::common::NoRefresh)).unwrap();
     let set = |at: &str| TokenSet {
         access_token: Secret::new(at),
         refresh_token: None,

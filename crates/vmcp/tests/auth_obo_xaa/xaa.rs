@@ -242,24 +242,12 @@ async fn xaa_refuses_an_answer_that_is_not_the_id_jag_requested() {
 // ---------------------------------------------------------------------------------------------
 // With vmcp's authorization server: subjects from the upstream token vault.
 
-struct NoRefresh;
-
-impl TokenRefresher for NoRefresh {
-    fn refresh<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a TokenSet,
-    ) -> BoxFuture<'a, Result<TokenSet, RefreshError>> {
-        Box::pin(async { Err(RefreshError::Refused("not in this test".into())) })
-    }
-}
-
 const VMCP_ISSUER: &str = "https://vmcp.example";
 
 /// A vault holding, for user `alice`, upstream `corp`'s tokens (with an ID token) and upstream
 /// `plain`'s (without).
 async fn world_with_vault() -> World {
-    let vault = Vault::in_memory(Arc::new(NoRefresh)).unwrap();
+    let vault = Vault::in_memory(Arc::new(crate::common::NoRefresh)).unwrap();
     let set = |at: &str, id: Option<&str>| TokenSet {
         access_token: Secret::new(at),
         refresh_token: None,

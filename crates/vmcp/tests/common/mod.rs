@@ -921,3 +921,21 @@ impl Proc {
         }
     }
 }
+
+/// A refresher for vaults in tests that never refresh: every refresh is refused.
+pub struct NoRefresh;
+
+impl vmcp::auth::upstream::TokenRefresher for NoRefresh {
+    fn refresh<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a vmcp::auth::upstream::TokenSet,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<vmcp::auth::upstream::TokenSet, vmcp::auth::upstream::RefreshError>,
+    > {
+        Box::pin(async {
+            Err(vmcp::auth::upstream::RefreshError::Refused("not in this test".into()))
+        })
+    }
+}
