@@ -135,12 +135,12 @@ impl Authz {
             }
         };
         let subject = self.subject(gw, &cx.caller).await?;
-        let catalog;
-        let annotations = if kind == Kind::Tool {
-            catalog = crate::dispatch::catalog(gw, cx).await;
-            tool_entry(&catalog, id).and_then(|t| t.get("annotations"))
-        } else {
-            None
+        // The catalog the target was resolved in (`layer::Op::read`): not resolved again.
+        let annotations = match (kind, &op.catalog) {
+            (Kind::Tool, Some(catalog)) => {
+                tool_entry(catalog, id).and_then(|t| t.get("annotations"))
+            }
+            _ => None,
         };
         let args = match (self.uses_args, kind) {
             (true, Kind::Tool | Kind::Prompt) => arguments(params),

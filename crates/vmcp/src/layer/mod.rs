@@ -53,6 +53,9 @@ pub struct Op<'a> {
     pub target: Target,
     /// When it arrived.
     pub started: std::time::Instant,
+    /// The catalog `target` was resolved in (`None` when it names nothing), for the layers
+    /// that look at the item itself (authorization reads a tool's annotations).
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 impl<'a> Op<'a> {
@@ -60,34 +63,36 @@ impl<'a> Op<'a> {
     /// fail leave the backend `None`: dispatch gives the precise error.
     pub async fn read(gw: &Gateway, cx: &Cx, method: &'a str, params: Option<&RawValue>) -> Op<'a> {
         let started = std::time::Instant::now();
-        let target = match method {
+        let (target, catalog) = match method {
             "tools/call" | "prompts/get" => match params::get_str(params, "name") {
                 Some(name) => {
                     let catalog = dispatch::catalog(gw, cx).await;
-                    if method == "tools/call" {
+                    let target = if method == "tools/call" {
                         let backend = catalog.tool(&name).map(|r| r.backend.clone());
                         Target::Tool { name, backend }
                     } else {
                         let backend = catalog.prompt(&name).map(|r| r.backend.clone());
                         Target::Prompt { name, backend }
-                    }
+                    };
+                    (target, Some(catalog))
                 }
-                None => Target::None,
+                None => (Target::None, None),
             },
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 match params::get_str(params, "uri") {
                     // Longer URIs are refused by dispatch before any matching.
                     Some(uri) if dispatch::check_uri(gw, &uri).is_ok() => {
-                        let backend = dispatch::catalog(gw, cx).await.resource(&uri).cloned();
-                        Target::Resource { uri, backend }
+                        let catalog = dispatch::catalog(gw, cx).await;
+                        let backend = catalog.resource(&uri).cloned();
+                        (Target::Resource { uri, backend }, Some(catalog))
                     }
-                    Some(uri) => Target::Resource { uri, backend: None },
-                    None => Target::None,
+                    Some(uri) => (Target::Resource { uri, backend: None }, None),
+                    None => (Target::None, None),
                 }
             }
-            _ => Target::None,
+            _ => (Target::None, None),
         };
-        Op { method, target, started }
+        Op { method, target, started, catalog }
     }
 }
 

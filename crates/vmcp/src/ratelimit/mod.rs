@@ -202,6 +202,7 @@ mod tests {
             method: "tools/call",
             target: Target::Tool { name: tool.into(), backend: None },
             started: std::time::Instant::now(),
+            catalog: None,
         }
     }
 
@@ -231,7 +232,7 @@ mod tests {
             assert!(rl.check(&Caller::Anonymous, &call("echo")).await.is_ok());
         }
         // Other methods never count.
-        let list = Op { method: "tools/list", target: Target::None, started: call("x").started };
+        let list = Op { method: "tools/list", target: Target::None, ..call("x") };
         for _ in 0..5 {
             assert!(rl.check(&alice, &list).await.is_ok());
         }
