@@ -18,13 +18,13 @@ fn authz(policies: &[&str], entities: Option<&str>) -> Authz {
     Authz::new(&cfg, "gw").unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn subject(a: &Authz, claims: Value) -> Subject {
+fn subject(a: &Authz, claims: Value) -> Arc<Subject> {
     let Value::Object(claims) = claims else { panic!() };
     let groups = entities::groups(&claims, a.group_claim.as_deref(), a.role_claim.as_deref());
     let attrs = entities::claim_attrs(&claims);
     let sub = claims["sub"].as_str().unwrap();
     let entity = entities::principal(&a.types, sub, &attrs, &groups).unwrap();
-    Subject { uid: entity.uid(), entity, claims: attrs }
+    Arc::new(Subject { uid: entity.uid(), entity, claims: attrs })
 }
 
 fn tool<'a>(id: &'a str, backend: Option<&'a str>) -> Item<'a> {

@@ -181,7 +181,7 @@ pub fn principal(
 }
 
 /// What kind of item a request names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `tools/call`.
     Tool,
@@ -212,6 +212,7 @@ impl Kind {
 
 /// One item to decide on: its name (a URI for resources), backend, a tool's annotations, the
 /// call's `arg_*` attributes.
+#[derive(Clone, Copy)]
 pub struct Item<'a> {
     /// Advertised name, or URI.
     pub id: &'a str,
@@ -224,6 +225,12 @@ pub struct Item<'a> {
 }
 
 const HINTS: [&str; 4] = ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"];
+
+/// The boolean annotation hints of a tool, in [`HINTS`] order: all a resource entity takes
+/// from its annotations.
+pub fn hints(annotations: Option<&Map<String, Value>>) -> [Option<bool>; 4] {
+    HINTS.map(|h| annotations.and_then(|a| a.get(h)).and_then(Value::as_bool))
+}
 
 /// The action entity (`operation` attribute set to its id, as ToolHive does).
 pub fn action(types: &Types, kind: Kind) -> (EntityUid, Option<Entity>) {
@@ -241,11 +248,10 @@ pub fn resource(types: &Types, kind: Kind, server: &str, item: &Item<'_>) -> Opt
     let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
     let mut attrs: HashMap<String, RestrictedExpression> = HashMap::new();
     // Annotations first, arguments next, the standard attributes last: those always win.
-    if let Some(Value::Object(a)) = item.annotations {
-        for hint in HINTS {
-            if let Some(Value::Bool(b)) = a.get(hint) {
-                attrs.insert(hint.to_owned(), RestrictedExpression::new_bool(*b));
-            }
+    let hints = hints(item.annotations.and_then(Value::as_object));
+    for (hint, value) in HINTS.iter().zip(hints) {
+        if let Some(b) = value {
+            attrs.insert((*hint).to_owned(), RestrictedExpression::new_bool(b));
         }
     }
     attrs.extend(item.args.iter().cloned());

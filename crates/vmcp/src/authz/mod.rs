@@ -12,16 +12,19 @@
 //! Decisions follow ToolHive: default deny, `forbid` wins, and an error while evaluating any
 //! policy denies the request (a policy reading a claim the token lacks without `has` denies).
 //!
-//! Invariants: policies are parsed and validated once, at start ([`compile`]); per request the
-//! entities are built once (one set for a whole list) and dropped with the request. Nothing
-//! here keeps a token or an identity; the upstream token of `primaryUpstreamProvider` is
-//! fetched per request ([`upstream`]).
+//! Invariants: policies are parsed and validated once, at start ([`compile`]); a caller's
+//! principal and decisions are memoised per token hash ([`memo`], which says why that returns
+//! exactly what evaluation would); otherwise the entities are built once per request (one set
+//! for a whole list). Nothing here keeps a token or an identity; the upstream token of
+//! `primaryUpstreamProvider` is fetched per request ([`upstream`]).
 
 pub mod compile;
 pub mod entities;
+mod memo;
 mod upstream;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicySet, Request,
@@ -31,6 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use self::entities::{Item, Kind, Types};
+use self::memo::{Memo, Who};
 use crate::auth::Caller;
 use crate::catalog::Catalog;
 use crate::config::authz::{AuthzConfig, AuthzKind};
@@ -57,6 +61,7 @@ pub struct Authz {
     primary_upstream: Option<String>,
     uses_args: bool,
     authorizer: Authorizer,
+    memo: Memo,
 }
 
 /// The JSON-RPC error of a denied request (HTTP 403). It says nothing about the policy: the
@@ -111,6 +116,7 @@ impl Authz {
             primary_upstream: cfg.primary_upstream_provider().map(str::to_owned),
             uses_args: compiled.uses_args,
             authorizer: Authorizer::new(),
+            memo: Memo::new(),
         })
     }
 
@@ -134,7 +140,6 @@ impl Authz {
                 return Err(denied());
             }
         };
-        let subject = self.subject(gw, &cx.caller).await?;
         // The catalog the target was resolved in (`layer::Op::read`): not resolved again.
         let annotations = match (kind, &op.catalog) {
             (Kind::Tool, Some(catalog)) => {
@@ -147,21 +152,55 @@ impl Authz {
             _ => Vec::new(),
         };
         let item = Item { id, backend: backend.as_deref(), annotations, args: &args };
-        if self.decide(&subject, kind, &[item]).first() == Some(&true) {
-            Ok(())
-        } else {
-            Err(denied())
+        let who = self.who(&cx.caller);
+        // Arguments are not in the memo's key: decisions that read them are not memoised.
+        let memo = who.as_ref().filter(|_| args.is_empty() && !self.uses_args);
+        let allowed = match memo.and_then(|w| self.memo.decision(w, kind, &item)) {
+            Some(allowed) => allowed,
+            None => {
+                let subject = self.subject(gw, &cx.caller, who.as_ref()).await?;
+                let allowed =
+                    self.decide(&subject, kind, std::slice::from_ref(&item)).first() == Some(&true);
+                if let Some(w) = memo {
+                    self.memo.keep_decision(w, kind, &item, allowed);
+                }
+                allowed
+            }
+        };
+        if allowed { Ok(()) } else { Err(denied()) }
+    }
+
+    /// The memo key of `caller`; `None` when nothing about it may be memoised.
+    fn who(&self, caller: &Caller) -> Option<Who> {
+        // Under `primaryUpstreamProvider` the claims come from an upstream token that
+        // refreshes while the client's token stays the same.
+        if self.primary_upstream.is_some() {
+            return None;
         }
+        Who::of(caller, now_secs())
     }
 
     /// The caller as a Cedar principal: its token's claims (or its upstream token's), groups
     /// and roles.
-    async fn subject(&self, gw: &Gateway, caller: &Caller) -> Result<Subject, ErrorObject> {
+    async fn subject(
+        &self,
+        gw: &Gateway,
+        caller: &Caller,
+        who: Option<&Who>,
+    ) -> Result<Arc<Subject>, ErrorObject> {
+        if let Some(subject) = who.and_then(|w| self.memo.subject(w)) {
+            return Ok(subject);
+        }
         let anonymous;
         let request: &Map<String, Value> = match caller {
             Caller::User(id) => &id.claims,
             Caller::Anonymous => {
-                anonymous = anonymous_claims();
+                // The memo key's second, so the memoised principal is that second's.
+                let now = match who {
+                    Some(Who::Anonymous(secs)) => *secs,
+                    _ => now_secs(),
+                };
+                anonymous = anonymous_claims(now);
                 &anonymous
             }
             // Work with no client request behind it never reaches authorization.
@@ -186,7 +225,46 @@ impl Authz {
             entities::groups(&claims, self.group_claim.as_deref(), self.role_claim.as_deref());
         let attrs = entities::claim_attrs(&claims);
         let entity = entities::principal(&self.types, &sub, &attrs, &groups).ok_or_else(denied)?;
-        Ok(Subject { uid: entity.uid(), entity, claims: attrs })
+        let subject = Arc::new(Subject { uid: entity.uid(), entity, claims: attrs });
+        if let Some(w) = who {
+            self.memo.keep_subject(w.clone(), subject.clone());
+        }
+        Ok(subject)
+    }
+
+    /// One decision per item of a list (no arguments): memoised ones looked up, the rest
+    /// decided together against one entity set, then memoised.
+    async fn decide_memoised(
+        &self,
+        gw: &Gateway,
+        cx: &Cx,
+        who: Option<&Who>,
+        kind: Kind,
+        items: &[Item<'_>],
+    ) -> Result<Vec<bool>, ErrorObject> {
+        let Some(w) = who else {
+            let subject = self.subject(gw, &cx.caller, None).await?;
+            return Ok(self.decide(&subject, kind, items));
+        };
+        let mut decisions: Vec<Option<bool>> =
+            items.iter().map(|i| self.memo.decision(w, kind, i)).collect();
+        let missing: Vec<usize> = (0..items.len()).filter(|&i| decisions[i].is_none()).collect();
+        if !missing.is_empty() {
+            let subject = self.subject(gw, &cx.caller, who).await?;
+            let unknown: Vec<Item<'_>> = missing
+                .iter()
+                .filter_map(|&i| items.get(i))
+                .map(|i| Item { args: &[], ..*i })
+                .collect();
+            let fresh = self.decide(&subject, kind, &unknown);
+            for ((&i, item), allowed) in missing.iter().zip(&unknown).zip(fresh) {
+                self.memo.keep_decision(w, kind, item, allowed);
+                if let Some(slot) = decisions.get_mut(i) {
+                    *slot = Some(allowed);
+                }
+            }
+        }
+        Ok(decisions.into_iter().map(|d| d == Some(true)).collect())
     }
 
     /// One decision per item, all against one entity set built for this request.
@@ -252,11 +330,13 @@ fn always_allowed(method: &str) -> bool {
 const NAMED: [&str; 5] =
     ["tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe"];
 
-/// ToolHive's anonymous identity: principal `Client::"anonymous"` with these claims.
-fn anonymous_claims() -> Map<String, Value> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// ToolHive's anonymous identity at `now`: principal `Client::"anonymous"` with these claims.
+fn anonymous_claims(now: u64) -> Map<String, Value> {
     let v = serde_json::json!({
         "sub": "anonymous",
         "iss": "toolhive-local",
@@ -311,7 +391,7 @@ pub async fn visible<'a>(
         List::Resources => (catalog.resources(), Kind::Resource, "uri"),
     };
     let Some(authz) = gw.layers.load().authz.clone() else { return Ok(Cow::Borrowed(items)) };
-    let subject = authz.subject(gw, &cx.caller).await?;
+    let who = authz.who(&cx.caller);
     // Items without a name or URI cannot be decided on: left out.
     let (positions, candidates): (Vec<usize>, Vec<Item<'_>>) = items
         .iter()
@@ -327,7 +407,7 @@ pub async fn visible<'a>(
             Some((i, Item { id, backend, annotations, args: &[] }))
         })
         .unzip();
-    let decisions = authz.decide(&subject, kind, &candidates);
+    let decisions = authz.decide_memoised(gw, cx, who.as_ref(), kind, &candidates).await?;
     let kept = positions
         .into_iter()
         .zip(decisions)
