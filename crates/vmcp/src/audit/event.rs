@@ -169,11 +169,19 @@ pub fn delegation(caller: &Caller, max_depth: usize) -> Option<Value> {
 
 /// A random (version 4) UUID, for `audit_id`.
 pub fn uuid() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    let mut out = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(x >> 4)]));
+        out.push(char::from(HEX[usize::from(x & 0x0f)]));
+    }
+    out
 }
 
 /// `t` as RFC 3339 in UTC with `digits` fractional digits (3 or 6).
@@ -235,6 +243,8 @@ mod tests {
         let id = uuid();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        assert!([8, 13, 18, 23].iter().all(|&i| &id[i..=i] == "-"), "{id}");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
         assert_ne!(uuid(), id);
     }
 

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::config::AuditConfig;
@@ -96,7 +96,8 @@ pub struct Facts<'a> {
 pub struct Pending {
     event_type: &'static str,
     started: Instant,
-    request: Option<(Value, usize, bool)>,
+    /// The redacted request data as JSON text, and whether it was cut.
+    request: Option<(Box<RawValue>, bool)>,
 }
 
 /// Why audit could not start.
@@ -205,7 +206,8 @@ impl Auditor {
             if let Some(p) = params {
                 req["params"] = p;
             }
-            redact::capture(req, token_of(caller), self.max_data)
+            let (text, _, cut) = redact::capture(req, token_of(caller), self.max_data);
+            (text, cut)
         });
         Some(Pending { event_type, started, request })
     }
@@ -252,62 +254,29 @@ impl Auditor {
         status: u16,
     ) {
         let error = outcome.and_then(Result::err);
-        let mut extra = Map::new();
-        extra.insert("duration_ms".into(), json!(p.started.elapsed().as_millis() as u64));
-        extra.insert("transport".into(), json!("http"));
-        if let Some(b) = facts.target.backend() {
-            extra.insert("backend_name".into(), json!(&**b));
-        }
-        if let Some(v) = facts.protocol_version {
-            extra.insert("mcp_version".into(), json!(event::field(v)));
-        }
-        if let Some(e) = error {
-            extra.insert("jsonrpc_error_code".into(), json!(e.code));
-            extra.insert("jsonrpc_error_message".into(), json!(event::field(&e.message)));
-        }
-        let mut data = Map::new();
         let mut truncated = false;
-        if let Some((v, _, cut)) = p.request {
-            data.insert("request".into(), v);
+        let request = p.request.map(|(text, cut)| {
             truncated |= cut;
-        }
-        if let Some(outcome) = outcome.filter(|_| self.cfg.include_response_data) {
+            text
+        });
+        let mut response_size = None;
+        let response = outcome.filter(|_| self.cfg.include_response_data).map(|outcome| {
             let response = match outcome {
                 Ok(r) => json!({ "result": serde_json::from_str::<Value>(r.get()).ok() }),
                 Err(e) => json!({ "error": e }),
             };
-            let (v, size, cut) = redact::capture(response, token_of(facts.caller), self.max_data);
-            extra.insert("response_size_bytes".into(), json!(size));
-            data.insert("response".into(), v);
+            let (text, size, cut) =
+                redact::capture(response, token_of(facts.caller), self.max_data);
+            response_size = Some(size);
             truncated |= cut;
-        }
-        if truncated {
-            extra.insert("data_truncated".into(), json!(true));
-        }
-        let mut target = Map::new();
-        target.insert("endpoint".into(), json!("/mcp"));
-        target.insert("method".into(), json!(event::field(facts.method)));
-        target.insert("type".into(), json!(event::target_type(p.event_type)));
-        match facts.target {
-            Target::Tool { name, .. } | Target::Prompt { name, .. } => {
-                target.insert("name".into(), json!(event::field(name)));
-            }
-            Target::Resource { uri, .. } => {
-                target.insert("name".into(), json!(event::field(uri)));
-            }
-            Target::None => {}
-        }
+            text
+        });
+        let name = match facts.target {
+            Target::Tool { name, .. } | Target::Prompt { name, .. } => Some(event::field(name)),
+            Target::Resource { uri, .. } => Some(event::field(uri)),
+            Target::None => None,
+        };
         let s = facts.source;
-        let mut source_extra = Map::new();
-        if let Some(ua) = &s.user_agent {
-            source_extra.insert("user_agent".into(), json!(ua));
-        }
-        if let Some(id) = &s.request_id {
-            source_extra.insert("request_id".into(), json!(id));
-        }
-        if let Some(peer) = s.remote_addr {
-            source_extra.insert("remote_addr".into(), json!(peer.to_string()));
-        }
         let now = SystemTime::now();
         let line = Line {
             time: event::rfc3339(now, 3),
@@ -318,12 +287,36 @@ impl Auditor {
             logged_at: event::rfc3339(now, 6),
             outcome: event::outcome(status, error, self.cfg.detect_application_errors()),
             component: &self.component,
-            source: json!({ "type": "network", "value": s.value, "extra": source_extra }),
+            source: LineSource {
+                kind: "network",
+                value: &s.value,
+                extra: SourceExtra {
+                    user_agent: s.user_agent.as_deref(),
+                    request_id: s.request_id.as_deref(),
+                    remote_addr: s.remote_addr,
+                },
+            },
             subjects: Value::Object(event::subjects(facts.caller, facts.client_info)),
             delegation: event::delegation(facts.caller, self.cfg.max_delegation_depth()),
-            target: Value::Object(target),
-            metadata: json!({ "extra": extra }),
-            data: (!data.is_empty()).then_some(Value::Object(data)),
+            target: LineTarget {
+                endpoint: "/mcp",
+                method: event::field(facts.method),
+                kind: event::target_type(p.event_type),
+                name,
+            },
+            metadata: Metadata {
+                extra: Extra {
+                    duration_ms: p.started.elapsed().as_millis() as u64,
+                    transport: "http",
+                    backend_name: facts.target.backend().map(|b| &**b),
+                    mcp_version: facts.protocol_version.map(event::field),
+                    jsonrpc_error_code: error.map(|e| e.code),
+                    jsonrpc_error_message: error.map(|e| event::field(&e.message)),
+                    response_size_bytes: response_size,
+                    data_truncated: truncated.then_some(true),
+                },
+            },
+            data: (request.is_some() || response.is_some()).then_some(Data { request, response }),
         };
         match serde_json::to_string(&line) {
             Ok(text) => self.sink.send(text),
@@ -369,7 +362,8 @@ impl Drop for Recording<'_> {
     }
 }
 
-/// One line, fields in ToolHive's order.
+/// One line, fields in ToolHive's order; written straight from borrowed parts (no map built
+/// per event).
 #[derive(serde::Serialize)]
 struct Line<'a> {
     time: String,
@@ -381,12 +375,71 @@ struct Line<'a> {
     logged_at: String,
     outcome: &'static str,
     component: &'a str,
-    source: Value,
+    source: LineSource<'a>,
     subjects: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     delegation: Option<Value>,
-    target: Value,
-    metadata: Value,
+    target: LineTarget,
+    metadata: Metadata<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Value>,
+    data: Option<Data>,
+}
+
+#[derive(serde::Serialize)]
+struct LineSource<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    value: &'a str,
+    extra: SourceExtra<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct SourceExtra<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_addr: Option<SocketAddr>,
+}
+
+#[derive(serde::Serialize)]
+struct LineTarget {
+    endpoint: &'static str,
+    method: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Metadata<'a> {
+    extra: Extra<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Extra<'a> {
+    duration_ms: u64,
+    transport: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_error_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_size_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_truncated: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+struct Data {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<Box<RawValue>>,
 }

@@ -7,6 +7,7 @@
 //! every occurrence of the caller's own bearer token wherever it appears.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// What a redacted value becomes.
 pub const REDACTED: &str = "[REDACTED]";
@@ -76,20 +77,26 @@ pub fn redact(v: &mut Value, token: Option<&str>) {
 }
 
 /// `v` redacted and, when its JSON is longer than `max` bytes, cut to its first `max` bytes (as
-/// a string, like ToolHive's data that does not parse). Returns the data, its full size and
-/// whether it was cut.
-pub fn capture(mut v: Value, token: Option<&str>, max: usize) -> (Value, usize, bool) {
+/// a string, like ToolHive's data that does not parse). Returns the data as JSON text, its full
+/// size and whether it was cut.
+pub fn capture(mut v: Value, token: Option<&str>, max: usize) -> (Box<RawValue>, usize, bool) {
     redact(&mut v, token);
     let text = v.to_string();
     let size = text.len();
     if size <= max {
-        return (v, size, false);
+        return (raw(text), size, false);
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    (Value::String(text[..end].to_owned()), size, true)
+    let cut = serde_json::to_string(&text[..end]).unwrap_or_default();
+    (raw(cut), size, true)
+}
+
+/// JSON text we produced as a raw value (`null` if it somehow is not JSON).
+fn raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -150,11 +157,12 @@ mod tests {
         let v = json!({ "arguments": { "password": big.clone(), "text": big } });
         let (data, size, cut) = capture(v, None, 1024);
         assert!(cut && size > 1_000_000);
+        let data: Value = serde_json::from_str(data.get()).unwrap();
         let s = data.as_str().unwrap();
         assert!(s.len() <= 1024 && s.len() > 1020, "{}", s.len());
         assert!(s.starts_with(r#"{"arguments":{"password":"[REDACTED]","text":"éé"#), "{s}");
         let (data, _, cut) = capture(json!({ "a": 1 }), None, 1024);
         assert!(!cut);
-        assert_eq!(data, json!({ "a": 1 }));
+        assert_eq!(data.get(), r#"{"a":1}"#);
     }
 }
