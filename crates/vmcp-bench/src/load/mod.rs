@@ -209,3 +209,74 @@ async fn worker(w: usize, plan: Arc<Plan>) -> WorkerResult {
     c.close().await;
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Wrong replies are counted as errors and never timed, against a stub server on loopback
+    //! that answers every request with a well-formed but wrong result.
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// Serves `answer(request)` for every POST; returns its URL. The server task ends with the
+    /// test's runtime.
+    async fn stub(answer: fn(&Value) -> Value) -> String {
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::Json<Value>| async move {
+                axum::Json(answer(&body.0))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    async fn run_against(url: &str, op: Op) -> RunResult {
+        let work = Workload { url: url.to_owned(), op, era: Era::Modern, headers: Vec::new() };
+        let window = Duration::from_millis(200);
+        run(&work, 2, Duration::from_millis(50), window, |_| {}).await
+    }
+
+    #[tokio::test]
+    async fn a_wrong_echo_is_an_error_not_a_sample() {
+        let url = stub(|req| {
+            json!({ "jsonrpc": "2.0", "id": req["id"],
+                    "result": { "content": [{ "type": "text", "text": "Echo: someone else" }] } })
+        })
+        .await;
+        let r = run_against(&url, Op::Call { tool: "echo".into() }).await;
+        assert!(r.latencies_ns.is_empty(), "{} wrong replies were timed", r.latencies_ns.len());
+        assert!(r.errors > 0, "no error counted");
+        assert!(
+            r.error_samples.iter().any(|e| e.contains("unexpected reply")),
+            "{:?}",
+            r.error_samples
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_of_the_wrong_length_is_an_error() {
+        let url = stub(|req| {
+            json!({ "jsonrpc": "2.0", "id": req["id"],
+                    "result": { "tools": [{ "name": "a", "inputSchema": {} }] } })
+        })
+        .await;
+        let r = run_against(&url, Op::List { expect: Some(2) }).await;
+        assert!(r.latencies_ns.is_empty() && r.errors > 0, "{r:?}");
+        assert!(r.error_samples.iter().any(|e| e.contains("1 tools listed, expected 2")));
+        // The right length passes.
+        let r = run_against(&url, Op::List { expect: Some(1) }).await;
+        assert!(r.errors == 0 && !r.latencies_ns.is_empty(), "{r:?}");
+        assert_eq!(r.items, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_id_is_an_error() {
+        let url = stub(|_| json!({ "jsonrpc": "2.0", "id": -1, "result": { "tools": [] } })).await;
+        let r = run_against(&url, Op::List { expect: None }).await;
+        assert!(r.latencies_ns.is_empty() && r.errors > 0, "{r:?}");
+        assert!(r.error_samples.iter().any(|e| e.contains("another id")), "{:?}", r.error_samples);
+    }
+}
