@@ -34,6 +34,9 @@ pub struct SessionsResult {
     pub open_errors: u64,
     /// Wall time to open them all.
     pub open_s: f64,
+    /// When each tenth of the sessions was open (s from the start): a per-session cost that
+    /// grows with the number of live sessions shows as widening steps.
+    pub open_tenths_s: Vec<f64>,
     /// The gateway's `VmRSS` before, after opening, after closing, and its peak (KiB).
     pub rss_before_kib: Option<u64>,
     pub rss_open_kib: Option<u64>,
@@ -85,6 +88,10 @@ impl SessionsResult {
             kib(self.rss_closed_kib),
             kib(self.peak_rss_kib),
         ));
+        if !self.open_tenths_s.is_empty() {
+            let steps: Vec<String> = self.open_tenths_s.iter().map(|t| format!("{t:.1}")).collect();
+            s.push_str(&format!("\nseconds until each tenth was open: {}\n", steps.join(", ")));
+        }
         s
     }
 }
@@ -123,12 +130,13 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     let cpu_before = gw.pid.and_then(cpu_time);
 
     let next = Arc::new(AtomicU32::new(0));
+    let progress = Arc::new(Progress::new(n));
     let held: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..openers {
-        let (next, held, url, headers) =
-            (next.clone(), held.clone(), gw.url.to_owned(), gw.headers.clone());
+        let (next, held, progress, url, headers) =
+            (next.clone(), held.clone(), progress.clone(), gw.url.to_owned(), gw.headers.clone());
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut c = match McpClient::new(&url, Era::Legacy, headers) {
@@ -145,6 +153,7 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
                     Ok(_) => {
                         failing = 0;
                         t.ok += 1;
+                        progress.opened(started);
                         mine.extend(c.take_session());
                     }
                     Err(e) => {
@@ -161,6 +170,7 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     }
     let opened = collect(tasks, &mut out.error_samples).await;
     out.open_s = started.elapsed().as_secs_f64();
+    out.open_tenths_s = progress.tenths();
     (out.opened, out.open_errors) = (opened.ok, opened.errors);
     out.rss_open_kib = mem(gw.pid).map(|m| m.0);
     let cpu_after = gw.pid.and_then(cpu_time);
@@ -224,6 +234,35 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     out.rss_closed_kib = m.map(|m| m.0);
     out.peak_rss_kib = m.map(|m| m.1);
     out
+}
+
+/// Records when each tenth of `n` sessions was open.
+struct Progress {
+    n: u32,
+    opened: AtomicU32,
+    tenths: std::sync::Mutex<Vec<f64>>,
+}
+
+impl Progress {
+    fn new(n: u32) -> Progress {
+        Progress { n, opened: AtomicU32::new(0), tenths: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn opened(&self, since: Instant) {
+        let k = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        // Crossing k * 10 / n: one of ten steps (integer maths, so every step is seen once).
+        if (u64::from(k) * 10 / u64::from(self.n)) > (u64::from(k - 1) * 10 / u64::from(self.n))
+            && let Ok(mut t) = self.tenths.lock()
+        {
+            t.push(since.elapsed().as_secs_f64());
+        }
+    }
+
+    fn tenths(&self) -> Vec<f64> {
+        let mut t = self.tenths.lock().map(|t| t.clone()).unwrap_or_default();
+        t.sort_by(f64::total_cmp);
+        t
+    }
 }
 
 async fn collect(tasks: Vec<tokio::task::JoinHandle<Tally>>, samples: &mut Vec<String>) -> Tally {
