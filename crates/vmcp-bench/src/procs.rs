@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,23 +131,13 @@ impl Server {
         Ok(s)
     }
 
-    /// `vmcp serve --config <generated> --port 0`, with `backend_url` as backend `fx` and
-    /// `extra` (YAML) appended.
-    pub fn vmcp(
-        bin: &Path,
-        backend_url: &str,
-        extra: &str,
-        ready_within: Duration,
-    ) -> anyhow::Result<Server> {
-        let yaml = format!(
-            "name: vmcp-bench\nbackends:\n  - name: fx\n    transport: streamable-http\n    url: {backend_url}\n{extra}"
-        );
-        Server::vmcp_config(bin, &yaml, ready_within)
-    }
-
     /// `vmcp serve --config <yaml written to a temp file> --port 0`.
     pub fn vmcp_config(bin: &Path, yaml: &str, ready_within: Duration) -> anyhow::Result<Server> {
-        let config = std::env::temp_dir().join(format!("vmcp-bench-{}.yaml", std::process::id()));
+        // One file per vmcp started (the `auth` preset starts two).
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("vmcp-bench-{}-{seq}.yaml", std::process::id());
+        let config = std::env::temp_dir().join(name);
         std::fs::write(&config, yaml)
             .with_context(|| format!("writing the config {}", config.display()))?;
         let mut cmd = Command::new(bin);

@@ -2,32 +2,13 @@
 //! saw at least one documented refusal) and the healthy client saw no error. No timing is
 //! asserted: the figures belong in `docs/benchmarks.md`, from a release build.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
 
-/// `target/<profile>` of this test executable (`target/<profile>/deps/<test>`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf()
-}
-
-/// `vmcp` and `vmcp-fixture` beside this test's profile, built if missing.
-fn servers() -> (PathBuf, PathBuf) {
-    let dir = profile_dir();
-    let (vmcp, fixture) = (dir.join("vmcp"), dir.join("vmcp-fixture"));
-    if !vmcp.exists() || !fixture.exists() {
-        let target = dir.parent().expect("target dir").to_path_buf();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "vmcp", "-p", "vmcp-fixture"]).env("CARGO_TARGET_DIR", &target);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build").success(), "building vmcp and vmcp-fixture");
-    }
-    (vmcp, fixture)
-}
+use common::servers;
 
 #[test]
 fn every_bound_is_hit_and_the_healthy_client_is_served() {

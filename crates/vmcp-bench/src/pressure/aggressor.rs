@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::client::{Mcp, limit_of, short};
-use super::idp::LocalIdp;
+use crate::idp::LocalIdp;
 
 /// Error samples kept per scenario.
 const SAMPLES: usize = 5;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::client::{Mcp, limit_of, short};
-use crate::{Latency, latency};
+use crate::report::{Latency, latency};
 
 const SAMPLES: usize = 5;
 

@@ -15,7 +15,6 @@
 mod aggressor;
 mod client;
 mod healthy;
-mod idp;
 mod relays;
 mod report;
 mod scenarios;
@@ -73,7 +72,7 @@ fn config(issuer: &str, fx: &str, sl: &str, limits: &Limits) -> String {
          incomingAuth:\n  type: oidc\n  oidc:\n    issuer: {issuer}\n    audience: {}\n\
          backends:\n  - name: fx\n    transport: streamable-http\n    url: {fx}\n\
          \x20 - name: sl\n    transport: streamable-http\n    url: {sl}\n{}",
-        idp::AUDIENCE,
+        crate::idp::AUDIENCE,
         limits.yaml()
     )
 }
@@ -131,7 +130,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let bounds = if args.bounds.is_empty() { Bound::ALL.to_vec() } else { args.bounds.clone() };
     let limits = Limits::default();
-    let idp = Arc::new(idp::LocalIdp::start()?);
+    let idp = Arc::new(crate::idp::LocalIdp::start()?);
     let fx = Server::fixture(fixture_bin, Duration::from_secs(20))?;
     let sl_args = ["--era", "legacy", "--name", "bench-relay"];
     let sl = Server::fixture_with(fixture_bin, &sl_args, Duration::from_secs(20))?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::PressureArgs;
 use super::aggressor::{Bound, Limits, Tally};
 use super::healthy::Phase;
-use crate::{Machine, machine};
+use crate::report::{Machine, machine};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

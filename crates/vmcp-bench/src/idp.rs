@@ -1,5 +1,6 @@
-//! An OIDC provider inside the bench process, so the pressure run can use several principals
-//! (the healthy client is never the aggressor's principal) without anything installed.
+//! An OIDC provider inside the bench process, so a run can use several principals (the pressure
+//! run's healthy client is never the aggressor's principal; the `auth` preset's users) without
+//! anything installed.
 //!
 //! It generates an ES256 (P-256) key, serves `/.well-known/openid-configuration` and `/jwks` on a
 //! free loopback port from its own thread and runtime (so it answers whatever the load does to
