@@ -1,7 +1,8 @@
 //! Legacy sessions across replicas: two gateways in this process share one session store, each
 //! in front of the same real backends (a Legacy `vmcp-fixture` and server-everything over
 //! Streamable HTTP). A session started on A continues on B: calls work (on backend sessions B
-//! opens itself), a subscription made on A is known on B, another principal is refused, a
+//! opens itself), a subscription made on A is known on B (and one made on B reaches the copy A
+//! holds), another principal is refused, a
 //! DELETE on B ends it on A too, a store that fails gives 503, and A's shutdown leaves its
 //! sessions to B. What cannot move (a parked call, a relay) fails cleanly on B.
 
@@ -50,7 +51,7 @@ impl SessionStore for Flaky {
             self.inner.get(k).await
         })
     }
-    fn touch<'a>(&'a self, k: &'a StoreKey, t: Duration) -> Fut<'a, bool> {
+    fn touch<'a>(&'a self, k: &'a StoreKey, t: Duration) -> Fut<'a, Option<SessionRecord>> {
         Box::pin(async move {
             self.check()?;
             self.inner.touch(k, t).await
@@ -197,6 +198,42 @@ async fn a_session_started_on_a_continues_on_b() {
 
     // A keeps serving it too.
     ok(&on_a.call("ping", json!({})).await);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_made_on_b_reaches_the_copy_a_holds() {
+    let backends = backends();
+    let (a, b) = pair(&backends, "", Arc::new(MemorySessionStore::default())).await;
+    let mut on_a = Client::new(&a.url);
+    on_a.legacy_init().await;
+    let on_b = b.take(&on_a);
+    ok(&on_b.call("ping", json!({})).await);
+    // Round robin: A holds a copy while B changes the session.
+    ok(&on_b.call("resources/subscribe", json!({ "uri": URI })).await);
+    poll(Duration::from_secs(10), "A's copy to take the subscription over", || async {
+        ok(&on_a.call("ping", json!({})).await);
+        a.gw.sessions.all()[0].is_subscribed(URI).then_some(())
+    })
+    .await;
+    // A subscribed its own backend session too: its GET stream hears the updates.
+    let mut stream = on_a.get_stream().await;
+    let mut heard = false;
+    for _ in 0..20 {
+        on_a.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
+        if updated_within(&mut stream, Duration::from_millis(500)).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "A never delivered an update for the subscription made on B");
+    ok(&on_b.call("resources/unsubscribe", json!({ "uri": URI })).await);
+    poll(Duration::from_secs(10), "A's copy to drop the subscription", || async {
+        ok(&on_a.call("ping", json!({})).await);
+        (!a.gw.sessions.all()[0].is_subscribed(URI)).then_some(())
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

@@ -283,15 +283,21 @@ impl Session {
         }
     }
 
-    /// Takes over what a record holds (a session restored on this replica).
-    pub(super) fn adopt(&self, record: &SessionRecord) {
+    /// Takes over what a record holds (restored on this replica, or changed on another one);
+    /// returns the URIs it adds to this copy's subscriptions and those it removes. Not a change
+    /// to write: the record already holds it.
+    pub(super) fn adopt_changes(&self, record: &SessionRecord) -> (Vec<String>, Vec<String>) {
         let limit = self.limits.max_subscriptions_per_session;
-        *lock(&self.subscriptions) = record.subscriptions.iter().take(limit).cloned().collect();
-        if let Some(i) =
-            record.log_level.as_deref().and_then(|l| LOG_LEVELS.iter().position(|x| *x == l))
-        {
-            self.log_level.store(i, Ordering::Relaxed);
-        }
+        let theirs: HashSet<String> = record.subscriptions.iter().take(limit).cloned().collect();
+        let mut ours = lock(&self.subscriptions);
+        let added = theirs.difference(&ours).cloned().collect();
+        let removed = ours.difference(&theirs).cloned().collect();
+        *ours = theirs;
+        drop(ours);
+        let level =
+            record.log_level.as_deref().and_then(|l| LOG_LEVELS.iter().position(|x| *x == l));
+        self.log_level.store(level.unwrap_or(0), Ordering::Relaxed);
+        (added, removed)
     }
 
     /// Writes changes to the subscriptions or log level to the shared record, if any are

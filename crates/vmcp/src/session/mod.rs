@@ -17,8 +17,10 @@
 //!   counted against `maxSessions` and `maxSessionsPerPrincipal` like a new one. Backend
 //!   sessions are opened anew, as the principal, on first use (see [`record`] for why).
 //! - A session in use touches its record at most every `refresh` ([`link`]): that extends the
-//!   record's life and tells this replica whether the session was ended elsewhere (DELETE on
-//!   another replica), so a local copy outlives a remote DELETE by at most `refresh` (1 s).
+//!   record's life and brings this replica's copy up to date: a session ended elsewhere (DELETE
+//!   on another replica) outlives it here by at most `refresh` (1 s), and subscriptions or a
+//!   log level changed elsewhere are taken over within the same bound. Concurrent changes of one
+//!   session on two replicas: the last write wins.
 //! - DELETE deletes the record (a store failure refuses the DELETE and changes nothing). Idle
 //!   expiry ends the local copy and deletes the record unless another replica used it recently.
 //!   Shutdown ([`Sessions::drain`]) ends local copies only, so other replicas continue them.
@@ -83,6 +85,17 @@ pub enum Got {
     /// Restored here from its record by this lookup: its backend state (subscriptions) still
     /// needs re-establishing with this request's caller.
     Restored(Arc<Session>),
+    /// Held here, and its record changed on another replica: this copy now has the record's
+    /// subscriptions; those `added` and `removed` still need changing at this replica's backend
+    /// sessions, with this request's caller.
+    Updated {
+        /// The session.
+        session: Arc<Session>,
+        /// URIs subscribed elsewhere.
+        added: Vec<String>,
+        /// URIs unsubscribed elsewhere.
+        removed: Vec<String>,
+    },
     /// Held here, but its record is gone (deleted on another replica): the local copy is now
     /// ended and its backend sessions still need ending. To the client: not found.
     Gone(Arc<Session>),
@@ -215,7 +228,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             limits: self.limits.clone(),
         };
-        session.adopt(record);
+        session.adopt_changes(record);
         session
     }
 
@@ -321,8 +334,8 @@ impl Sessions {
         }
         // Any use gives the record a full life again; the session may have been idle elsewhere.
         match self.policy.call(self.store.touch(&key, self.policy.ttl)).await {
-            Ok(true) => session.link.synced_now(),
-            Ok(false) => {
+            Ok(Some(_)) => session.link.synced_now(),
+            Ok(None) => {
                 // Ended between the read and the touch.
                 self.unlink(&session);
                 return Err(Lookup::NotFound);
@@ -335,15 +348,25 @@ impl Sessions {
         Ok(Got::Restored(session))
     }
 
-    /// Touches a held session's record when due; a record that is gone ends the local copy.
+    /// Touches a held session's record when due: a record that is gone ends the local copy, and
+    /// one changed on another replica updates it (unless this copy has a change of its own not
+    /// yet written: the write that follows wins, as the last write always does).
     async fn refresh(&self, session: Arc<Session>) -> Got {
         if !session.link.claim_refresh() {
             return Got::Live(session);
         }
         let touch = self.store.touch(&session.link.key, self.policy.ttl);
         match self.policy.call(touch).await {
-            Ok(true) => Got::Live(session),
-            Ok(false) => {
+            Ok(Some(record)) if !session.link.dirty() => {
+                let (added, removed) = session.adopt_changes(&record);
+                if added.is_empty() && removed.is_empty() {
+                    Got::Live(session)
+                } else {
+                    Got::Updated { session, added, removed }
+                }
+            }
+            Ok(Some(_)) => Got::Live(session),
+            Ok(None) => {
                 tracing::info!(session = session.key, "session ended on another replica");
                 self.unlink(&session);
                 Got::Gone(session)

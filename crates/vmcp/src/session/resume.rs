@@ -1,7 +1,8 @@
-//! The edge's session lookup: [`super::Sessions::get`] plus what a lookup leaves to the gateway: a
-//! session restored from its record gets its resource subscriptions back at the backends, with
-//! the caller of the request that restored it; a session ended on another replica gets its
-//! backend sessions here ended.
+//! The edge's session lookup: [`super::Sessions::get`] plus what a lookup leaves to the gateway:
+//! a session restored from its record gets its resource subscriptions back at this replica's
+//! backend sessions, and one whose subscriptions changed on another replica gets them changed
+//! here, with the caller of the request that brought the news; a session ended on another
+//! replica gets its backend sessions here ended.
 //!
 //! Invariant: backend calls here carry the caller of this request (re-subscribing) or
 //! `Caller::Teardown` (ending), never a caller kept from earlier; each has a deadline.
@@ -19,8 +20,14 @@ pub async fn resume(gw: &Arc<Gateway>, caller: &Caller, id: &str) -> Result<Arc<
     match gw.sessions.get(id, &caller.binding()).await? {
         Got::Live(s) => Ok(s),
         Got::Restored(s) => {
-            resubscribe(gw, caller, &s).await;
+            let uris = s.subscriptions();
+            change(gw, caller, &s, &uris, true).await;
             Ok(s)
+        }
+        Got::Updated { session, added, removed } => {
+            change(gw, caller, &session, &removed, false).await;
+            change(gw, caller, &session, &added, true).await;
+            Ok(session)
         }
         Got::Gone(s) => {
             end_elsewhere_ended(gw.clone(), s);
@@ -29,11 +36,11 @@ pub async fn resume(gw: &Arc<Gateway>, caller: &Caller, id: &str) -> Result<Arc<
     }
 }
 
-/// Subscribes the restored session's URIs at their backends (its backend sessions here are new).
-/// A refusal is logged and the URI stays in the session's set: the client asked for it, and
-/// another replica may deliver its updates.
-async fn resubscribe(gw: &Gateway, caller: &Caller, session: &Session) {
-    let uris = session.subscriptions();
+/// Subscribes (`on`) or unsubscribes `uris` at their backends for this replica's copy of
+/// `session`, as the client's own subscribe would. A refusal is logged and the session's set is
+/// left as the record has it: the client asked for it, and another replica may deliver its
+/// updates.
+async fn change(gw: &Gateway, caller: &Caller, session: &Session, uris: &[String], on: bool) {
     if uris.is_empty() {
         return;
     }
@@ -44,13 +51,14 @@ async fn resubscribe(gw: &Gateway, caller: &Caller, session: &Session) {
         Some(async move {
             let target =
                 Target { name: &name, backend: &backend, timeout: gw.backends.timeout(&name) };
-            let r = gw.subscriptions.change(caller, Some(session.key), target, uri, true).await;
+            let r = gw.subscriptions.change(caller, Some(session.key), target, uri, on).await;
             if let Err(e) = r {
                 tracing::warn!(
                     session = session.key,
                     backend = %name,
+                    subscribe = on,
                     error = %e.message,
-                    "could not restore a subscription of a restored session"
+                    "could not carry a subscription change over from the session store"
                 );
             }
         })

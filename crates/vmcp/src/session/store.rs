@@ -2,7 +2,7 @@
 //! [`SessionStore`] trait and its in-process implementation, [`MemorySessionStore`].
 //!
 //! The trait is deliberately small (put, get, touch, delete, delete-if-idle) so that a shared
-//! store (Redis: `SET … PX`, `GET`, `PEXPIRE`, `DEL`, `PTTL`) implements it directly. Every
+//! store (Redis: `SET … PX`, `GET`, `GETEX … PX`, `DEL`, `PTTL`) implements it directly. Every
 //! record has a time to live; [`super::Sessions`] refreshes it at most every quarter of the idle
 //! timeout, never on every request.
 //!
@@ -82,13 +82,14 @@ pub trait SessionStore: Send + Sync {
         key: &'a StoreKey,
     ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>>;
 
-    /// Makes the record under `key` live `ttl` from now; `false` when there is none (deleted or
-    /// expired), which is how a replica learns that a session ended elsewhere.
+    /// Makes the record under `key` live `ttl` from now and returns it (Redis: `GETEX … PX`);
+    /// `None` when there is none (deleted or expired). This is how a replica learns that a
+    /// session ended, or changed, elsewhere.
     fn touch<'a>(
         &'a self,
         key: &'a StoreKey,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>>;
 
     /// Removes the record under `key`, if any.
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -192,16 +193,21 @@ impl MemorySessionStore {
         Ok(Some(SessionRecord::decode(&bytes)?))
     }
 
-    fn touch_now(&self, key: &StoreKey, ttl: Duration) -> bool {
+    fn touch_now(
+        &self,
+        key: &StoreKey,
+        ttl: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let now = Instant::now();
-        match self.lock().live(key, now) {
+        let bytes = match self.lock().live(key, now) {
             Some(e) => {
                 e.touched = now;
                 e.expires = now + ttl;
-                true
+                e.bytes.clone()
             }
-            None => false,
-        }
+            None => return Ok(None),
+        };
+        Ok(Some(SessionRecord::decode(&bytes)?))
     }
 
     fn delete_idle_now(&self, key: &StoreKey, min_idle: Duration) -> bool {
@@ -239,8 +245,8 @@ impl SessionStore for MemorySessionStore {
         &'a self,
         key: &'a StoreKey,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move { Ok(self.touch_now(key, ttl)) })
+    ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
+        Box::pin(async move { self.touch_now(key, ttl) })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -296,10 +302,10 @@ mod tests {
         let s = MemorySessionStore::default();
         let k = StoreKey::of("a");
         assert_eq!(s.get(&k).await, Ok(None));
-        assert_eq!(s.touch(&k, LONG).await, Ok(false), "nothing to touch");
+        assert_eq!(s.touch(&k, LONG).await, Ok(None), "nothing to touch");
         s.put(&k, &record(), LONG).await.unwrap();
         assert_eq!(s.get(&k).await, Ok(Some(record())));
-        assert_eq!(s.touch(&k, LONG).await, Ok(true));
+        assert_eq!(s.touch(&k, LONG).await, Ok(Some(record())));
         s.delete(&k).await.unwrap();
         assert_eq!(s.get(&k).await, Ok(None));
         assert!(s.is_empty());
@@ -315,12 +321,12 @@ mod tests {
         let until = Instant::now() + Duration::from_secs(5);
         // Keep `a` alive by touching it until `b` is gone.
         while s.get(&b).await.unwrap().is_some() {
-            assert!(s.touch(&a, ttl).await.unwrap(), "a touched record stays");
+            assert!(s.touch(&a, ttl).await.unwrap().is_some(), "a touched record stays");
             assert!(Instant::now() < until, "b never expired");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(s.get(&a).await.unwrap().is_some());
-        assert!(!s.touch(&b, ttl).await.unwrap(), "an expired record cannot be touched back");
+        assert!(s.touch(&b, ttl).await.unwrap().is_none(), "an expired record stays gone");
     }
 
     #[tokio::test]

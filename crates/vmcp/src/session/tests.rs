@@ -227,7 +227,7 @@ impl SessionStore for Flaky {
             self.inner.get(k).await
         })
     }
-    fn touch<'a>(&'a self, k: &'a StoreKey, t: Duration) -> Fut<'a, bool> {
+    fn touch<'a>(&'a self, k: &'a StoreKey, t: Duration) -> Fut<'a, Option<SessionRecord>> {
         Box::pin(async move {
             self.check()?;
             self.inner.touch(k, t).await
@@ -264,7 +264,7 @@ fn short_idle() -> LimitsConfig {
 async fn restored(s: &Sessions, id: &str, who: &str) -> Arc<Session> {
     match s.get(id, &binding(who)).await {
         Ok(Got::Restored(s)) => s,
-        Ok(Got::Live(_)) => panic!("held already"),
+        Ok(Got::Live(_) | Got::Updated { .. }) => panic!("held already"),
         Ok(Got::Gone(_)) => panic!("gone"),
         Err(e) => panic!("{e:?}"),
     }
@@ -439,4 +439,36 @@ async fn oversize_client_data_is_refused_before_taking_a_slot() {
         Err(CreateError::Store(StoreError::Record(record::RecordError::TooLarge(_))))
     ));
     assert!(s.is_empty());
+}
+
+#[tokio::test]
+async fn a_held_copy_takes_over_changes_made_on_another_replica() {
+    let (a, b, _) = replicas(short_idle());
+    let s = open(&a, "alice").await.unwrap();
+    s.subscribe("test://old").unwrap();
+    s.flush().await;
+    let on_b = restored(&b, &s.id, "alice").await;
+    on_b.unsubscribe("test://old");
+    on_b.subscribe("test://new").unwrap();
+    on_b.set_log_level("critical");
+    on_b.flush().await;
+    // Before its refresh is due, A serves its copy as it is.
+    assert!(matches!(a.get(&s.id, &binding("alice")).await, Ok(Got::Live(_))));
+    s.link.force_due();
+    match a.get(&s.id, &binding("alice")).await {
+        Ok(Got::Updated { session, added, removed }) => {
+            assert_eq!(
+                (added, removed),
+                (vec!["test://new".to_owned()], vec!["test://old".to_owned()])
+            );
+            assert!(session.is_subscribed("test://new") && !session.is_subscribed("test://old"));
+            assert_eq!(session.log_level(), "critical");
+        }
+        _ => panic!("A did not take the change over"),
+    }
+    // A change of A's own not yet written is not overwritten: A's write comes after.
+    s.subscribe("test://mine").unwrap();
+    s.link.force_due();
+    assert!(matches!(a.get(&s.id, &binding("alice")).await, Ok(Got::Live(_))));
+    assert!(s.is_subscribed("test://mine"));
 }
