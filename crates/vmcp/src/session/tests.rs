@@ -1,5 +1,7 @@
 //! Unit tests of the session map: limits, tracking, and the shared record.
 
+use std::time::Instant;
+
 use super::*;
 use crate::protocol::Id;
 
