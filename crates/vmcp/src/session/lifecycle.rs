@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use rand::RngCore;
 
 use super::link::Link;
@@ -15,6 +16,9 @@ use super::{
     record,
 };
 use crate::auth::Binding;
+
+/// Record deletions of one expiry sweep in flight at once.
+const EXPIRY_CONCURRENCY: usize = 16;
 
 impl Sessions {
     /// A local session object for `id` (not yet in the map).
@@ -240,25 +244,28 @@ impl Sessions {
         // This replica's last touch may come a little after its last use; half a refresh of
         // slack keeps it from counting as another replica's.
         let min_idle = max_idle.saturating_sub(self.policy.refresh / 2);
-        let mut store_up = true;
-        let mut ended = Vec::with_capacity(idle.len());
-        for s in idle {
-            if store_up {
-                let delete = self.store.delete_idle(&s.link.key, self.policy.ttl, min_idle);
-                match self.policy.call(delete).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::debug!(session = s.key, "session in use elsewhere"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot delete expired session records");
-                        store_up = false;
+        let store_up = AtomicBool::new(true);
+        let deletes = futures::stream::iter(idle).map(|s| {
+            let store_up = &store_up;
+            async move {
+                if store_up.load(Ordering::Relaxed) {
+                    let delete = self.store.delete_idle(&s.link.key, self.policy.ttl, min_idle);
+                    match self.policy.call(delete).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::debug!(session = s.key, "session in use elsewhere"),
+                        Err(e) => {
+                            if store_up.swap(false, Ordering::Relaxed) {
+                                tracing::warn!(error = %e, "cannot delete expired session records");
+                            }
+                        }
                     }
                 }
+                s
             }
-            if self.unlink(&s) {
-                ended.push(s);
-            }
-        }
-        ended
+        });
+        // A few at a time: a slow store delays the sweep, never stalls it for long.
+        let done: Vec<Arc<Session>> = deletes.buffer_unordered(EXPIRY_CONCURRENCY).collect().await;
+        done.into_iter().filter(|s| self.unlink(s)).collect()
     }
 
     /// Ends every local copy without touching the store, and returns them (their backend

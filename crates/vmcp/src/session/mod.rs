@@ -30,7 +30,8 @@
 //! Invariants:
 //! - A session stores its [`Binding`] (who opened it), never a credential; so does its record.
 //! - Session ids carry 256 random bits; the store never sees one.
-//! - Locks here are held only for map operations, never across an await.
+//! - Locks here are held only for map operations, never across an await; the one exception is
+//!   a session's writer turn (an async mutex), held across that session's own store write.
 //! - Every count that client input can grow has a limit; hitting it refuses that one request
 //!   ([`LimitError`]) and changes nothing else.
 //! - An admitted request or stream holds a permit whose drop gives the slot back, so a slot is
