@@ -151,7 +151,11 @@ impl Sessions {
         }
         // Any use gives the record a full life again; the session may have been idle elsewhere.
         match self.policy.call(self.store.touch(&key, self.policy.ttl)).await {
-            Ok(Some(_)) => session.link.synced_now(),
+            Ok(Some(latest)) => {
+                // Changed between the read and the touch: the later one holds.
+                session.adopt_changes(&latest);
+                session.link.synced_now();
+            }
             Ok(None) => {
                 // Ended between the read and the touch.
                 self.unlink(&session);
