@@ -40,7 +40,7 @@ async fn expire_sessions(gw: std::sync::Weak<Gateway>, max_idle: std::time::Dura
         if gw.stop.is_cancelled() {
             return;
         }
-        for s in gw.sessions.expire(max_idle) {
+        for s in gw.sessions.expire(max_idle).await {
             let gw = gw.clone();
             tokio::spawn(async move {
                 let deadline = gw.sessions.limits().teardown_timeout;
@@ -110,9 +110,19 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Starts backends and discovery for `config`. Returns at once; backends connect in the
-    /// background (see [`crate::catalog::live::settle`]).
+    /// Starts backends and discovery for `config`, with Legacy session records kept in this
+    /// process. Returns at once; backends connect in the background (see
+    /// [`crate::catalog::live::settle`]).
     pub fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
+        Self::start_with(config, Arc::new(crate::session::MemorySessionStore::default()))
+    }
+
+    /// [`Gateway::start`] with Legacy session records in `store`: replicas (or gateways in one
+    /// test process) given the same store continue each other's sessions.
+    pub fn start_with(
+        config: &Config,
+        store: Arc<dyn crate::session::SessionStore>,
+    ) -> Result<Arc<Gateway>, StartError> {
         let (events, _) = broadcast::channel::<BackendEvent>(1024);
         let identities = Arc::new(crate::auth::current::CurrentIdentities::default());
         let http = reqwest::Client::builder()
@@ -175,7 +185,7 @@ impl Gateway {
             name: config.name.clone(),
             backends,
             catalog,
-            sessions: Sessions::new(config.server.limits.clone()),
+            sessions: Sessions::new(config.server.limits.clone(), store),
             events,
             page_size: config.server.page_size,
             settings: ArcSwap::from_pointee(Settings::from_config(config)),
@@ -288,8 +298,9 @@ impl Gateway {
     pub async fn shutdown(&self, deadline: std::time::Duration) {
         let until = tokio::time::Instant::now() + deadline;
         // End client sessions first, so their backend sessions end with the principals'
-        // teardown credentials rather than the gateway's.
-        let ended = self.sessions.expire(std::time::Duration::ZERO);
+        // teardown credentials rather than the gateway's. Only this process's copies end: the
+        // records stay, so other replicas continue the sessions.
+        let ended = self.sessions.drain();
         let teardown = futures::StreamExt::for_each_concurrent(
             futures::stream::iter(ended),
             16,

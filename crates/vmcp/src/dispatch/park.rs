@@ -91,8 +91,14 @@ impl Parked {
     fn take(&self, token: &str, binding: &Binding) -> Result<ParkedCall, ErrorObject> {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         match calls.get(token) {
-            None => Err(invalid_params(
-                "requestState names no pending request (expired or already used)",
+            // Also what a retry that reached another replica gets: parked calls cannot move
+            // between processes. Starting over is always safe, so the error says so.
+            None => Err(ErrorObject::with_data(
+                code::INVALID_PARAMS,
+                "requestState names no pending request on this gateway instance (expired, \
+                 already used, or started on another replica): retry the original request \
+                 without requestState",
+                &serde_json::json!({ "retryable": true }),
             )),
             Some(c) if c.binding != *binding => {
                 Err(invalid_params("requestState belongs to another principal"))

@@ -24,7 +24,7 @@ use crate::protocol::{
     self, Era, ErrorObject, ErrorResponse, Id, Message, Notification, Request, SUPPORTED_VERSIONS,
     headers, params,
 };
-use crate::session::{LimitError, Lookup, PendingRelay, Session};
+use crate::session::{CreateError, LimitError, Lookup, PendingRelay, Session, StoreError};
 
 /// A request refused by a `server.limits` bound: 503 when the gateway as a whole is full, 429
 /// when this client or principal is over its share.
@@ -33,6 +33,56 @@ fn refused(id: Option<Id>, e: &LimitError) -> Response {
         if e.is_global() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
     tracing::warn!(limit = e.key(), "request refused: {e}");
     json(status, &Message::Error(ErrorResponse::new(id, e.to_error())))
+}
+
+/// A failed session lookup: JSON-RPC for POST (`rpc`), plain text for GET and DELETE. A store
+/// that cannot answer is 503 with `Retry-After`, never 404: the session may well exist.
+fn lookup_refused(e: &Lookup, id: Option<Id>, rpc: bool) -> Response {
+    let (status, code, message) = match e {
+        Lookup::NotFound => (StatusCode::NOT_FOUND, code::INVALID_REQUEST, "Session not found"),
+        Lookup::Forbidden => {
+            (StatusCode::FORBIDDEN, code::INVALID_REQUEST, "Session belongs to another principal")
+        }
+        Lookup::Unavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR, STORE_DOWN)
+        }
+        Lookup::Limit(e) => return refused(id, e),
+    };
+    let mut resp =
+        if rpc { error(status, id, code, message) } else { (status, message).into_response() };
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// The client-facing text for a session store that cannot answer (the cause is logged, not
+/// shown: it may name the store's address).
+const STORE_DOWN: &str = "session store unavailable: this session cannot be looked up or changed right now; retry shortly";
+
+/// `initialize` refused because the session's record could not be stored.
+fn create_refused(id: Id, e: &StoreError) -> (Response, ErrorObject) {
+    let (status, e) = match e {
+        StoreError::Record(crate::session::record::RecordError::TooLarge(n)) => (
+            StatusCode::BAD_REQUEST,
+            ErrorObject::new(
+                code::INVALID_PARAMS,
+                format!(
+                    "initialize: capabilities and clientInfo take {n} bytes, over the limit of {} bytes",
+                    crate::session::record::MAX_RECORD_BYTES
+                ),
+            ),
+        ),
+        other => {
+            tracing::warn!(error = %other, "initialize refused: cannot store the session");
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorObject::new(code::INTERNAL_ERROR, STORE_DOWN))
+        }
+    };
+    let mut resp = json(status, &Message::Error(ErrorResponse::new(Some(id), e.clone())));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    (resp, e)
 }
 
 fn error(status: StatusCode, id: Option<Id>, code: i64, message: impl Into<String>) -> Response {
@@ -114,12 +164,9 @@ pub async fn post(
         && params::get_str(req.params.as_deref(), "protocolVersion").is_some()
     {
         let started = std::time::Instant::now();
-        let mut session = None;
-        let answer = || {
-            let (resp, outcome, s) = initialize(&gw, &caller, req);
-            session = s;
-            (resp, outcome)
-        };
+        // Answered before the layer records it: creating a session awaits the session store.
+        let (resp, outcome, session) = initialize(&gw, &caller, req).await;
+        let answer = || (resp, outcome);
         let resp = crate::layer::initialize(&gw, &caller, &source, req.params.as_deref(), answer);
         let version = session.as_ref().map(|s| (s.key, s.protocol_version.as_str()));
         // `error.type`: the JSON-RPC code of a refusal in a 200, else the HTTP status.
@@ -131,24 +178,9 @@ pub async fn post(
         return resp;
     }
     if let Some(sid) = session_id {
-        let session = match gw.sessions.get(&sid, &caller.binding()) {
+        let session = match crate::session::resume(&gw, &caller, &sid).await {
             Ok(s) => s,
-            Err(Lookup::NotFound) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    msg.id().cloned(),
-                    code::INVALID_REQUEST,
-                    "Session not found",
-                );
-            }
-            Err(Lookup::Forbidden) => {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    msg.id().cloned(),
-                    code::INVALID_REQUEST,
-                    "Session belongs to another principal",
-                );
-            }
+            Err(e) => return lookup_refused(&e, msg.id().cloned(), true),
         };
         let forwarded = gw.forwarded(&headers);
         let challenge = gw.gatekeeper.reauthenticate(&headers, REFUSED_DOWNSTREAM);
@@ -196,7 +228,7 @@ fn is_modern(headers: &HeaderMap, req: &Request) -> bool {
 
 /// Answers a Legacy `initialize`: the response, its outcome (for audit) and the session it
 /// created, if it did (for telemetry).
-fn initialize(
+async fn initialize(
     gw: &Gateway,
     caller: &Caller,
     req: &Request,
@@ -230,14 +262,21 @@ fn initialize(
         return (json(StatusCode::OK, &msg), Err(e), None);
     }
     let version = protocol::negotiate_legacy(&init.protocol_version);
-    let session = match gw.sessions.create(
+    let created = gw.sessions.create(
         caller.binding(),
         version.to_owned(),
         init.capabilities,
         init.client_info,
-    ) {
+    );
+    let session = match created.await {
         Ok(s) => s,
-        Err(e) => return (refused(Some(req.id.clone()), &e), Err(e.to_error()), None),
+        Err(CreateError::Limit(e)) => {
+            return (refused(Some(req.id.clone()), &e), Err(e.to_error()), None);
+        }
+        Err(CreateError::Store(e)) => {
+            let (resp, e) = create_refused(req.id.clone(), &e);
+            return (resp, Err(e), None);
+        }
     };
     tracing::info!(session = session.key, version, "session started");
     let result = raw(&serde_json::json!({
@@ -275,7 +314,14 @@ async fn legacy(
             let Edge { source, trace } = edge;
             let cx = Cx { caller, client, out: out_tx, headers, source };
             let id = req.id.clone();
-            let serve = async move { crate::layer::serve(&gw, &cx, &req.method, req.params).await };
+            let own = session.clone();
+            let serve = async move {
+                let out = crate::layer::serve(&gw, &cx, &req.method, req.params).await;
+                // A change this request made (subscription, log level) reaches the store
+                // before the client hears it is done.
+                own.flush().await;
+                out
+            };
             let task =
                 session.spawn_request(id.clone(), permit, crate::telemetry::carry(trace, serve));
             stream::respond(id, out_rx, stream::Task::Detached(task), legacy_status, gw_challenge)
@@ -458,14 +504,9 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
-    let session = match gw.sessions.get(sid, &caller.binding()) {
+    let session = match crate::session::resume(&gw, &caller, sid).await {
         Ok(s) => s,
-        Err(Lookup::NotFound) => {
-            return (StatusCode::NOT_FOUND, "Session not found").into_response();
-        }
-        Err(Lookup::Forbidden) => {
-            return (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response();
-        }
+        Err(e) => return lookup_refused(&e, None, false),
     };
     // The permit rides in the stream's state, so the slot is free again when the stream ends.
     let permit = match session.open_stream() {
@@ -530,14 +571,13 @@ pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
-    match app.gw.sessions.remove(sid, &caller.binding()) {
-        Ok(session) => {
+    match app.gw.sessions.remove(sid, &caller.binding()).await {
+        Ok(Some(session)) => {
             app.gw.end_backend_sessions(&session).await;
             StatusCode::OK.into_response()
         }
-        Err(Lookup::NotFound) => (StatusCode::NOT_FOUND, "Session not found").into_response(),
-        Err(Lookup::Forbidden) => {
-            (StatusCode::FORBIDDEN, "Session belongs to another principal").into_response()
-        }
+        // Held on other replicas only: they end their copies when they next see it.
+        Ok(None) => StatusCode::OK.into_response(),
+        Err(e) => lookup_refused(&e, None, false),
     }
 }
