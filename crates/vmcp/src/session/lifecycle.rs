@@ -63,10 +63,10 @@ impl Sessions {
             return Err(LimitError::Sessions { limit });
         }
         let limit = self.limits.max_sessions_per_principal;
-        if map.values().filter(|s| s.binding == session.binding).count() >= limit {
+        if map.count(&session.binding) >= limit {
             return Err(LimitError::SessionsPerPrincipal { limit });
         }
-        map.insert(session.id.clone(), session.clone());
+        map.insert(session.clone());
         Ok(session)
     }
 
@@ -277,7 +277,7 @@ impl Sessions {
     pub fn drain(&self) -> Vec<Arc<Session>> {
         let all: Vec<Arc<Session>> = {
             let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-            map.drain().map(|(_, s)| s).collect()
+            map.drain()
         };
         for s in &all {
             s.close();

@@ -46,8 +46,8 @@ mod listen;
 pub mod record;
 mod resume;
 pub mod store;
+mod table;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -113,7 +113,7 @@ pub enum CreateError {
 
 /// All live sessions, and the gateway-wide request count.
 pub struct Sessions {
-    map: RwLock<HashMap<String, Arc<Session>>>,
+    map: RwLock<table::Table>,
     next_key: AtomicU64,
     /// Admitted client requests still running, all clients together.
     active: Arc<AtomicUsize>,

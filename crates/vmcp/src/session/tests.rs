@@ -41,6 +41,11 @@ async fn session_caps_total_and_per_principal() {
     assert_eq!(s.len(), 3, "a refused create adds nothing");
     s.remove(&a1.id, &binding("a")).await.unwrap();
     open(&s, "c").await.expect("a freed slot is usable again");
+    // The per-principal count follows removals and drains.
+    assert_eq!(open(&s, "a").await.err(), Some(LimitError::Sessions { limit: 3 }));
+    assert_eq!(s.drain().len(), 3);
+    open(&s, "a").await.unwrap();
+    open(&s, "a").await.expect("the drained sessions left no count behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,13 +349,17 @@ pub fn inject(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         return req;
     }
     let cx = Context::current();
-    if !cx.span().span_context().is_valid() {
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
         return req;
     }
-    let mut headers = http::HeaderMap::new();
-    TraceContextPropagator::new()
-        .inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
-    req.headers(headers)
+    // W3C Trace Context, as `TraceContextPropagator` writes it, without a header map per call.
+    let flags = sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
+    let traceparent = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), flags.to_u8());
+    let req = req.header("traceparent", traceparent);
+    let state = sc.trace_state().header();
+    if state.is_empty() { req } else { req.header("tracestate", state) }
 }
 
 #[cfg(test)]
