@@ -128,9 +128,10 @@ impl Gateway {
         let auth_server = match &config.auth_server {
             // The upstream IdPs' token endpoints get client secrets and refresh tokens: no
             // redirects there either.
-            Some(cfg) => Some(crate::auth::embedded::build(
+            Some(cfg) => Some(crate::auth::embedded::build_with_storage(
                 cfg,
                 crate::auth::token_client(std::time::Duration::from_secs(10)),
+                storage.as_ref().zip(config.session_storage.as_ref()),
             )?),
             None => None,
         };

@@ -194,7 +194,10 @@ mod tests {
              passwordFile: /run/pw}\n",
         );
         let s = c.session_storage.unwrap();
-        assert_eq!((s.key_prefix(), s.password_file.clone().unwrap()), ("a:", PathBuf::from("/run/pw")));
+        assert_eq!(
+            (s.key_prefix(), s.password_file.clone().unwrap()),
+            ("a:", PathBuf::from("/run/pw"))
+        );
     }
 
     #[test]

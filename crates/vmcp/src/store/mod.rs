@@ -34,7 +34,7 @@
 // pub mod auth;
 // mod auth_codec;
 pub mod ratelimit;
-// pub mod tokens;
+pub mod tokens;
 
 use std::fmt;
 use std::time::Duration;
@@ -218,11 +218,11 @@ impl Redis {
     }
 
     /// Runs one script within the deadline (EVALSHA, loading it first when Redis lacks it).
-    pub async fn eval<T: redis::FromRedisValue>(
+    pub async fn eval<T: redis::FromRedisValue, A: redis::ToRedisArgs>(
         &self,
         script: &redis::Script,
         keys: &[String],
-        args: &[String],
+        args: &[A],
     ) -> Result<T, StorageError> {
         let mut inv = script.prepare_invoke();
         for k in keys {
@@ -233,6 +233,20 @@ impl Redis {
         }
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(timed_out(self.timeout)),
+        }
+    }
+}
+
+impl Redis {
+    /// Runs one pipeline (`MULTI`/`EXEC` when atomic) within the deadline.
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(timed_out(self.timeout)),
         }

@@ -116,7 +116,7 @@ impl RateLimitStore for RedisRateLimitStore {
             }
             let (index, wait): (i64, i64) = self
                 .redis
-                .eval(&self.script, &keys, &args)
+                .eval::<_, String>(&self.script, &keys, &args)
                 .await
                 .map_err(|e| StoreError(e.to_string()))?;
             if index <= 0 {

@@ -4,7 +4,12 @@
 //! Invariants:
 //! - Single flight per (user, upstream): while a refresh runs, every other caller for that key
 //!   waits for its result; the in-flight map is a plain mutex never held across an `await`,
-//!   with one entry per key being refreshed (bounded by the store).
+//!   with one entry per key being refreshed (bounded by the store). Across replicas sharing the
+//!   store, a [`RefreshLease`] does the same: the flight that does not get the lease does not
+//!   refresh; it polls the store (every [`VaultOptions::lease_poll`], for at most
+//!   [`VaultOptions::lease_ttl`]) until the holder's new tokens are there, or the lease is free.
+//!   The holder reads the entry again after taking the lease, so it never presents a refresh
+//!   token another replica already rotated.
 //! - A refresh runs in its own task, so a caller that gives up (client gone, request timeout)
 //!   does not lose a rotated refresh token half way. The new tokens are written to the store
 //!   before anyone gets the new access token, and before the flight ends.
@@ -27,6 +32,7 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
 use super::crypto::{VaultKey, VaultKeyError};
+use super::lease::{LeaseHolder, LocalLease, RefreshLease};
 use super::record::Record;
 use super::refresh::{RefreshError, TokenRefresher};
 use super::store::{MemoryTokenStore, StoreError, TokenStore};
@@ -46,6 +52,12 @@ pub struct VaultOptions {
     /// Refreshes running at once, all keys together (default
     /// [`DEFAULT_MAX_CONCURRENT_REFRESHES`]); more wait for a slot.
     pub max_concurrent_refreshes: usize,
+    /// How long a refresh lease is held at most (default 45 s: longer than three attempts at
+    /// the 10 s upstream timeout with their backoff); also how long another replica waits for
+    /// the holder's result before giving up with "unavailable".
+    pub lease_ttl: Duration,
+    /// How often a replica waiting on another's refresh looks at the store (default 100 ms).
+    pub lease_poll: Duration,
 }
 
 impl Default for VaultOptions {
@@ -54,6 +66,8 @@ impl Default for VaultOptions {
             refresh_attempts: 3,
             retry_backoff: Duration::from_millis(250),
             max_concurrent_refreshes: DEFAULT_MAX_CONCURRENT_REFRESHES,
+            lease_ttl: Duration::from_secs(45),
+            lease_poll: Duration::from_millis(100),
         }
     }
 }
@@ -86,11 +100,20 @@ struct Counters {
 }
 
 type Key = (String, String);
+
+/// What taking the refresh lease gave.
+enum Leased {
+    /// This flight holds it and refreshes.
+    Held(LeaseHolder),
+    /// Another replica refreshed meanwhile: its access token.
+    Done(Secret),
+}
 type Flight = Shared<BoxFuture<'static, Result<Secret, TokenError>>>;
 
 struct Inner {
     refresher: Arc<dyn TokenRefresher>,
     store: Arc<dyn TokenStore>,
+    lease: Arc<dyn RefreshLease>,
     key: VaultKey,
     options: VaultOptions,
     flights: Mutex<HashMap<Key, Flight>>,
@@ -151,11 +174,24 @@ impl Vault {
         key: VaultKey,
         options: VaultOptions,
     ) -> Self {
+        Self::shared(refresher, store, Arc::new(LocalLease), key, options)
+    }
+
+    /// A vault whose store other processes share, refreshing under `lease` (see the module
+    /// doc); `key` must be the one every such process has.
+    pub fn shared(
+        refresher: Arc<dyn TokenRefresher>,
+        store: Arc<dyn TokenStore>,
+        lease: Arc<dyn RefreshLease>,
+        key: VaultKey,
+        options: VaultOptions,
+    ) -> Self {
         let permits = tokio::sync::Semaphore::new(options.max_concurrent_refreshes.max(1));
         Self {
             inner: Arc::new(Inner {
                 refresher,
                 store,
+                lease,
                 key,
                 options,
                 flights: Mutex::new(HashMap::new()),
@@ -261,6 +297,43 @@ impl Inner {
 
     async fn refresh_flow(&self, user: &str, upstream: &str) -> Result<Secret, TokenError> {
         let _permit = self.permits.acquire().await.map_err(|_| unavailable(upstream, "closed"))?;
+        let holder = match self.take_lease(user, upstream).await? {
+            Leased::Held(h) => h,
+            Leased::Done(token) => return Ok(token),
+        };
+        let result = self.refresh_held(user, upstream).await;
+        self.lease.release(user, upstream, &holder).await;
+        result
+    }
+
+    /// The lease on refreshing (user, upstream), or the result of the replica that holds it.
+    async fn take_lease(&self, user: &str, upstream: &str) -> Result<Leased, TokenError> {
+        let ttl = self.options.lease_ttl;
+        let deadline = tokio::time::Instant::now() + ttl;
+        loop {
+            match self.lease.try_acquire(user, upstream, ttl).await {
+                Ok(Some(h)) => return Ok(Leased::Held(h)),
+                Ok(None) => {}
+                Err(e) => return Err(unavailable(upstream, e.to_string())),
+            }
+            // Another replica refreshes: its tokens land in the store.
+            match self.load(user, upstream).await? {
+                None => return Err(reauth(upstream, "grant dropped during refresh")),
+                Some(r) if !r.needs_refresh(SystemTime::now()) => {
+                    return Ok(Leased::Done(r.access()));
+                }
+                Some(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable(upstream, "another replica's refresh did not finish"));
+            }
+            tokio::time::sleep(self.options.lease_poll).await;
+        }
+    }
+
+    /// The refresh proper, under the lease: the entry is read again, since another replica may
+    /// have refreshed (and rotated the refresh token) before the lease was taken.
+    async fn refresh_held(&self, user: &str, upstream: &str) -> Result<Secret, TokenError> {
         let Some(rec) = self.load(user, upstream).await? else {
             return Err(reauth(upstream, "no upstream grant held"));
         };
