@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::identity::Secret;
 use super::server::memory::MemoryAuthStore;
 use super::server::settings::{CimdSettings, Settings};
-use super::server::{AuthServer, cimd_http_client};
+use super::server::{AuthServer, AuthStore, cimd_http_client};
 use super::upstream::{
     FieldMapping, IdentityFromToken, MemoryTokenStore, ProviderKind, ProviderSettings,
     TokenResponseMapping, UpstreamTokens, Upstreams, UserInfo, UserInfoMethod, Vault, VaultKey,
@@ -23,6 +23,7 @@ use crate::config::SessionStorageConfig;
 use crate::config::authserver::{
     AuthServerConfig, SecretRef, UpstreamConfig, UpstreamKind, UserInfoConfig,
 };
+use crate::store::auth::RedisAuthStore;
 use crate::store::tokens::{RedisRefreshLease, RedisTokenStore};
 
 /// The running authorization server and the vault its logins fill.
@@ -101,7 +102,14 @@ pub fn build_with_storage(
     };
     let tokens: Arc<dyn UpstreamTokens> = Arc::new(vault.clone());
     let settings = settings(cfg)?;
-    let store = Arc::new(MemoryAuthStore::new(&settings.bounds));
+    let store: Arc<dyn AuthStore> = match shared {
+        None => Arc::new(MemoryAuthStore::new(&settings.bounds)),
+        Some((redis, storage)) => Arc::new(RedisAuthStore::new(
+            redis.clone(),
+            &settings.bounds,
+            shared_vault_key(cfg, storage)?,
+        )),
+    };
     let server =
         AuthServer::new(settings, Arc::new(upstreams), tokens.clone(), store, cimd_http_client())
             .map_err(|e| EmbeddedError::Server(e.to_string()))?;

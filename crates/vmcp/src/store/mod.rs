@@ -31,8 +31,9 @@
 //! token of a client is stored (codes and refresh tokens only as SHA-256 hashes), upstream
 //! tokens and the upstream PKCE verifier only sealed with the vault key; every key expires.
 
-// pub mod auth;
-// mod auth_codec;
+pub mod auth;
+mod auth_codec;
+mod auth_lua;
 pub mod ratelimit;
 pub mod tokens;
 
