@@ -238,4 +238,64 @@ mod tests {
             .is_err()
         );
     }
+
+    /// A gateway and an authorization server file (the pair of `authserver/tests`).
+    const MAIN: &str = "name: gw\nbackends:\n  - name: github\n    transport: streamable-http\n    \
+                        url: https://api.githubcopilot.com/mcp\nincomingAuth:\n  type: oidc\n  \
+                        oidc:\n    issuer: https://vmcp.example.com\n    \
+                        audience: https://vmcp.example.com/mcp\n";
+    const AUTH: &str = "issuer: https://vmcp.example.com\n\
+                        allowed_audiences: [https://vmcp.example.com/mcp]\nupstreams:\n  \
+                        - name: github\n    type: oauth2\n    oauth2_config:\n      \
+                        authorization_endpoint: https://github.com/login/oauth/authorize\n      \
+                        token_endpoint: https://github.com/login/oauth/access_token\n      \
+                        client_id: Iv1.0123456789abcdef\n      userinfo:\n        \
+                        endpoint_url: https://api.github.com/user\n";
+
+    fn with_auth(storage: &str, auth_extra: &str) -> Result<Config, crate::config::ConfigError> {
+        crate::config::parse_with_auth_server(
+            &format!("{MAIN}{storage}"),
+            "config.yaml",
+            &format!("{AUTH}{auth_extra}"),
+            "authserver-config.yaml",
+        )
+    }
+
+    #[test]
+    fn redis_with_the_authorization_server_needs_shared_keys() {
+        let storage = "sessionStorage:\n  provider: redis\n  address: redis:6379\n";
+        let e = with_auth(storage, "").unwrap_err();
+        let ps: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(ps.len(), 2, "{ps:#?}");
+        // The block's line for the missing key, the provider's for the other file's lack.
+        assert!(ps[0].starts_with("config.yaml:11:1: sessionStorage.vaultKeyFile: required"));
+        assert!(ps[0].contains("hmac_secret_files"), "{}", ps[0]);
+        assert!(ps[1].starts_with("config.yaml:12:3: sessionStorage.provider: with \"redis\""));
+        assert!(ps[1].contains("signing_key_config"), "{}", ps[1]);
+
+        let dir = std::env::temp_dir().join(format!("vmcp-storage-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pem, hmac) = (dir.join("k.pem"), dir.join("hmac"));
+        std::fs::write(
+            &pem,
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(&hmac, [1u8; 32]).unwrap();
+        let keys = format!(
+            "signing_key_config:\n  signing_key_file: {}\nhmac_secret_files: [{}]\n",
+            pem.display(),
+            hmac.display()
+        );
+        let c = with_auth(storage, &keys).unwrap();
+        assert_eq!(c.storage_provider(), Provider::Redis);
+        // Or the vault key in a file of its own.
+        let signing = format!("signing_key_config:\n  signing_key_file: {}\n", pem.display());
+        let own = format!("{storage}  vaultKeyFile: /run/vault-key\n");
+        assert!(with_auth(&own, &signing).is_ok());
+        assert!(with_auth(storage, &signing).is_err());
+        // Memory needs neither.
+        assert!(with_auth("sessionStorage: {provider: memory}\n", "").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
