@@ -83,6 +83,8 @@ pub struct Gateway {
     pub gatekeeper: crate::http::auth::Gatekeeper,
     /// The embedded authorization server and its upstream token vault, when configured.
     pub auth_server: Option<crate::auth::embedded::Embedded>,
+    /// Shared storage (`sessionStorage: {provider: redis}`), when configured.
+    pub storage: Option<crate::store::Redis>,
     /// The layers around dispatch (rate limits, authorization, audit, telemetry), rebuilt by a
     /// reload (load once per request: `gw.layers.load()`).
     pub layers: ArcSwap<crate::layer::Layers>,
@@ -107,6 +109,9 @@ pub enum StartError {
     /// A layer around dispatch cannot be built.
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    /// `sessionStorage` cannot be used.
+    #[error(transparent)]
+    Storage(#[from] crate::store::StorageError),
 }
 
 impl Gateway {
@@ -129,12 +134,14 @@ impl Gateway {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
+        let storage = crate::store::from_config(config)?;
         let auth_server = match &config.auth_server {
             // The upstream IdPs' token endpoints get client secrets and refresh tokens: no
             // redirects there either.
-            Some(cfg) => Some(crate::auth::embedded::build(
+            Some(cfg) => Some(crate::auth::embedded::build_with_storage(
                 cfg,
                 crate::auth::token_client(std::time::Duration::from_secs(10)),
+                storage.as_ref().zip(config.session_storage.as_ref()),
             )?),
             None => None,
         };
@@ -163,7 +170,8 @@ impl Gateway {
             per_principal,
             crate::catalog::principal::PrincipalLimits::default(),
         ));
-        let layers = crate::layer::Layers::from_config(config)?;
+        let mut layers = crate::layer::Layers::from_config(config)?;
+        crate::store::ratelimit::share(&mut layers, config, storage.as_ref(), None);
         let stop = CancellationToken::new();
         let discovery = Discovery::spawn(
             backends.clone(),
@@ -195,6 +203,7 @@ impl Gateway {
             identities,
             gatekeeper,
             auth_server,
+            storage,
             layers: ArcSwap::from_pointee(layers),
             running: tokio::sync::Mutex::new(running),
             config_status: std::sync::Mutex::new(ConfigStatus::new()),

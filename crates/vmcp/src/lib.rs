@@ -16,4 +16,5 @@ pub mod layer;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;
+pub mod store;
 pub mod telemetry;

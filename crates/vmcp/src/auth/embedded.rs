@@ -13,14 +13,18 @@ use sha2::{Digest, Sha256};
 use super::identity::Secret;
 use super::server::memory::MemoryAuthStore;
 use super::server::settings::{CimdSettings, Settings};
-use super::server::{AuthServer, cimd_http_client};
+use super::server::{AuthServer, AuthStore, cimd_http_client};
 use super::upstream::{
     FieldMapping, IdentityFromToken, MemoryTokenStore, ProviderKind, ProviderSettings,
     TokenResponseMapping, UpstreamTokens, Upstreams, UserInfo, UserInfoMethod, Vault, VaultKey,
+    VaultOptions,
 };
+use crate::config::SessionStorageConfig;
 use crate::config::authserver::{
     AuthServerConfig, SecretRef, UpstreamConfig, UpstreamKind, UserInfoConfig,
 };
+use crate::store::auth::RedisAuthStore;
+use crate::store::tokens::{RedisRefreshLease, RedisTokenStore};
 
 /// The running authorization server and the vault its logins fill.
 pub struct Embedded {
@@ -65,20 +69,47 @@ pub enum EmbeddedError {
     Server(String),
 }
 
-/// Builds the server, its providers and its vault. Performs no network I/O.
+/// Builds the server, its providers and its vault, all in memory. Performs no network I/O.
 pub fn build(cfg: &AuthServerConfig, http: reqwest::Client) -> Result<Embedded, EmbeddedError> {
+    build_with_storage(cfg, http, None)
+}
+
+/// [`build`], with the vault (and its refresh lease) in shared storage when `shared` is given
+/// (`sessionStorage: {provider: redis}`): then the vault key is one every replica has
+/// (`sessionStorage.vaultKeyFile`, else derived from `hmac_secret_files`).
+pub fn build_with_storage(
+    cfg: &AuthServerConfig,
+    http: reqwest::Client,
+    shared: Option<(&crate::store::Redis, &SessionStorageConfig)>,
+) -> Result<Embedded, EmbeddedError> {
     let providers =
         cfg.upstreams.iter().map(|u| provider(cfg, u)).collect::<Result<Vec<_>, _>>()?;
     let upstreams =
         Upstreams::new(providers, http).map_err(|e| EmbeddedError::Upstreams(e.to_string()))?;
-    let vault = Vault::new(
-        Arc::new(upstreams.clone()),
-        Arc::new(MemoryTokenStore::default()),
-        vault_key(cfg)?,
-    );
+    let vault = match shared {
+        None => Vault::new(
+            Arc::new(upstreams.clone()),
+            Arc::new(MemoryTokenStore::default()),
+            vault_key(cfg)?,
+        ),
+        Some((redis, storage)) => Vault::shared(
+            Arc::new(upstreams.clone()),
+            Arc::new(RedisTokenStore::new(redis.clone())),
+            Arc::new(RedisRefreshLease::new(redis.clone())),
+            shared_vault_key(cfg, storage)?,
+            VaultOptions::default(),
+        ),
+    };
     let tokens: Arc<dyn UpstreamTokens> = Arc::new(vault.clone());
     let settings = settings(cfg)?;
-    let store = Arc::new(MemoryAuthStore::new(&settings.bounds));
+    let store: Arc<dyn AuthStore> = match shared {
+        None => Arc::new(MemoryAuthStore::new(&settings.bounds)),
+        Some((redis, storage)) => Arc::new(RedisAuthStore::new(
+            redis.clone(),
+            &settings.bounds,
+            shared_vault_key(cfg, storage)?,
+        )),
+    };
     let server =
         AuthServer::new(settings, Arc::new(upstreams), tokens.clone(), store, cimd_http_client())
             .map_err(|e| EmbeddedError::Server(e.to_string()))?;
@@ -236,6 +267,23 @@ fn vault_key(cfg: &AuthServerConfig) -> Result<VaultKey, EmbeddedError> {
         None => VaultKey::generate(),
     };
     key.map_err(|e| EmbeddedError::Server(format!("vault key: {e}")))
+}
+
+/// The vault key of replicas sharing a store: `sessionStorage.vaultKeyFile`, else the one
+/// derived from `hmac_secret_files`; never a random one (validation refuses that config).
+fn shared_vault_key(
+    cfg: &AuthServerConfig,
+    storage: &SessionStorageConfig,
+) -> Result<VaultKey, EmbeddedError> {
+    match &storage.vault_key_file {
+        Some(path) => VaultKey::from_file(path)
+            .map_err(|e| EmbeddedError::Server(format!("sessionStorage.vaultKeyFile: {e}"))),
+        None if cfg.hmac_secret_paths().is_some() => vault_key(cfg),
+        None => Err(EmbeddedError::Server(
+            "sessionStorage.vaultKeyFile: required with provider redis (or hmac_secret_files)"
+                .into(),
+        )),
+    }
 }
 
 fn read_secret(key: &str, path: &Path, trim: bool) -> Result<Secret, EmbeddedError> {

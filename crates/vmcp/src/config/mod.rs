@@ -68,9 +68,9 @@ pub struct Config {
     /// `codeMode`: not available yet.
     #[serde(default)]
     pub code_mode: Option<IgnoredAny>,
-    /// `sessionStorage`: not available yet.
+    /// Where state shared by replicas lives (`config/session_storage.rs`).
     #[serde(default)]
-    pub session_storage: Option<IgnoredAny>,
+    pub session_storage: Option<SessionStorageConfig>,
     /// Token buckets on tool calls (`config/rate_limit.rs`).
     #[serde(default)]
     pub rate_limiting: Option<RateLimitConfig>,
@@ -382,6 +382,7 @@ pub mod duration;
 pub mod failure_handling;
 pub mod limits;
 pub mod rate_limit;
+pub mod session_storage;
 pub mod telemetry;
 
 pub use audit::AuditConfig;
@@ -403,6 +404,7 @@ mod validate;
 pub use limits::LimitsConfig;
 pub use load::{ConfigError, Problem, load, parse, parse_with_auth_server};
 pub use rate_limit::RateLimitConfig;
+pub use session_storage::SessionStorageConfig;
 pub use telemetry::TelemetryConfig;
 pub use toolhive_compat::debug_logging;
 pub use validate::validate_warnings;

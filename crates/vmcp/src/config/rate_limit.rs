@@ -7,7 +7,8 @@
 //! A call must get a token from every bucket that applies to it.
 //!
 //! ToolHive's vMCP keeps buckets in Redis (`sessionStorage`) and refuses the block without it;
-//! vmcp keeps them in memory, per process, until the shared store exists.
+//! vmcp keeps them in memory, per process, without it, and in Redis, shared by every replica,
+//! with `sessionStorage: {provider: redis}`.
 //!
 //! Invariant: a `RateLimitConfig` that leaves `load` has at least one bucket, every bucket has
 //! `maxTokens >= 1` and a non-zero `refillPeriod`, and tool names are unique.

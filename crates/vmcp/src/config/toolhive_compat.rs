@@ -14,7 +14,6 @@ use super::validate::Finding;
 const NOT_YET: &[(&str, &str)] = &[
     ("optimizer", "the tool optimizer (find_tool/call_tool) is"),
     ("codeMode", "code mode (execute_tool_script) is"),
-    ("sessionStorage", "shared session storage (Redis) is"),
     ("compositeTools", "composite tools are"),
     ("compositeToolRefs", "composite tool definitions (VirtualMCPCompositeToolDefinition) are"),
 ];
@@ -171,7 +170,6 @@ mod tests {
         let cases = [
             ("optimizer", "the tool optimizer (find_tool/call_tool) is not available"),
             ("codeMode", "code mode (execute_tool_script) is not available"),
-            ("sessionStorage", "shared session storage (Redis) is not available"),
             ("compositeTools", "composite tools are not available"),
             ("compositeToolRefs", "composite tool definitions"),
         ];

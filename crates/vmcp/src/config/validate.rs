@@ -88,6 +88,7 @@ pub(crate) fn check(cfg: &Config, index: &Index) -> Vec<Finding> {
     c.findings.extend(super::toolhive_compat::check(cfg, c.index));
     c.findings.extend(cfg.audit.iter().flat_map(super::audit::check));
     c.findings.extend(cfg.rate_limiting.iter().flat_map(super::rate_limit::check));
+    c.findings.extend(super::session_storage::check(cfg));
     if let Some(t) = &cfg.telemetry {
         c.findings.extend(super::telemetry::check(t));
     }

@@ -57,6 +57,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Vec<String> {
         dbg(&crate::config::debug_logging(new)),
     );
     check("telemetry", dbg(&old.telemetry), dbg(&new.telemetry));
+    check("sessionStorage", dbg(&old.session_storage), dbg(&new.session_storage));
     if dbg(&old.auth_server) != dbg(&new.auth_server) {
         out.push(crate::config::authserver::FILE_NAME.to_owned());
     }

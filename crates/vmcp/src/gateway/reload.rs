@@ -196,7 +196,10 @@ impl Gateway {
             return Err(ReloadError::RestartRequired(restart));
         }
         let plan = self.backends.plan(&config, &self.events, &running.sources)?;
-        let layers = self.layers.load().renew(&config)?;
+        let old_layers = self.layers.load();
+        let mut layers = old_layers.renew(&config)?;
+        let kept = old_layers.rate_limits.as_ref();
+        crate::store::ratelimit::share(&mut layers, &config, self.storage.as_ref(), kept);
         let started = plan.start();
         let per_principal = config.incoming_auth.kind != crate::config::IncomingAuthKind::Anonymous;
         let lists = first_lists(&started.fresh, per_principal).await;

@@ -5,8 +5,14 @@
 //! mapped to the backend's own; `tools[].name` means that name too). A call needs a token from
 //! `shared`, from `perUser` (keyed by the caller's principal, issuer and subject), and from its
 //! tool's `shared` and `perUser` buckets when `tools` lists it; it gets one from each or from
-//! none ([`store`]). Anonymous callers have no per-user buckets: only shared ones apply. A store
-//! that cannot decide lets the call through (logged), as ToolHive does.
+//! none ([`store`]). Anonymous callers have no per-user buckets: only shared ones apply.
+//!
+//! Where buckets live: in memory by default ([`memory`]); with `sessionStorage: {provider:
+//! redis}` in Redis, shared by every replica (`crate::store::ratelimit`). A store that cannot
+//! decide (Redis down or too slow, see `crate::store` for the deadline) fails the call with
+//! JSON-RPC error -32603 "rate-limit storage unavailable" and `data.retryable: true`: ToolHive
+//! lets such calls through, but limits that vanish whenever Redis does would let a burst reach
+//! every backend at once; the call is refused fast and the client may retry.
 //!
 //! A refused call gets JSON-RPC error [`code::RATE_LIMITED`] (429, ToolHive's code) with
 //! `data.retryAfterMs`, `data.retryAfterSeconds` (ToolHive's key) and `data.limit` (which
@@ -147,8 +153,8 @@ impl RateLimits {
                 Err(limited(label, retry_after))
             }
             Err(e) => {
-                tracing::warn!(tool = %name, error = %e, "rate limit check failed; call allowed");
-                Ok(())
+                tracing::warn!(tool = %name, error = %e, "rate limit check failed; call refused");
+                Err(storage_unavailable())
             }
         }
     }
@@ -162,6 +168,15 @@ pub fn limited(label: &str, retry_after: Duration) -> ErrorObject {
         code::RATE_LIMITED,
         format!("Rate limit exceeded ({label}); retry after {secs}s"),
         &serde_json::json!({ "retryAfterMs": ms, "retryAfterSeconds": secs, "limit": label }),
+    )
+}
+
+/// The error for a call whose buckets could not be read (see the module doc).
+pub fn storage_unavailable() -> ErrorObject {
+    ErrorObject::with_data(
+        code::INTERNAL_ERROR,
+        "rate-limit storage unavailable",
+        &serde_json::json!({ "retryable": true }),
     )
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 pub mod idp;
 pub mod local_idp;
 pub mod login;
+pub mod redis;
 pub mod tls;
 pub mod tools;
 pub mod upstream_idp;

@@ -117,11 +117,11 @@ pub(super) async fn handle(State(srv): State<Arc<AuthServer>>, req: Request) -> 
     };
     if let Err(e) = srv.store.put_client(client.clone()).await {
         tracing::warn!(error = %e, "client registration");
-        let mut resp = dcr_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "client registration capacity reached; try again later",
-        );
+        let why = match e {
+            StoreError::Capacity(_) => "client registration capacity reached; try again later",
+            StoreError::Unavailable(_) => "authorization storage unavailable; try again later",
+        };
+        let mut resp = dcr_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", why);
         if matches!(e, StoreError::Capacity(_)) {
             let retry = srv.settings.bounds.min_client_age.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&retry) {

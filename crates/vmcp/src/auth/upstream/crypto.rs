@@ -115,6 +115,18 @@ impl VaultKey {
         Self::from_bytes(&bytes)
     }
 
+    /// Encrypts `plaintext` of another kind of record than a vault entry (a pending login's
+    /// secrets in shared storage), bound to (`kind`, `id`). `kind` is kept apart from every
+    /// vault user id by a leading NUL, so such a blob never opens as a vault entry.
+    pub fn seal_record(&self, kind: &str, id: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
+        self.seal(&format!("\0{kind}"), id, plaintext)
+    }
+
+    /// Opens what [`VaultKey::seal_record`] sealed for (`kind`, `id`).
+    pub fn open_record(&self, kind: &str, id: &str, blob: &[u8]) -> Option<Vec<u8>> {
+        self.open(&format!("\0{kind}"), id, blob)
+    }
+
     /// Encrypts `plaintext` for (user, upstream).
     pub(super) fn seal(&self, user: &str, upstream: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];

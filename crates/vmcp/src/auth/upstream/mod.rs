@@ -19,6 +19,7 @@
 mod crypto;
 mod http;
 mod identity;
+mod lease;
 mod oidc;
 mod record;
 mod refresh;
@@ -30,6 +31,7 @@ mod vault;
 
 pub use crypto::{KEY_LEN, VaultKey, VaultKeyError};
 pub use http::{DEFAULT_UPSTREAM_TIMEOUT, MAX_UPSTREAM_BODY};
+pub use lease::{LeaseHolder, LocalLease, RefreshLease};
 pub use record::{MAX_REFRESH_MARGIN, MIN_REFRESH_MARGIN, refresh_margin};
 pub use refresh::{DEAD_GRANT_ERRORS, RefreshError, TokenRefresher};
 pub use settings::{

@@ -4,7 +4,12 @@
 //! Invariants:
 //! - Single flight per (user, upstream): while a refresh runs, every other caller for that key
 //!   waits for its result; the in-flight map is a plain mutex never held across an `await`,
-//!   with one entry per key being refreshed (bounded by the store).
+//!   with one entry per key being refreshed (bounded by the store). Across replicas sharing the
+//!   store, a [`RefreshLease`] does the same: the flight that does not get the lease does not
+//!   refresh; it polls the store (every [`VaultOptions::lease_poll`], for at most
+//!   [`VaultOptions::lease_ttl`]) until the holder's new tokens are there, or the lease is free.
+//!   The holder reads the entry again after taking the lease, so it never presents a refresh
+//!   token another replica already rotated.
 //! - A refresh runs in its own task, so a caller that gives up (client gone, request timeout)
 //!   does not lose a rotated refresh token half way. The new tokens are written to the store
 //!   before anyone gets the new access token, and before the flight ends.
@@ -27,8 +32,9 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
 use super::crypto::{VaultKey, VaultKeyError};
+use super::lease::{LocalLease, RefreshLease};
 use super::record::Record;
-use super::refresh::{RefreshError, TokenRefresher};
+use super::refresh::TokenRefresher;
 use super::store::{MemoryTokenStore, StoreError, TokenStore};
 use super::{TokenError, TokenSet, UpstreamTokens};
 use crate::auth::identity::Secret;
@@ -46,6 +52,12 @@ pub struct VaultOptions {
     /// Refreshes running at once, all keys together (default
     /// [`DEFAULT_MAX_CONCURRENT_REFRESHES`]); more wait for a slot.
     pub max_concurrent_refreshes: usize,
+    /// How long a refresh lease is held at most (default 45 s: longer than three attempts at
+    /// the 10 s upstream timeout with their backoff); also how long another replica waits for
+    /// the holder's result before giving up with "unavailable".
+    pub lease_ttl: Duration,
+    /// How often a replica waiting on another's refresh looks at the store (default 100 ms).
+    pub lease_poll: Duration,
 }
 
 impl Default for VaultOptions {
@@ -54,6 +66,8 @@ impl Default for VaultOptions {
             refresh_attempts: 3,
             retry_backoff: Duration::from_millis(250),
             max_concurrent_refreshes: DEFAULT_MAX_CONCURRENT_REFRESHES,
+            lease_ttl: Duration::from_secs(45),
+            lease_poll: Duration::from_millis(100),
         }
     }
 }
@@ -86,11 +100,13 @@ struct Counters {
 }
 
 type Key = (String, String);
+
 type Flight = Shared<BoxFuture<'static, Result<Secret, TokenError>>>;
 
 struct Inner {
     refresher: Arc<dyn TokenRefresher>,
     store: Arc<dyn TokenStore>,
+    lease: Arc<dyn RefreshLease>,
     key: VaultKey,
     options: VaultOptions,
     flights: Mutex<HashMap<Key, Flight>>,
@@ -151,11 +167,24 @@ impl Vault {
         key: VaultKey,
         options: VaultOptions,
     ) -> Self {
+        Self::shared(refresher, store, Arc::new(LocalLease), key, options)
+    }
+
+    /// A vault whose store other processes share, refreshing under `lease` (see the module
+    /// doc); `key` must be the one every such process has.
+    pub fn shared(
+        refresher: Arc<dyn TokenRefresher>,
+        store: Arc<dyn TokenStore>,
+        lease: Arc<dyn RefreshLease>,
+        key: VaultKey,
+        options: VaultOptions,
+    ) -> Self {
         let permits = tokio::sync::Semaphore::new(options.max_concurrent_refreshes.max(1));
         Self {
             inner: Arc::new(Inner {
                 refresher,
                 store,
+                lease,
                 key,
                 options,
                 flights: Mutex::new(HashMap::new()),
@@ -258,114 +287,6 @@ impl Inner {
             tracing::warn!(%user, %upstream, error = %e, "could not drop a dead upstream grant");
         }
     }
-
-    async fn refresh_flow(&self, user: &str, upstream: &str) -> Result<Secret, TokenError> {
-        let _permit = self.permits.acquire().await.map_err(|_| unavailable(upstream, "closed"))?;
-        let Some(rec) = self.load(user, upstream).await? else {
-            return Err(reauth(upstream, "no upstream grant held"));
-        };
-        let now = SystemTime::now();
-        // Someone may have refreshed while this flight was being set up.
-        if !rec.needs_refresh(now) {
-            return Ok(rec.access());
-        }
-        if rec.refresh_token.is_none() {
-            if !rec.expired(now) {
-                return Ok(rec.access());
-            }
-            self.drop_grant(user, upstream, rec.generation).await;
-            return Err(reauth(upstream, "access token expired and no refresh token"));
-        }
-        let current = rec.tokens();
-        let c = &self.counters;
-        let mut attempt = 1;
-        let outcome = loop {
-            match self.refresher.refresh(upstream, &current).await {
-                Err(RefreshError::Transient(m)) => {
-                    c.transient_failures.fetch_add(1, Ordering::Relaxed);
-                    if attempt >= self.options.refresh_attempts {
-                        break Err(RefreshError::Transient(m));
-                    }
-                    tracing::debug!(%user, %upstream, attempt, error = %m, "upstream refresh failed; retrying");
-                    tokio::time::sleep(self.options.retry_backoff * 2u32.pow(attempt - 1)).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
-        let new = match outcome {
-            Ok(new) => new,
-            Err(e) => {
-                let err = self.failed(user, upstream, &rec, e).await;
-                // The grant is kept and the token is still good for a moment: use it.
-                if matches!(err, TokenError::Unavailable { .. }) && !rec.expired(SystemTime::now())
-                {
-                    return Ok(rec.access());
-                }
-                return Err(err);
-            }
-        };
-        let rotated =
-            new.refresh_token.as_ref().is_some_and(|r| Some(r) != current.refresh_token.as_ref());
-        let merged = TokenSet {
-            refresh_token: new.refresh_token.or(current.refresh_token),
-            id_token: new.id_token.or(current.id_token),
-            ..new
-        };
-        let fresh = Record::new(&merged, SystemTime::now());
-        // A logout or a new login may have happened while the IdP answered.
-        match self.load(user, upstream).await {
-            Ok(None) => return Err(reauth(upstream, "grant dropped during refresh")),
-            Ok(Some(r)) if r.generation != rec.generation => return Ok(fresh.access()),
-            _ => {}
-        }
-        if let Err(e) = self.save(user, upstream, &fresh).await {
-            tracing::warn!(%user, %upstream, error = %e, rotated, "refreshed upstream tokens not stored");
-            if rotated {
-                // The stored refresh token is consumed: it must not be presented again.
-                self.drop_grant(user, upstream, rec.generation).await;
-                return Err(reauth(upstream, "refreshed tokens could not be stored"));
-            }
-            // The old refresh token is still good; the new access token is too.
-        }
-        c.refreshed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%user, %upstream, rotated, "upstream tokens refreshed");
-        Ok(fresh.access())
-    }
-
-    async fn failed(
-        &self,
-        user: &str,
-        upstream: &str,
-        rec: &Record,
-        e: RefreshError,
-    ) -> TokenError {
-        let c = &self.counters;
-        match e {
-            RefreshError::Dead(m) => {
-                c.dead_grants.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%user, %upstream, reason = %m, "upstream grant is dead; dropped");
-                self.drop_grant(user, upstream, rec.generation).await;
-                reauth(upstream, m)
-            }
-            RefreshError::Lost(m) => {
-                c.lost_responses.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%user, %upstream, reason = %m, "upstream refresh answer lost; grant dropped, the refresh token is never replayed");
-                self.drop_grant(user, upstream, rec.generation).await;
-                reauth(upstream, format!("refresh answer lost ({m})"))
-            }
-            RefreshError::Transient(m) => {
-                c.unavailable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%user, %upstream, reason = %m, "upstream refresh failed; grant kept");
-                unavailable(upstream, m)
-            }
-            RefreshError::Refused(m) => {
-                c.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%user, %upstream, reason = %m, "upstream refused the refresh; grant kept");
-                unavailable(upstream, m)
-            }
-        }
-    }
 }
 
 impl UpstreamTokens for Vault {
@@ -422,6 +343,9 @@ impl UpstreamTokens for Vault {
         })
     }
 }
+
+#[path = "vault_refresh.rs"]
+mod refresh_flow;
 
 #[cfg(test)]
 #[path = "vault_tests.rs"]

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
+use crate::auth::upstream::RefreshError;
 
 /// Answers refreshes from a script (then with fresh rotated tokens), after `delay`.
 #[derive(Default)]
