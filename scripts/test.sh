@@ -65,6 +65,7 @@ run_tests() {
   local missing=()
   [[ -x "${VMCP_NODE:-}" ]] || missing+=("VMCP_NODE=${VMCP_NODE:-}")
   [[ -f "${VMCP_EVERYTHING:-}" ]] || missing+=("VMCP_EVERYTHING=${VMCP_EVERYTHING:-}")
+  [[ -x "${VMCP_REDIS_SERVER:-}" ]] || missing+=("VMCP_REDIS_SERVER=${VMCP_REDIS_SERVER:-}")
   if ((${#missing[@]})); then
     echo "error: test tools missing (${missing[*]}): run scripts/install-test-tools.sh" \
       "(the tools stage) or source .tools/env.sh" >&2

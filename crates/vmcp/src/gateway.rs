@@ -119,7 +119,7 @@ impl Gateway {
     /// process. Returns at once; backends connect in the background (see
     /// [`crate::catalog::live::settle`]).
     pub fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
-        Self::start_with(config, Arc::new(crate::session::MemorySessionStore::default()))
+        Self::build(config, None)
     }
 
     /// [`Gateway::start`] with Legacy session records in `store`: replicas (or gateways in one
@@ -128,6 +128,15 @@ impl Gateway {
         config: &Config,
         store: Arc<dyn crate::session::SessionStore>,
     ) -> Result<Arc<Gateway>, StartError> {
+        Self::build(config, Some(store))
+    }
+
+    /// Starts the gateway; session records go to `store` when given, else to Redis with
+    /// `sessionStorage: {provider: redis}`, else stay in this process.
+    fn build(
+        config: &Config,
+        store: Option<Arc<dyn crate::session::SessionStore>>,
+    ) -> Result<Arc<Gateway>, StartError> {
         let (events, _) = broadcast::channel::<BackendEvent>(1024);
         let identities = Arc::new(crate::auth::current::CurrentIdentities::default());
         let http = reqwest::Client::builder()
@@ -135,6 +144,10 @@ impl Gateway {
             .build()
             .unwrap_or_default();
         let storage = crate::store::from_config(config)?;
+        let store = store.unwrap_or_else(|| match &storage {
+            Some(redis) => Arc::new(crate::store::sessions::RedisSessionStore::new(redis.clone())),
+            None => Arc::new(crate::session::MemorySessionStore::default()),
+        });
         let auth_server = match &config.auth_server {
             // The upstream IdPs' token endpoints get client secrets and refresh tokens: no
             // redirects there either.

@@ -1,7 +1,8 @@
 //! Two vmcp processes sharing one redis-server (`sessionStorage: {provider: redis}`): calls
 //! through both count against one `rateLimiting.shared` bucket; with Redis down a call is
 //! refused fast with "rate-limit storage unavailable"; Redis back, calls pass again without
-//! restarting vmcp.
+//! restarting vmcp. A Legacy session opened on one replica continues on the other, and ends
+//! on both when either deletes it.
 
 mod common;
 
@@ -82,6 +83,30 @@ async fn two_replicas_count_against_one_bucket() {
         assert!(log.contains("shared storage: redis"), "{log}");
         assert!(!log.contains("e2e-pw"), "password in the log");
     }
+}
+
+#[tokio::test]
+async fn a_legacy_session_continues_on_the_other_replica() {
+    let redis = RedisServer::start();
+    let (one, two) = (gateway(&redis, None), gateway(&redis, None));
+    let mut a = one.client();
+    let sid = a.legacy_init().await;
+    let mut b = two.client();
+    b.session = Some(sid.clone());
+    assert!(allowed(&echo(&b, false).await), "the session continues on replica two");
+    assert!(allowed(&echo(&a, false).await), "and still on replica one");
+    // The record is in Redis under the hash of the id, never the id itself.
+    let keys = redis.keys("e2e:sess:*");
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(!keys.contains(&sid), "the session id is a key: {keys}");
+    // Deleted on two: gone on one too, within the staleness bound (1 s).
+    let status = b.authed(b.http.delete(&b.url).header("mcp-session-id", &sid)).send().await;
+    assert!(status.unwrap().status().is_success());
+    poll(Duration::from_secs(5), "replica one to see the session ended", || async {
+        let r = a.post().json(&request(a.id(), "ping", json!({}))).send().await.ok()?;
+        (r.status() == 404).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

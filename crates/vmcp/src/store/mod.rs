@@ -2,7 +2,8 @@
 //! of the storage traits (`sessionStorage: {provider: redis}`):
 //! rate-limit buckets ([`ratelimit::RedisRateLimitStore`]), the upstream token vault's sealed
 //! entries and its refresh lease ([`tokens::RedisTokenStore`], [`tokens::RedisRefreshLease`]),
-//! and the authorization server's state ([`auth::RedisAuthStore`]).
+//! the authorization server's state ([`auth::RedisAuthStore`]), and Legacy session records
+//! ([`sessions::RedisSessionStore`]).
 //!
 //! Connection: a redis-rs `ConnectionManager` (one multiplexed connection that reconnects by
 //! itself), created without connecting, so vmcp starts while Redis is down and recovers when it
@@ -16,6 +17,7 @@
 //!
 //! | key | type | what | expiry |
 //! |---|---|---|---|
+//! | `sess:<sha256>` | string | a Legacy session record (hash of the session id) | idle timeout |
 //! | `rl:<sha256>` | hash `t`, `ts` | a token bucket (hash of bucket id and size) | when full again |
 //! | `vault:<user>:<upstream>` | string | a sealed vault entry (AES-256-GCM) | its `useless_after` |
 //! | `vault-idx:<user>` | set | the upstreams of a user's entries | the longest entry's |
@@ -35,6 +37,7 @@ pub mod auth;
 mod auth_codec;
 mod auth_lua;
 pub mod ratelimit;
+pub mod sessions;
 pub mod tokens;
 
 use std::fmt;

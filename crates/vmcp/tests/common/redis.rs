@@ -125,6 +125,16 @@ impl RedisServer {
         true
     }
 
+    /// The keys matching `pattern` (`KEYS`), one per line.
+    pub fn keys(&self, pattern: &str) -> String {
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        let client =
+            redis::Client::open(format!("redis://{auth}127.0.0.1:{}/", self.port)).unwrap();
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
+        keys.join("\n")
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
