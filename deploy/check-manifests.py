@@ -378,7 +378,7 @@ def main():
         check_hardening(n, pod)
     check_selectors(objs, deployments)
     check_vmcp(objs, kust, deployments, work)
-    for e in errors:
+    for e in dict.fromkeys(errors):  # once each: two checks may see one broken reference
         print(f"error: {e}", file=sys.stderr)
     if errors:
         sys.exit(1)

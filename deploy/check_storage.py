@@ -137,6 +137,7 @@ def check_requirepass(err, objs, name, svc, source):
         env = next((e for e in c.get("env") or [] if e["name"] == m.group(1)), {})
         ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
         if (ref.get("name"), ref.get("key")) != source:
-            err(f"{where}: --requirepass $({m.group(1)}) is not Secret/{source[0]} key "
-                f"{source[1]}, the password vmcp sends to Service/{svc['metadata']['name']}")
+            err(f"{where}: --requirepass $({m.group(1)}) comes from Secret/{ref.get('name')} key "
+                f"{ref.get('key')}, but vmcp sends Secret/{source[0]} key {source[1]} to "
+                f"Service/{svc['metadata']['name']}")
         return
