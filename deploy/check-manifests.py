@@ -7,8 +7,10 @@ The OpenAPI schemas check each object alone (kubernetes-validate, in check-deplo
 checks the objects against each other and against vmcp: that the kustomization lists every
 file, that selectors, named ports and Secret/ConfigMap references resolve, that the vmcp
 container runs `serve` on the mounted config with probes on /health, a termination grace above
-vmcp's own shutdown deadlines and the hardening the docs promise, and that each `...Env` key of
-the config is set from the pod's env.
+vmcp's own shutdown deadlines and the hardening the docs promise, that each `...Env` key of
+the config is set from the pod's env, and what several replicas need (check_storage.py: more
+than one replica only with sessionStorage on Redis; the Redis address is a Service here; the
+password comes from a Secret key that exists, the same one Redis requires).
 
 It writes the config files for `vmcp validate` under WORK_DIR:
   deployed/        exactly the ConfigMap keys the Deployment mounts (config.yaml alone by default;
@@ -28,6 +30,10 @@ import subprocess
 import sys
 
 import yaml
+
+sys.dont_write_bytecode = True  # no __pycache__ in deploy/ (the image's build context)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_storage  # noqa: E402
 
 SHUTDOWN_FLUSH_S = 1  # vmcp's ABORT_FLUSH (crates/vmcp/src/http/server.rs)
 DEFAULT_GRACE_S = 15.0  # server.connections.shutdownGracePeriod default
@@ -163,6 +169,8 @@ def check_selectors(objs, deployments):
             err(f"Deployment/{n}: selector does not match its pod template's labels")
     for (kind, name), o in objs.items():
         if kind == "Service":
+            if o["spec"].get("type") == "ExternalName":
+                continue  # a name for something outside the cluster: no pods to select
             hits = [n for n, l in templates.items() if matches(o["spec"].get("selector"), l)]
             if len(hits) != 1:
                 err(f"Service/{name}: selector matches {len(hits)} Deployments, not 1")
@@ -276,9 +284,8 @@ def check_vmcp(objs, kust, deployments, work):
             f"vmcp may take to stop (preStop {pre}s + shutdownGracePeriod {grace:g}s + "
             f"{SHUTDOWN_FLUSH_S}s + backendShutdownTimeout {backend:g}s)")
 
-    # Sessions are in memory until sessionStorage exists: more than one replica splits them.
-    if "sessionStorage" not in cfg and d["spec"].get("replicas", 1) != 1:
-        err("Deployment/vmcp: replicas must be 1 while config.yaml has no sessionStorage")
+    templates = {n: (o["spec"]["template"]["metadata"].get("labels") or {}) for n, o in deployments.items()}
+    check_storage.check(err, objs, kust.get("namespace"), d, c, cfg, templates)
 
     for name in sorted(env_names(cfg, lambda k: k.endswith("Env")) - env):
         err(f"{w}: config.yaml reads ${name}, which the container's env does not set")
@@ -371,7 +378,7 @@ def main():
         check_hardening(n, pod)
     check_selectors(objs, deployments)
     check_vmcp(objs, kust, deployments, work)
-    for e in errors:
+    for e in dict.fromkeys(errors):  # once each: two checks may see one broken reference
         print(f"error: {e}", file=sys.stderr)
     if errors:
         sys.exit(1)

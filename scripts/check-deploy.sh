@@ -11,11 +11,14 @@
 # 3. deploy/check-manifests.py: what the schemas cannot see (the kustomization lists every file;
 #    selectors, named ports, Secret and ConfigMap references resolve; vmcp serves the mounted
 #    config on 0.0.0.0 with probes on /health; termination grace above vmcp's shutdown; hardening;
-#    each `...Env` key of the config is set in the pod's env).
+#    each `...Env` key of the config is set in the pod's env; several replicas only with
+#    sessionStorage on Redis, its address a Service here, its password from a Secret key that
+#    exists and that Redis requires too).
 # 4. `vmcp validate` on the config files the Deployment mounts, taken out of the ConfigMap, and on
 #    the pair that turns the embedded authorization server on (docs/kubernetes.md).
 # 5. That steps 2 to 4 can fail: a manifest with an unknown field, a config with an unknown key
-#    and manifests with broken cross-references must each be refused.
+#    and manifests with broken cross-references (replicas without Redis, a Redis address or
+#    password that does not resolve among them) must each be refused.
 #
 # Tools: VMCP_KUBE_VALIDATE and VMCP_HADOLINT (from .tools/env.sh, sourced when unset). vmcp:
 # $VMCP_BIN_DIR/vmcp (set by scripts/test.sh), else $CARGO_TARGET_DIR/release, else target/release.
@@ -153,6 +156,21 @@ self_test() {
   expect_refused "a config ...Env variable the pod does not set" \
     "$PY" "$ROOT/deploy/check-manifests.py" "$WORK/missing-env" "$WORK/x3" || rc=1
   grep -qF 'OTHER_TOKEN, which' "$WORK/refused.out" || { say "wrong reason"; rc=1; }
+
+  mutant memory-replicas 's/^\( *provider:\) redis$/\1 memory/' configmap.yaml || rc=1
+  expect_refused "three replicas without sessionStorage on Redis" \
+    "$PY" "$ROOT/deploy/check-manifests.py" "$WORK/memory-replicas" "$WORK/x4" || rc=1
+  grep -qF 'replicas 3 needs config.yaml sessionStorage' "$WORK/refused.out" || { say "wrong reason"; rc=1; }
+
+  mutant bad-address 's/address: redis\.vmcp\.svc:6379/address: cache.vmcp.svc:6379/' configmap.yaml || rc=1
+  expect_refused "a Redis address that is no Service of the manifests" \
+    "$PY" "$ROOT/deploy/check-manifests.py" "$WORK/bad-address" "$WORK/x5" || rc=1
+  grep -qF 'no Service/cache' "$WORK/refused.out" || { say "wrong reason"; rc=1; }
+
+  mutant bad-password '/THV_SESSION_REDIS_PASSWORD$/,/key:/s/key: password/key: pasword/' deployment.yaml || rc=1
+  expect_refused "a Redis password from a Secret key that does not exist" \
+    "$PY" "$ROOT/deploy/check-manifests.py" "$WORK/bad-password" "$WORK/x6" || rc=1
+  grep -qF 'Secret/redis has no key pasword' "$WORK/refused.out" || { say "wrong reason"; rc=1; }
   return "$rc"
 }
 
