@@ -1,0 +1,427 @@
+//! Three vmcp replicas behind a round-robin proxy (`replicas/proxy.rs`), sharing one
+//! `redis-server` (`sessionStorage: {provider: redis}`) and one Streamable HTTP backend (a
+//! `vmcp-fixture http` all three call, as in production). Issue 11's proof:
+//! - Legacy and Modern clients' calls spread over every replica and all succeed;
+//! - `kill -9` of a replica under load: its Legacy sessions continue on the others; the only
+//!   failures are calls in flight on it at the kill, each a transport error (or a retryable
+//!   JSON-RPC error), at most one per concurrent client;
+//! - Redis restarted under load: while it is down, a Legacy session the serving replica does not
+//!   hold gets `503` fast with "session store unavailable"; afterwards every session stored
+//!   before continues, on every replica.
+//!
+//! The proxy retries a request on the next replica only when connecting fails (the request was
+//! never sent); a failure after sending is the client's to retry (`502`, `x-proxy-error`).
+
+mod common;
+#[path = "replicas/proxy.rs"]
+mod proxy;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::*;
+use proxy::{PROXY_ERROR, Proxy, REPLICA};
+use serde_json::{Value, json};
+
+/// A cluster: Redis, one shared backend, three replicas, the proxy in front.
+struct Cluster {
+    proxy: Proxy,
+    replicas: Vec<Gateway>,
+    _backend: Fixture,
+}
+
+impl Cluster {
+    async fn start(redis: &RedisServer) -> Cluster {
+        let backend = Fixture::http("both", "s");
+        let config = format!(
+            "name: replicas\nbackends:\n{}sessionStorage:\n  provider: redis\n  address: {}\n  \
+             keyPrefix: 'rr:'\n",
+            http_backend("s", &backend.url),
+            redis.address(),
+        );
+        let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start(&config)).collect();
+        let proxy = Proxy::start(replicas.iter().map(|g| g.base.clone()).collect()).await;
+        Cluster { proxy, replicas, _backend: backend }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.proxy.url)
+    }
+
+    /// A Legacy session opened through the proxy; returns the client and the replica that
+    /// answered `initialize`.
+    async fn legacy(&self) -> (Client, usize) {
+        let mut c = self.client();
+        let id = c.id();
+        let body = request(
+            id,
+            "initialize",
+            json!({ "protocolVersion": LEGACY, "capabilities": {},
+                    "clientInfo": { "name": "replicas", "version": "1" } }),
+        );
+        let ev = c.open(c.post().json(&body)).await;
+        let sid = ev.headers["mcp-session-id"].to_str().unwrap().to_owned();
+        let replica = replica_of(&ev.headers).expect("x-replica on initialize");
+        let reply = ev.reply(id, STEP).await;
+        assert_eq!(reply.result()["protocolVersion"], LEGACY, "{:?}", reply.message);
+        c.session = Some(sid);
+        assert_eq!(c.notify("notifications/initialized", json!({})).await, 202);
+        (c, replica)
+    }
+}
+
+fn replica_of(h: &reqwest::header::HeaderMap) -> Option<usize> {
+    h.get(REPLICA)?.to_str().ok()?.parse().ok()
+}
+
+/// How one call ended. (Payloads are read through `Debug`, in failure messages.)
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Outcome {
+    /// The right answer.
+    Ok,
+    /// No JSON-RPC answer: the connection or body failed, or the proxy's `502`.
+    Transport(String),
+    /// A JSON-RPC error with `data.retryable: true`, or in a `503` with `Retry-After`.
+    Retryable(Value),
+    /// Anything else: always a test failure.
+    Wrong(String),
+}
+
+#[derive(Debug)]
+struct Done {
+    outcome: Outcome,
+    replica: Option<usize>,
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    started: Instant,
+    took: Duration,
+}
+
+/// `s_echo` with a message unique to this call, Legacy (the client's session) or Modern.
+async fn echo(c: &Client, modern: bool, tag: &str) -> Done {
+    let id = c.id();
+    let params = json!({ "name": "s_echo", "arguments": { "message": tag } });
+    let b = if modern {
+        c.modern_post(id, "tools/call", params)
+    } else {
+        c.post().json(&request(id, "tools/call", params))
+    };
+    let started = Instant::now();
+    let done = |outcome, replica, status, headers| Done {
+        outcome,
+        replica,
+        status,
+        headers,
+        started,
+        took: started.elapsed(),
+    };
+    let resp = match tokio::time::timeout(STEP, b.send()).await {
+        Err(_) => return done(Outcome::Transport("timeout".into()), None, 0, Default::default()),
+        Ok(Err(e)) => return done(Outcome::Transport(e.to_string()), None, 0, Default::default()),
+        Ok(Ok(r)) => r,
+    };
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let replica = replica_of(&headers);
+    if headers.contains_key(PROXY_ERROR) {
+        return done(Outcome::Transport(format!("proxy {status}")), replica, status, headers);
+    }
+    let reply = Events::from_response(resp).await.reply(id, STEP).await;
+    let outcome = match &reply.message {
+        None => Outcome::Transport(format!("no answer (status {status})")),
+        Some(m) if m["result"]["content"][0]["text"] == format!("Echo: {tag}") => Outcome::Ok,
+        // Retryable: said in the error, or by `503` with `Retry-After`.
+        Some(m)
+            if m["error"]["data"]["retryable"] == true
+                || (status == 503 && headers.contains_key("retry-after")) =>
+        {
+            Outcome::Retryable(m.clone())
+        }
+        Some(m) => Outcome::Wrong(format!("status {status}: {m}")),
+    };
+    done(outcome, replica, status, headers)
+}
+
+/// Asserts a call succeeded.
+fn ok(d: &Done, what: &str) {
+    assert!(matches!(d.outcome, Outcome::Ok), "{what}: {d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_both_eras_spread_over_three_replicas() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::start(&redis).await;
+
+    // One client alone moves through every replica in turn: a Legacy session initialized on
+    // one replica continues on the other two.
+    let (c, _) = cluster.legacy().await;
+    let mut seen = BTreeSet::new();
+    for i in 0..6 {
+        let d = echo(&c, false, &format!("alone-{i}")).await;
+        ok(&d, "a lone Legacy call");
+        seen.insert(d.replica.unwrap());
+    }
+    assert_eq!(seen.len(), 3, "one Legacy session served by every replica: {seen:?}");
+
+    // Then three Legacy and three Modern clients at once, 60 calls per era.
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let modern = w % 2 == 1;
+        let c = if modern { cluster.client() } else { cluster.legacy().await.0 };
+        tasks.push(tokio::spawn(async move {
+            let mut by_replica = [0u32; 3];
+            for i in 0..20 {
+                let d = echo(&c, modern, &format!("w{w}-{i}")).await;
+                ok(&d, if modern { "a Modern call" } else { "a Legacy call" });
+                by_replica[d.replica.unwrap()] += 1;
+            }
+            (modern, by_replica)
+        }));
+    }
+    let mut per_era: HashMap<bool, [u32; 3]> = HashMap::new();
+    for t in tasks {
+        let (modern, by) = t.await.unwrap();
+        let e = per_era.entry(modern).or_default();
+        for i in 0..3 {
+            e[i] += by[i];
+        }
+    }
+    for (modern, by) in &per_era {
+        assert_eq!(by.iter().sum::<u32>(), 60);
+        assert!(by.iter().all(|&n| n > 0), "modern={modern}: calls per replica {by:?}");
+    }
+    let served = cluster.proxy.served();
+    assert!(served.iter().all(|&n| n > 10), "requests per replica {served:?}");
+    assert_eq!(cluster.proxy.refused(), vec![0, 0, 0]);
+    // One record per Legacy session (4), under the shared prefix.
+    assert_eq!(redis.keys("rr:sess:*").lines().count(), 4);
+}
+
+/// Concurrent callers until `stop`: each a Legacy session (its `Client`) or a Modern client.
+fn load(
+    clients: Vec<(Client, bool)>,
+    stop: &Arc<AtomicBool>,
+    ok_calls: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<Done>>> {
+    clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, (c, modern))| {
+            let (stop, ok_calls) = (stop.clone(), ok_calls.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let d = echo(&c, modern, &format!("w{w}-{i}")).await;
+                    if matches!(d.outcome, Outcome::Ok) {
+                        ok_calls.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.push(d);
+                    i += 1;
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+/// Waits until `n` more calls succeeded than `from`.
+async fn calls_pass(ok_calls: &AtomicU64, from: u64, n: u64, what: &str) -> u64 {
+    poll(Duration::from_secs(60), what, || async {
+        let now = ok_calls.load(Ordering::SeqCst);
+        (now >= from + n).then_some(now)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
+    const VICTIM: usize = 1;
+    let redis = RedisServer::start();
+    let mut cluster = Cluster::start(&redis).await;
+    // Six Legacy sessions; `initialize` + `initialized` take two requests, so the sessions are
+    // initialized on replicas 0, 2, 1, 0, 2, 1.
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(cluster.legacy().await);
+    }
+    let on_victim: Vec<String> = sessions
+        .iter()
+        .filter(|(_, r)| *r == VICTIM)
+        .map(|(c, _)| c.session.clone().unwrap())
+        .collect();
+    assert_eq!(on_victim.len(), 2, "{:?}", sessions.iter().map(|s| s.1).collect::<Vec<_>>());
+
+    let mut clients: Vec<(Client, bool)> =
+        sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
+    clients.extend((0..3).map(|_| (cluster.client(), true)));
+    let concurrency = clients.len();
+    let (stop, ok_calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let workers = load(clients, &stop, &ok_calls);
+    calls_pass(&ok_calls, 0, 60, "60 calls before the kill").await;
+
+    let victim = cluster.replicas[VICTIM].pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    // Dead (a zombie at most): its sockets are closed, new connections are refused.
+    poll(Duration::from_secs(10), "the killed replica to be gone", || async {
+        (!alive(victim)).then_some(())
+    })
+    .await;
+    let dead_at = Instant::now();
+    let at_kill = ok_calls.load(Ordering::SeqCst);
+    calls_pass(&ok_calls, at_kill, 90, "90 calls after the kill").await;
+    stop.store(true, Ordering::SeqCst);
+    let mut all = Vec::new();
+    for (w, t) in workers.into_iter().enumerate() {
+        for d in t.await.unwrap() {
+            all.push((w, d));
+        }
+    }
+    assert!(cluster.replicas[VICTIM].proc.exited());
+
+    let mut failed = 0;
+    for (w, d) in &all {
+        match &d.outcome {
+            Outcome::Ok => {}
+            Outcome::Transport(_) | Outcome::Retryable(_) => {
+                failed += 1;
+                assert_eq!(d.replica, Some(VICTIM), "worker {w}: a failure off the victim: {d:?}");
+                assert!(d.started < dead_at, "worker {w}: failed after the kill: {d:?}");
+            }
+            Outcome::Wrong(m) => panic!("worker {w}: wrong answer: {m}"),
+        }
+        if d.started > dead_at {
+            assert!(matches!(d.outcome, Outcome::Ok), "worker {w}: after the kill: {d:?}");
+            assert_ne!(d.replica, Some(VICTIM), "worker {w}: served by the dead replica");
+        }
+    }
+    assert!(failed <= concurrency, "{failed} failures, {concurrency} callers");
+    assert!(cluster.proxy.refused()[VICTIM] > 0, "the proxy never skipped the dead replica");
+    // Sessions initialized on the dead replica continue on the others.
+    for (c, r) in sessions.iter().filter(|(_, r)| *r == VICTIM) {
+        for i in 0..4 {
+            let d = echo(c, false, &format!("after-{i}")).await;
+            ok(&d, &format!("a session of replica {r} after its death"));
+            assert_ne!(d.replica, Some(VICTIM));
+        }
+    }
+    let failures: Vec<_> = all
+        .iter()
+        .filter(|(_, d)| !matches!(d.outcome, Outcome::Ok))
+        .map(|(_, d)| (&d.outcome, d.replica))
+        .collect();
+    eprintln!(
+        "kill -9 under load: {} calls, {failed} failed {failures:?}; requests per replica {:?}",
+        all.len(),
+        cluster.proxy.served()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_refuses_fast_then_recovers_every_session() {
+    let mut redis = RedisServer::persistent();
+    let cluster = Cluster::start(&redis).await;
+    // Warm sessions: alone on the proxy, each session's requests visit every replica in turn,
+    // so every replica holds a copy.
+    let mut warm = Vec::new();
+    for s in 0..3 {
+        let (c, _) = cluster.legacy().await;
+        for i in 0..3 {
+            ok(&echo(&c, false, &format!("warm-{s}-{i}")).await, "a warm session");
+        }
+        warm.push(c);
+    }
+    // Cold sessions: initialized straight on replica k, so only k holds them; the others know
+    // them only by their record in Redis.
+    let mut cold = Vec::new();
+    for (k, gw) in cluster.replicas.iter().enumerate() {
+        let mut c = gw.client();
+        c.legacy_init().await;
+        c.url = cluster.proxy.url.clone();
+        cold.push((c, k));
+    }
+
+    let mut clients: Vec<(Client, bool)> = warm.iter().map(|c| (c.clone(), false)).collect();
+    clients.extend((0..2).map(|_| (cluster.client(), true)));
+    let (stop, ok_calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let workers = load(clients, &stop, &ok_calls);
+    calls_pass(&ok_calls, 0, 30, "30 calls before Redis stops").await;
+
+    tokio::task::block_in_place(|| redis.stop());
+    assert!(!redis.ping());
+    // A cold session: its own replica serves it; the others refuse it fast, retryably, with
+    // the store named, never 404.
+    for (c, k) in &cold {
+        let mut refused_by = BTreeSet::new();
+        for attempt in 0.. {
+            assert!(attempt < 60, "cold session of {k}: refusals only from {refused_by:?}");
+            let d = echo(c, false, &format!("down-{attempt}")).await;
+            assert!(d.took < Duration::from_secs(3), "took {:?}: {d:?}", d.took);
+            let r = d.replica.unwrap_or_else(|| panic!("no replica: {d:?}"));
+            if r == *k {
+                ok(&d, "a session its replica holds, Redis down");
+                continue;
+            }
+            assert_eq!(d.status, 503, "{d:?}");
+            assert_eq!(d.headers["retry-after"], "1", "{d:?}");
+            let Outcome::Retryable(m) = &d.outcome else { panic!("not retryable: {d:?}") };
+            assert_eq!(m["error"]["code"], -32603, "{m}");
+            let msg = m["error"]["message"].as_str().unwrap();
+            assert!(msg.starts_with("session store unavailable"), "{m}");
+            assert!(!msg.contains(&redis.address()), "the store's address in {m}");
+            refused_by.insert(r);
+            if refused_by.len() == 2 {
+                break;
+            }
+        }
+    }
+    // No session is created without its record.
+    let mut c = cluster.client();
+    let t = Instant::now();
+    let id = c.id();
+    let init = request(
+        id,
+        "initialize",
+        json!({ "protocolVersion": LEGACY, "capabilities": {},
+                "clientInfo": { "name": "replicas", "version": "1" } }),
+    );
+    let ev = c.open(c.post().json(&init)).await;
+    assert_eq!(ev.status, 503, "initialize with Redis down");
+    assert!(ev.headers.get("mcp-session-id").is_none());
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    let during = ok_calls.load(Ordering::SeqCst);
+
+    tokio::task::block_in_place(|| redis.restart());
+    // Every session stored before the outage continues on every replica, including those that
+    // never held it (restored from the persisted record).
+    for (cold_c, k) in &cold {
+        for (j, gw) in cluster.replicas.iter().enumerate() {
+            let mut d = cold_c.clone();
+            d.url = gw.url.clone();
+            let what = format!("the cold session of replica {k} on replica {j} after the restart");
+            poll(Duration::from_secs(15), &what, || async {
+                matches!(echo(&d, false, "back").await.outcome, Outcome::Ok).then_some(())
+            })
+            .await;
+        }
+    }
+    c.session = None;
+    let (_fresh, _) = cluster.legacy().await;
+    calls_pass(&ok_calls, during, 30, "30 calls after Redis is back").await;
+    stop.store(true, Ordering::SeqCst);
+    // The load ran through the outage: sessions every replica holds, and Modern calls, which
+    // need no store here, never failed.
+    let mut calls = 0;
+    for t in workers {
+        for d in t.await.unwrap() {
+            ok(&d, "a warm session or Modern call through the outage");
+            calls += 1;
+        }
+    }
+    assert_eq!(redis.keys("rr:sess:*").lines().count(), 7, "3 warm, 3 cold, 1 new");
+    eprintln!("Redis restart under load: {calls} calls, all passed");
+}
