@@ -353,6 +353,16 @@ async fn redis_restarted_under_load_refuses_fast_then_recovers_every_session() {
 
     tokio::task::block_in_place(|| redis.stop());
     assert!(!redis.ping());
+    // The outage lasts until every replica has tried to touch a record it holds (due each
+    // second of use) and failed: held sessions are served through failed touches.
+    poll(Duration::from_secs(15), "every replica to fail a touch", || async {
+        let failed = |gw: &Gateway| {
+            (gw.proc.stderr() + &gw.proc.lines().join("\n"))
+                .contains("cannot touch a session record")
+        };
+        cluster.replicas.iter().all(failed).then_some(())
+    })
+    .await;
     // A cold session: its own replica serves it; the others refuse it fast, retryably, with
     // the store named, never 404.
     for (c, k) in &cold {
