@@ -15,6 +15,8 @@
 mod common;
 #[path = "replicas/harness.rs"]
 mod harness;
+#[path = "replicas/login.rs"]
+mod login;
 #[path = "replicas/proxy.rs"]
 mod proxy;
 
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::login::{backend_requests, jwt_exp_ms, now_ms};
 use common::redis::RedisServer;
 use common::*;
 use harness::*;
@@ -275,4 +278,106 @@ async fn redis_restarted_under_load_refuses_fast_then_recovers_every_session() {
     }
     assert_eq!(redis.keys("rr:sess:*").lines().count(), 7, "3 warm, 3 cold, 1 new");
     eprintln!("Redis restart under load: {calls} calls, all passed");
+}
+
+/// OAuth across replicas: the official Python SDK logs in once through the proxy (registration,
+/// authorization, callback and token exchange each land on whichever replica the proxy picks),
+/// then makes 20 concurrent calls, and 20 more after the upstream token expired: the burst,
+/// spread over three replicas, makes exactly one refresh (a lease in Redis), and no rotated
+/// refresh token is ever replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_and_one_refresh_per_expiry_across_replicas() {
+    let redis = RedisServer::start();
+    let s = login::auth_cluster(&redis, 3).await;
+    let args =
+        ["--tool", "api_whoami", "--seconds", "3", "--interval", "3.5", "--concurrency", "20"];
+    let out = common::login::login(&s.proxy.url, &args).await;
+    assert_eq!(out.summary["logins"], 1, "{}", out.summary);
+    assert_eq!(out.summary["errors"], 0, "{:?}", out.calls);
+    assert_eq!(out.calls.len(), 40);
+    let tokens = login::tokens(&out);
+    let (first, second): (BTreeSet<_>, BTreeSet<_>) =
+        (tokens[..20].iter().collect(), tokens[20..].iter().collect());
+    assert_eq!(first.len(), 1, "one upstream token for the first burst");
+    assert_eq!(second.len(), 1, "one refreshed upstream token for the second burst");
+    assert!(first.is_disjoint(&second), "the second burst used the expired token");
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.code_grants, 1, "one upstream login");
+    assert_eq!(stats.refresh_grants, 1, "refreshes for one expiry across three replicas");
+    assert_eq!(stats.replays, 0, "a rotated refresh token was replayed");
+    assert_eq!(stats.rejected, 0);
+    let served = s.proxy.served();
+    assert!(served.iter().all(|&n| n >= 5), "requests per replica {served:?}");
+    // No upstream token reaches any replica's log.
+    for (i, gw) in s.replicas.iter().enumerate() {
+        let log = gw.proc.stderr() + &gw.proc.lines().join("\n");
+        for t in first.iter().chain(&second) {
+            assert!(!log.contains(t.as_str()), "replica {i} logged an upstream token");
+        }
+    }
+}
+
+/// Logged in through the proxy for several upstream token lifetimes in the stateless era
+/// (2026-07-28), three callers at once: every call passes with one login, never a replayed
+/// refresh token, and no more refreshes than one per token lifetime across the three replicas
+/// (three replicas refreshing on their own would make about three times as many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_login_lasts_through_lifetimes_across_replicas() {
+    const TTL_MS: u64 = 4000;
+    // A token is refreshed `refresh_margin` (a fifth of its life, at least 0.5 s) before it
+    // expires, and its `exp` (whole seconds) may be up to a second early: it serves this long.
+    const SERVES_MS: u64 = TTL_MS - 1000 - TTL_MS / 5;
+    let redis = RedisServer::start();
+    let s = login::auth_cluster(&redis, TTL_MS / 1000).await;
+    let started = Instant::now();
+    let since = now_ms();
+    let args = [
+        "--mode",
+        MODERN,
+        "--tool",
+        "api_whoami",
+        "--seconds",
+        "10",
+        "--interval",
+        "0.2",
+        "--concurrency",
+        "3",
+    ];
+    let out = common::login::login(&s.proxy.url, &args).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    assert_eq!(out.summary["logins"], 1, "{}", out.summary);
+    assert_eq!(out.summary["errors"], 0, "{:?}", out.calls);
+    let seen: BTreeSet<String> = login::tokens(&out).into_iter().collect();
+    let stats = s.idp.stats().await;
+    assert_eq!(stats.code_grants, 1, "one upstream login");
+    assert_eq!(stats.replays, 0, "a rotated refresh token was replayed");
+    assert_eq!(stats.rejected, 0);
+    let most = elapsed_ms / SERVES_MS + 1;
+    let r = stats.refresh_grants;
+    assert!(r <= most, "{r} refreshes in {elapsed_ms} ms, at most {most}");
+    assert!(r >= 2, "{r} refreshes in {elapsed_ms} ms");
+    assert!(seen.len() as u64 <= r + 1, "{} tokens, {r} refreshes", seen.len());
+    let served = s.proxy.served();
+    assert!(served.iter().all(|&n| n >= 10), "requests per replica {served:?}");
+    // Whichever replica sent it, every backend request for the user carried a token valid
+    // when it arrived. Before the login, each replica opened its own backend session (as
+    // itself: never with a user's token); those are not the user's.
+    let (before, after): (Vec<_>, Vec<_>) =
+        backend_requests(&s.backend).await.into_iter().partition(|r| r.at < since);
+    let own: BTreeSet<_> = before.iter().filter_map(|r| r.session.clone()).collect();
+    assert_eq!(own.len(), 3, "one backend session per replica: {before:?}");
+    let (system, requests): (Vec<_>, Vec<_>) =
+        after.into_iter().partition(|r| r.session.as_ref().is_some_and(|s| own.contains(s)));
+    assert!(system.iter().all(|r| r.token.is_none()), "a user's token on a replica's own session");
+    assert!(requests.len() >= out.calls.len(), "{} backend requests", requests.len());
+    for r in &requests {
+        let token = r.token.as_deref().unwrap_or_else(|| panic!("no token: {r:?}"));
+        assert!(r.at < jwt_exp_ms(token), "an expired upstream token reached the backend: {r:?}");
+    }
+    eprintln!(
+        "modern login across replicas: {} calls in {elapsed_ms} ms, {r} refreshes (at most \
+         {most}), {} tokens, requests per replica {served:?}",
+        out.calls.len(),
+        seen.len()
+    );
 }

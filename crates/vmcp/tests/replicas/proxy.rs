@@ -69,6 +69,13 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on a free loopback port and forwards to `upstreams` (`http://ADDR` each).
     pub async fn start(upstreams: Vec<String>) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(listener, upstreams)
+    }
+
+    /// The same on a listener bound beforehand (when the replicas' config needs the proxy's
+    /// address, e.g. as the authorization server's issuer).
+    pub fn start_with(listener: tokio::net::TcpListener, upstreams: Vec<String>) -> Proxy {
         let n = upstreams.len();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -84,7 +91,6 @@ impl Proxy {
             refused: (0..n).map(|_| AtomicU64::new(0)).collect(),
             http,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(forward).with_state(shared.clone());
         let task = tokio::spawn(async move {
