@@ -84,6 +84,8 @@ async fn calls_in_both_eras_spread_over_three_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
     const VICTIM: usize = 1;
+    const SLEEP_MS: u64 = 10_000;
+    let slept = format!("Slept {SLEEP_MS} ms");
     let redis = RedisServer::start();
     let mut cluster = Cluster::start(&redis).await;
     // Six Legacy sessions; `initialize` + `initialized` take two requests, so the sessions are
@@ -98,6 +100,22 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
         .map(|(c, _)| c.session.clone().unwrap())
         .collect();
     assert_eq!(on_victim.len(), 2, "{:?}", sessions.iter().map(|s| s.1).collect::<Vec<_>>());
+
+    // Three long calls, routed one to each replica before anything else runs: the one on the
+    // victim is in flight at the kill.
+    let routed = cluster.proxy.routed();
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, slept) = (cluster.client(), slept.clone());
+            tokio::spawn(async move {
+                call_tool(&c, true, "s_sleep", json!({ "ms": SLEEP_MS }), &slept).await
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(10), "the long calls to be routed", || async {
+        (cluster.proxy.routed() == routed + 3).then_some(())
+    })
+    .await;
 
     let mut clients: Vec<(Client, bool)> =
         sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
@@ -145,6 +163,19 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
     }
     assert!(failed <= concurrency, "{failed} failures, {concurrency} callers");
     assert!(cluster.proxy.refused()[VICTIM] > 0, "the proxy never skipped the dead replica");
+    // The long call on the victim failed at the kill, not at its end; the others finished.
+    let mut on_victim = 0;
+    for t in sleepers {
+        let d = t.await.unwrap();
+        if d.replica == Some(VICTIM) {
+            on_victim += 1;
+            assert!(matches!(d.outcome, Outcome::Transport(_)), "{d:?}");
+            assert!(d.took < Duration::from_millis(SLEEP_MS), "{d:?}");
+        } else {
+            ok(&d, "a long call on a surviving replica");
+        }
+    }
+    assert_eq!(on_victim, 1, "one long call was on the victim");
     // Sessions initialized on the dead replica continue on the others.
     for (c, r) in sessions.iter().filter(|(_, r)| *r == VICTIM) {
         for i in 0..4 {

@@ -88,8 +88,21 @@ pub(crate) struct Done {
 
 /// `s_echo` with a message unique to this call, Legacy (the client's session) or Modern.
 pub(crate) async fn echo(c: &Client, modern: bool, tag: &str) -> Done {
+    let args = json!({ "message": tag });
+    call_tool(c, modern, "s_echo", args, &format!("Echo: {tag}")).await
+}
+
+/// `tools/call` of `tool`, Legacy (the client's session) or Modern; [`Outcome::Ok`] when the
+/// first text content is `expect`.
+pub(crate) async fn call_tool(
+    c: &Client,
+    modern: bool,
+    tool: &str,
+    arguments: Value,
+    expect: &str,
+) -> Done {
     let id = c.id();
-    let params = json!({ "name": "s_echo", "arguments": { "message": tag } });
+    let params = json!({ "name": tool, "arguments": arguments });
     let b = if modern {
         c.modern_post(id, "tools/call", params)
     } else {
@@ -117,7 +130,7 @@ pub(crate) async fn echo(c: &Client, modern: bool, tag: &str) -> Done {
     let reply = Events::from_response(resp).await.reply(id, STEP).await;
     let outcome = match &reply.message {
         None => Outcome::Transport(format!("no answer (status {status})")),
-        Some(m) if m["result"]["content"][0]["text"] == format!("Echo: {tag}") => Outcome::Ok,
+        Some(m) if m["result"]["content"][0]["text"] == expect => Outcome::Ok,
         // Retryable: said in the error, or by `503` with `Retry-After`.
         Some(m)
             if m["error"]["data"]["retryable"] == true

@@ -99,6 +99,11 @@ impl Proxy {
         Proxy { url: format!("http://{addr}/mcp"), shared, task }
     }
 
+    /// Requests routed so far (each took the next upstream in turn).
+    pub fn routed(&self) -> usize {
+        self.shared.next.load(Ordering::SeqCst)
+    }
+
     /// Requests each upstream answered (headers received), by index.
     pub fn served(&self) -> Vec<u64> {
         self.shared.served.iter().map(|c| c.load(Ordering::SeqCst)).collect()
