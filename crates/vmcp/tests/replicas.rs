@@ -7,7 +7,10 @@
 //!   JSON-RPC error), at most one per concurrent client;
 //! - Redis restarted under load: while it is down, a Legacy session the serving replica does not
 //!   hold gets `503` fast with "session store unavailable"; afterwards every session stored
-//!   before continues, on every replica.
+//!   before continues, on every replica;
+//! - OAuth through the embedded authorization server across the replicas (`replicas/login.rs`):
+//!   one login, and upstream tokens refreshed once per expiry across replicas, never a replayed
+//!   refresh token.
 //!
 //! The proxy retries a request on the next replica only when connecting fails (the request was
 //! never sent); a failure after sending is the client's to retry (`502`, `x-proxy-error`).
