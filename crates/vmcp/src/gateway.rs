@@ -115,8 +115,8 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Starts backends and discovery for `config`, with Legacy session records kept in this
-    /// process. Returns at once; backends connect in the background (see
+    /// Starts backends and discovery for `config`, with Legacy session records in Redis under
+    /// `sessionStorage: {provider: redis}`, else kept by nobody (one process). Returns at once; backends connect in the background (see
     /// [`crate::catalog::live::settle`]).
     pub fn start(config: &Config) -> Result<Arc<Gateway>, StartError> {
         Self::build(config, None)
@@ -146,7 +146,7 @@ impl Gateway {
         let storage = crate::store::from_config(config)?;
         let store = store.unwrap_or_else(|| match &storage {
             Some(redis) => Arc::new(crate::store::sessions::RedisSessionStore::new(redis.clone())),
-            None => Arc::new(crate::session::MemorySessionStore::default()),
+            None => Arc::new(crate::session::LocalSessionStore),
         });
         let auth_server = match &config.auth_server {
             // The upstream IdPs' token endpoints get client secrets and refresh tokens: no

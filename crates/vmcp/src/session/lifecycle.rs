@@ -173,7 +173,7 @@ impl Sessions {
     /// one changed on another replica updates it (unless this copy has a change of its own not
     /// yet written: the write that follows wins, as the last write always does).
     async fn refresh(&self, session: Arc<Session>) -> Got {
-        if !session.link.claim_refresh() {
+        if !self.store.is_shared() || !session.link.claim_refresh() {
             return Got::Live(session);
         }
         let touch = self.store.touch(&session.link.key, self.policy.ttl);

@@ -59,7 +59,7 @@ pub use limit::{LimitError, Permit};
 pub use listen::ListenPermit;
 pub use record::SessionRecord;
 pub use resume::resume;
-pub use store::{MemorySessionStore, SessionStore, StoreError, StoreKey};
+pub use store::{LocalSessionStore, MemorySessionStore, SessionStore, StoreError, StoreKey};
 
 use link::Policy;
 

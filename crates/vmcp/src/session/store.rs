@@ -94,6 +94,12 @@ pub trait SessionStore: Send + Sync {
     /// Removes the record under `key`, if any.
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Whether other gateways read this store. A store nobody else reads ([`LocalSessionStore`])
+    /// is never touched to learn of changes made elsewhere: there are none.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// Removes the record under `key` unless it was put or touched less than `min_idle` ago
     /// (every put and touch sets `ttl`, so a store that keeps only the expiry, like Redis's
     /// `PTTL`, can tell: idle = `ttl` − time left). Returns whether no record is left. Used by
@@ -263,6 +269,56 @@ impl SessionStore for MemorySessionStore {
         min_idle: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move { Ok(self.delete_idle_now(key, min_idle)) })
+    }
+}
+
+/// The store of a gateway that shares its sessions with nobody (no `sessionStorage`): it keeps
+/// nothing, since the sessions themselves are the only copy anyone reads. A
+/// [`MemorySessionStore`] would hold every record a second time (about 600 bytes a session).
+pub struct LocalSessionStore;
+
+impl SessionStore for LocalSessionStore {
+    fn put<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _record: &'a SessionRecord,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn get<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
+        // A session this process does not hold exists nowhere.
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn touch<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
+        // Never asked (`is_shared` is false); if it were, "no record" would end the session.
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn delete<'a>(&'a self, _key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn delete_idle<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _ttl: Duration,
+        _min_idle: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 }
 

@@ -479,3 +479,23 @@ async fn a_held_copy_takes_over_changes_made_on_another_replica() {
     assert!(matches!(a.get(&s.id, &binding("alice")).await, Ok(Got::Live(_))));
     assert!(s.is_subscribed("test://mine"));
 }
+
+#[tokio::test]
+async fn a_local_store_keeps_no_record_and_never_ends_a_held_session() {
+    // Refresh due every 10 ms: a store asked "is it still there?" would say no and end it.
+    let limits =
+        LimitsConfig { session_idle_timeout: Duration::from_millis(40), ..Default::default() };
+    let s = Sessions::new(limits, Arc::new(LocalSessionStore));
+    let a = open(&s, "a").await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        match s.get(&a.id, &binding("a")).await {
+            Ok(Got::Live(held)) => assert!(Arc::ptr_eq(&held, &a)),
+            Ok(_) => panic!("the held session changed"),
+            Err(e) => panic!("the held session was lost: {e:?}"),
+        }
+    }
+    assert_eq!(s.get("0".repeat(64).as_str(), &binding("a")).await.err(), Some(Lookup::NotFound));
+    assert!(s.remove(&a.id, &binding("a")).await.unwrap().is_some());
+    assert_eq!(s.len(), 0);
+}
