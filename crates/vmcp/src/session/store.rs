@@ -1,5 +1,7 @@
 //! Where Legacy session records live so that any replica can continue a session: the
-//! [`SessionStore`] trait and its in-process implementation, [`MemorySessionStore`].
+//! [`SessionStore`] trait, [`LocalSessionStore`] (one process, keeps nothing: the default) and
+//! [`MemorySessionStore`] (in-process records, for several gateways in one process, as tests
+//! run them); Redis's is `crate::store::sessions`.
 //!
 //! The trait is deliberately small (put, get, touch, delete, delete-if-idle) so that a shared
 //! store (Redis: `SET … PX`, `GET`, `GETEX … PX`, `DEL`, `PTTL`) implements it directly. Every
