@@ -2,8 +2,9 @@
 //!
 //! [`OidcAuthenticator`] turns the `Authorization` header of a client request into a verified
 //! [`Identity`]: a JWT is checked against the issuer's JWKS (fetched lazily, cached, refetched
-//! on an unknown `kid`), an opaque token is introspected (RFC 7662) when an introspection
-//! endpoint is configured. [`AuthFailure`] is what the HTTP layer turns into a 401/403/503, with
+//! on an unknown `kid`), then trusted until its `exp`, at most 60 s, without checking its
+//! signature again (`verified.rs`); an opaque token is introspected (RFC 7662) when an
+//! introspection endpoint is configured. [`AuthFailure`] is what the HTTP layer turns into a 401/403/503, with
 //! [`www_authenticate`] building the challenge and [`protected_resource_metadata`] the RFC 9728
 //! document the challenge points to.
 //!
@@ -14,6 +15,7 @@ mod introspect;
 mod jwks;
 mod jwt;
 mod net;
+mod verified;
 
 pub use net::scheme_refusal;
 
@@ -136,6 +138,8 @@ struct Inner {
     policy: JwtPolicy,
     keys: KeyStore,
     introspector: Option<Introspector>,
+    /// JWTs already verified (`verified.rs`).
+    verified: verified::Verified,
 }
 
 impl fmt::Debug for OidcAuthenticator {
@@ -199,7 +203,14 @@ impl OidcAuthenticator {
         let resource = cfg.resource.clone().unwrap_or_else(|| cfg.audience.clone());
         let advertised_scopes = cfg.scopes.clone();
         Ok(Self {
-            inner: Arc::new(Inner { resource, advertised_scopes, policy, keys, introspector }),
+            inner: Arc::new(Inner {
+                resource,
+                advertised_scopes,
+                verified: verified::Verified::new(policy.skew),
+                policy,
+                keys,
+                introspector,
+            }),
         })
     }
 
@@ -257,10 +268,16 @@ impl OidcAuthenticator {
     }
 
     async fn authenticate_jwt(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+        let cache_key = verified::Verified::key(token);
+        if let Some(identity) = self.inner.verified.get(&cache_key) {
+            return Ok(identity);
+        }
         let policy = &self.inner.policy;
         let header = jwt::read_header(token, &policy.algorithms)?;
         let key = self.inner.keys.key_for(header.kid.as_deref(), header.alg).await?;
-        policy.verify(token, &header, &key).map(Arc::new)
+        let identity = policy.verify(token, &header, &key).map(Arc::new)?;
+        self.inner.verified.keep(cache_key, identity.clone());
+        Ok(identity)
     }
 }
 
