@@ -1,18 +1,19 @@
 //! RFC 7662 token introspection for opaque tokens, with a bounded cache of active results.
 //!
 //! Invariant: the cache is keyed by the SHA-256 of the token, never by the token; an entry
-//! lives no longer than the token (`exp`) and at most [`MAX_CACHE_TTL`].
+//! lives no longer than the token (`exp`) and at most [`MAX_CACHE_TTL`] (`verified.rs`, shared
+//! with JWTs: at most 10,000 entries).
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::jwt::{JwtPolicy, identity_from_claims, now_secs};
+use super::verified::Verified;
 use super::{AuthFailure, IDP_TIMEOUT, describe_http_error, read_body};
 use crate::auth::identity::{Identity, Secret};
 
@@ -20,31 +21,14 @@ use crate::auth::identity::{Identity, Secret};
 const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 /// How long a result without `exp` is trusted.
 const NO_EXP_TTL: Duration = Duration::from_secs(30);
-/// Entries kept at most.
-const CACHE_CAPACITY: u64 = 10_000;
-
-type TokenHash = [u8; 32];
-
-#[derive(Clone)]
-struct Entry {
-    identity: Arc<Identity>,
-    ttl: Duration,
-}
-
-struct EntryExpiry;
-
-impl moka::Expiry<TokenHash, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &TokenHash, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
 
 pub(super) struct Introspector {
     http: reqwest::Client,
     url: String,
     client_id: Option<String>,
     client_secret: Option<Secret>,
-    cache: moka::future::Cache<TokenHash, Entry>,
+    /// Active results (`verified.rs`), exactly until `exp`: no skew beyond it.
+    cache: Verified,
 }
 
 impl fmt::Debug for Introspector {
@@ -53,7 +37,7 @@ impl fmt::Debug for Introspector {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
-            .field("cached", &self.cache.entry_count())
+            .field("cached", &self.cache.len())
             .finish()
     }
 }
@@ -65,10 +49,7 @@ impl Introspector {
         client_id: Option<String>,
         client_secret: Option<Secret>,
     ) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(CACHE_CAPACITY)
-            .expire_after(EntryExpiry)
-            .build();
+        let cache = Verified::new(Duration::ZERO);
         Self { http, url, client_id, client_secret, cache }
     }
 
@@ -77,24 +58,13 @@ impl Introspector {
         token: &str,
         policy: &JwtPolicy,
     ) -> Result<Arc<Identity>, AuthFailure> {
-        let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
-        if let Some(entry) = self.cache.get(&hash).await {
-            // The entry's ttl never outlives exp, but re-check with the clock anyway.
-            if entry.identity.expires_at.is_none_or(|e| e > SystemTime::now()) {
-                return Ok(entry.identity);
-            }
-            self.cache.invalidate(&hash).await;
+        let hash = Verified::key(token);
+        if let Some(identity) = self.cache.get(&hash) {
+            return Ok(identity);
         }
         let claims = self.ask(token).await?;
         let identity = Arc::new(check(claims, token, policy)?);
-        let ttl = match identity.expires_at {
-            Some(exp) => exp.duration_since(SystemTime::now()).unwrap_or_default(),
-            None => NO_EXP_TTL,
-        }
-        .min(MAX_CACHE_TTL);
-        if !ttl.is_zero() {
-            self.cache.insert(hash, Entry { identity: identity.clone(), ttl }).await;
-        }
+        self.cache.keep(hash, identity.clone(), MAX_CACHE_TTL, NO_EXP_TTL);
         Ok(identity)
     }
 

@@ -276,7 +276,7 @@ impl OidcAuthenticator {
         let header = jwt::read_header(token, &policy.algorithms)?;
         let key = self.inner.keys.key_for(header.kid.as_deref(), header.alg).await?;
         let identity = policy.verify(token, &header, &key).map(Arc::new)?;
-        self.inner.verified.keep(cache_key, identity.clone());
+        self.inner.verified.keep(cache_key, identity.clone(), verified::MAX_TTL, verified::MAX_TTL);
         Ok(identity)
     }
 }

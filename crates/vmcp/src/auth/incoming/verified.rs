@@ -1,12 +1,13 @@
-//! JWTs already verified, so that a client's next request with the same token costs a hash and
-//! a cache lookup instead of a signature verification.
+//! Tokens already verified (a JWT's signature, an introspection answer), so that a client's next
+//! request with the same token costs a hash and a cache lookup.
 //!
 //! Invariants: entries are keyed by the SHA-256 of the token, never by the token, and an entry
 //! answers only a request presenting that very token (so the identity it returns, token
 //! included, is that request's own); an entry lives no longer than the token (`exp` plus the
-//! allowed clock skew) and at most [`MAX_TTL`], so a signing key withdrawn from the issuer's JWKS
-//! stops being honoured within that time; at most [`CAPACITY`] entries. Only successful
-//! verifications are kept: a refused token is verified (and refused) again each time.
+//! allowed clock skew) and at most the `max_ttl` its caller gives (for JWTs [`MAX_TTL`], so a
+//! signing key withdrawn from the issuer's JWKS stops being honoured within that time); at most
+//! [`CAPACITY`] entries. Only successful verifications are kept: a refused token is verified
+//! (and refused) again each time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,12 +16,12 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::identity::Identity;
 
-/// Longest time a verified token is trusted without verifying its signature again.
+/// Longest time a verified JWT is trusted without verifying its signature again.
 pub const MAX_TTL: Duration = Duration::from_secs(60);
 /// Tokens kept at most.
 pub const CAPACITY: u64 = 10_000;
 
-type TokenHash = [u8; 32];
+pub(super) type TokenHash = [u8; 32];
 
 #[derive(Clone)]
 struct Entry {
@@ -36,7 +37,7 @@ impl moka::Expiry<TokenHash, Entry> for EntryExpiry {
     }
 }
 
-/// The verified-token cache of one authenticator.
+/// A verified-token cache.
 pub(super) struct Verified {
     cache: moka::sync::Cache<TokenHash, Entry>,
     skew: Duration,
@@ -67,16 +68,28 @@ impl Verified {
         }
     }
 
-    /// Keeps a freshly verified identity.
-    pub(super) fn keep(&self, key: TokenHash, identity: Arc<Identity>) {
+    /// Keeps a freshly verified identity until its `exp` (`without_exp` when it has none), at
+    /// most `max_ttl`.
+    pub(super) fn keep(
+        &self,
+        key: TokenHash,
+        identity: Arc<Identity>,
+        max_ttl: Duration,
+        without_exp: Duration,
+    ) {
         let ttl = match identity.expires_at {
             Some(exp) => (exp + self.skew).duration_since(SystemTime::now()).unwrap_or_default(),
-            None => MAX_TTL,
+            None => without_exp,
         }
-        .min(MAX_TTL);
+        .min(max_ttl);
         if !ttl.is_zero() {
             self.cache.insert(key, Entry { identity, ttl });
         }
+    }
+
+    /// Entries held (expired ones not yet dropped included).
+    pub(super) fn len(&self) -> u64 {
+        self.cache.entry_count()
     }
 
     fn alive(&self, identity: &Identity, now: SystemTime) -> bool {
@@ -105,15 +118,15 @@ mod tests {
         let v = Verified::new(Duration::ZERO);
         let (a, b) = (Verified::key("token-a"), Verified::key("token-b"));
         let soon = SystemTime::now() + Duration::from_secs(30);
-        v.keep(a, identity(Some(soon)));
+        v.keep(a, identity(Some(soon)), MAX_TTL, MAX_TTL);
         assert!(v.get(&a).is_some());
         assert!(v.get(&b).is_none(), "another token is verified on its own");
         // Expired (past exp + skew): never kept, and never returned.
         let past = SystemTime::now() - Duration::from_secs(1);
-        v.keep(b, identity(Some(past)));
+        v.keep(b, identity(Some(past)), MAX_TTL, MAX_TTL);
         assert!(v.get(&b).is_none());
         let lenient = Verified::new(Duration::from_secs(60));
-        lenient.keep(b, identity(Some(past)));
+        lenient.keep(b, identity(Some(past)), MAX_TTL, MAX_TTL);
         assert!(lenient.get(&b).is_some(), "within the allowed skew");
         assert!(!lenient.alive(&identity(Some(past)), past + Duration::from_secs(61)));
     }
