@@ -257,6 +257,11 @@ impl Redis {
     }
 }
 
+/// `d` as a Redis `PX` expiry: whole milliseconds, at least 1 (Redis refuses 0).
+pub fn px(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// `value` with `%` and `:` percent-encoded, so it cannot end one key part early.
 pub fn part(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

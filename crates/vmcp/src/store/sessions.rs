@@ -46,10 +46,6 @@ fn store_error(e: StorageError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 fn decode(bytes: Option<Vec<u8>>) -> Result<Option<SessionRecord>, StoreError> {
     bytes.map(|b| SessionRecord::decode(&b)).transpose().map_err(StoreError::from)
 }
@@ -64,7 +60,7 @@ impl SessionStore for RedisSessionStore {
         Box::pin(async move {
             let bytes = record.encode()?;
             let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(key)).arg(bytes).arg("PX").arg(millis(ttl));
+            cmd.arg(self.key(key)).arg(bytes).arg("PX").arg(super::px(ttl));
             self.redis.query::<()>(&cmd).await.map_err(store_error)
         })
     }
@@ -87,7 +83,7 @@ impl SessionStore for RedisSessionStore {
     ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
         Box::pin(async move {
             let mut cmd = redis::cmd("GETEX");
-            cmd.arg(self.key(key)).arg("PX").arg(millis(ttl));
+            cmd.arg(self.key(key)).arg("PX").arg(super::px(ttl));
             decode(self.redis.query::<Option<Vec<u8>>>(&cmd).await.map_err(store_error)?)
         })
     }
@@ -108,7 +104,7 @@ impl SessionStore for RedisSessionStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let keys = [self.key(key)];
-            let args = [millis(ttl), u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX)];
+            let args = [super::px(ttl), u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX)];
             let gone: i64 =
                 self.redis.eval(&self.delete_idle, &keys, &args).await.map_err(store_error)?;
             Ok(gone == 1)

@@ -100,7 +100,7 @@ impl TokenStore for RedisTokenStore {
             let px = match useless_after {
                 None => 0,
                 Some(t) => match t.duration_since(SystemTime::now()) {
-                    Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+                    Ok(d) => super::px(d),
                     // Useless already: nothing to keep.
                     Err(_) => return self.delete(user, upstream).await,
                 },
@@ -164,7 +164,7 @@ impl RefreshLease for RedisRefreshLease {
     ) -> BoxFuture<'a, Result<Option<LeaseHolder>, StoreError>> {
         Box::pin(async move {
             let holder = LeaseHolder::random();
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let ms = super::px(ttl);
             let cmd = redis::cmd("SET")
                 .arg(self.key(user, upstream))
                 .arg(&holder.0)
