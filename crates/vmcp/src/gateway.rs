@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::session::Sessions;
 
 mod diff;
+mod fanout;
 pub mod reload;
 
 pub use reload::{Applied, ConfigStatus, ReloadError, Settings};
@@ -222,6 +223,9 @@ impl Gateway {
             config_status: std::sync::Mutex::new(ConfigStatus::new()),
         });
         gw.layers.load().telemetry.observe(&gw);
+        if let Some(bus) = gw.sessions.bus() {
+            tokio::spawn(fanout::run(Arc::downgrade(&gw), bus.clone(), gw.events.subscribe()));
+        }
         tokio::spawn(expire_sessions(
             Arc::downgrade(&gw),
             config.server.limits.session_idle_timeout,

@@ -415,3 +415,66 @@ async fn a_modern_login_lasts_through_lifetimes_across_replicas() {
         seen.len()
     );
 }
+
+/// Reads `stream` until a `notifications/resources/updated` for `uri` arrives.
+async fn updated_within(stream: &mut Events, uri: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+        match stream.next_within(left).await {
+            None => return false,
+            Some(m) if m["method"] == "notifications/resources/updated" => {
+                return m["params"]["uri"] == uri;
+            }
+            Some(_) => {}
+        }
+    }
+    false
+}
+
+/// Touches `uri` through `c` until `stream` hears of it (at most 20 tries).
+async fn hears_update(c: &Client, stream: &mut Events, uri: &str) -> bool {
+    for _ in 0..20 {
+        let r = c.tool(false, "s_touch_resource", json!({ "uri": uri })).await;
+        assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+        if updated_within(stream, uri, Duration::from_millis(500)).await {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_the_stream_whichever_replica_holds_it() {
+    const URI: &str = "test://static-text";
+    let redis = RedisServer::start();
+    let cluster = Cluster::start(&redis).await;
+    let on = |i: usize, c: &Client| {
+        let mut c = c.clone();
+        c.url = cluster.replicas[i].url.clone();
+        c
+    };
+    // Opened on replica 0, its GET stream on replica 1, then subscribed on replica 2: only
+    // replica 2's backend session carries the subscription, so its updates reach the stream on
+    // replica 1 through Redis or not at all.
+    let mut c = Client::new(&cluster.replicas[0].url);
+    c.legacy_init().await;
+    let mut stream = on(1, &c).get_stream().await;
+    assert_eq!(stream.status, 200);
+    let r = on(2, &c).call("resources/subscribe", json!({ "uri": URI })).await;
+    assert!(r.msg().get("error").is_none(), "{:?}", r.message);
+    assert!(hears_update(&on(2, &c), &mut stream, URI).await, "no update reached replica 1");
+
+    // The client reconnects its stream to another replica: updates follow it there.
+    drop(stream);
+    let mut stream = on(0, &c).get_stream().await;
+    assert_eq!(stream.status, 200);
+    assert!(hears_update(&on(2, &c), &mut stream, URI).await, "no update reached replica 0");
+    // One channel while one stream is open, named by the hash of the session id, never the id.
+    let key = vmcp::session::StoreKey::of(c.session.as_deref().unwrap());
+    assert_eq!(redis.channels("rr:ev:*"), vec![format!("rr:ev:{}", key.as_str())]);
+    drop(stream);
+    poll(Duration::from_secs(10), "the channel to go with its stream", || async {
+        redis.channels("rr:ev:*").is_empty().then_some(())
+    })
+    .await;
+}

@@ -239,6 +239,37 @@ async fn a_subscription_made_on_b_reaches_the_copy_a_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_b_hears_what_only_a_subscribed_to() {
+    let backends = backends();
+    let (a, b) = pair(&backends, "", Arc::new(MemorySessionStore::default())).await;
+    let mut on_a = Client::new(&a.url);
+    on_a.legacy_init().await;
+    let on_b = b.take(&on_a);
+    let mut stream = on_b.get_stream().await;
+    assert_eq!(stream.status, 200);
+    // Another session of the same principal, its stream on B too: none of this is its business.
+    let mut other = Client::new(&b.url);
+    other.legacy_init().await;
+    let mut other_stream = other.get_stream().await;
+    // Subscribed on A after B restored the session: only A's backend session carries it.
+    ok(&on_a.call("resources/subscribe", json!({ "uri": URI })).await);
+    let mut heard = false;
+    for _ in 0..20 {
+        on_a.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
+        if updated_within(&mut stream, Duration::from_millis(500)).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "the update A received never reached the stream B holds");
+    let copy = b.gw.sessions.all().into_iter().find(|s| Some(&s.id) == on_a.session.as_ref());
+    assert!(!copy.unwrap().is_subscribed(URI), "B's copy never learnt of it: the bus carried it");
+    assert!(!updated_within(&mut other_stream, Duration::from_millis(300)).await);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_principal_is_refused_on_b_as_on_a() {
     let backends = backends();
     let idp = LocalIdp::start();

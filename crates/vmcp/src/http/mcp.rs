@@ -513,21 +513,35 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         Ok(p) => p,
         Err(e) => return refused(None, &e),
     };
+    // What other replicas have for this session (they publish once this stream is open here).
+    let bus = match gw.sessions.bus() {
+        Some(bus) => Some(bus.listen(session.store_key()).await),
+        None => None,
+    };
     let state = (
         session.closed(),
         gw.catalog.changes_for(session.binding.clone()),
         gw.events.subscribe(),
         gw.stop.clone(),
         session,
-        (std::collections::VecDeque::<Message>::new(), permit),
+        (std::collections::VecDeque::<Message>::new(), permit, bus),
     );
     let stream = futures::stream::unfold(
         state,
-        |(closed, mut changes, mut events, stop, session, (mut queue, permit))| async move {
+        |(closed, mut changes, mut events, stop, session, (mut queue, permit, mut bus))| async move {
             loop {
                 if let Some(m) = queue.pop_front() {
-                    return Some((m, (closed, changes, events, stop, session, (queue, permit))));
+                    return Some((
+                        m,
+                        (closed, changes, events, stop, session, (queue, permit, bus)),
+                    ));
                 }
+                let from_bus = async {
+                    match bus.as_mut() {
+                        Some(l) => l.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return None,
                     // The session ended (DELETE or idle expiry): so does its stream.
@@ -539,21 +553,15 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                             }
                         }
                     },
-                    e = events.recv() => if let Ok(e) = e {
-                        let n = e.notification;
-                        // Another client's own backend session is none of this client's business.
-                        let ours = e.session.is_none_or(|k| k == session.key)
-                            && e.principal.as_ref().is_none_or(|p| *p == session.binding);
-                        let deliver = ours && match n.method.as_str() {
-                            "notifications/resources/updated" => params::get_str(n.params.as_deref(), "uri").is_some_and(|u| session.is_subscribed(&u)),
-                            // Logs only from a backend session or child of this client's own:
-                            // a shared one's logs may be anyone's.
-                            "notifications/message" => e.session == Some(session.key) && session.wants_log(&params::get_str(n.params.as_deref(), "level").unwrap_or_default()),
-                            _ => false,
-                        };
-                        if deliver {
+                    e = events.recv() => if let Ok(e) = e && session.wants(&e) {
+                        queue.push_back(Message::Notification(e.notification));
+                    },
+                    m = from_bus => match m {
+                        // The replica that published checked the session's filters.
+                        Some(m) => if let Some(n) = crate::session::bus::decode(&m, &session.binding) {
                             queue.push_back(Message::Notification(n));
-                        }
+                        },
+                        None => bus = None,
                     },
                 }
             }

@@ -177,6 +177,37 @@ impl Session {
         lock(&self.relays).len()
     }
 
+    /// Whether a GET stream of this session is open here.
+    pub fn has_stream(&self) -> bool {
+        self.streams.load(Ordering::Acquire) > 0
+    }
+
+    /// The key of this session's record (and bus channel).
+    pub fn store_key(&self) -> &super::StoreKey {
+        &self.link.key
+    }
+
+    /// Whether backend event `e` is for this session's GET stream: it came on this session's
+    /// own backend session or on one of its principal's (or a shared one), and it is a resource
+    /// update the session subscribed to, or a log message at a level it wants from its own
+    /// backend session (a shared session's logs may be anyone's).
+    pub fn wants(&self, e: &crate::backend::BackendEvent) -> bool {
+        let ours = e.session.is_none_or(|k| k == self.key)
+            && e.principal.as_ref().is_none_or(|p| *p == self.binding);
+        let params = e.notification.params.as_deref();
+        ours && match e.notification.method.as_str() {
+            "notifications/resources/updated" => crate::protocol::params::get_str(params, "uri")
+                .is_some_and(|u| self.is_subscribed(&u)),
+            "notifications/message" => {
+                e.session == Some(self.key)
+                    && self.wants_log(
+                        &crate::protocol::params::get_str(params, "level").unwrap_or_default(),
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// Admits one more GET stream of this session; the permit keeps the slot until dropped.
     pub fn open_stream(&self) -> Result<Permit, LimitError> {
         let limit = self.limits.max_streams_per_session;

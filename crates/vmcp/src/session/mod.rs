@@ -38,6 +38,7 @@
 //!   returned however the work ends (answer, error, abort, dropped connection).
 //! - Every store call has a deadline ([`link::STORE_TIMEOUT`]).
 
+pub mod bus;
 mod client;
 mod lifecycle;
 mod limit;
@@ -54,6 +55,7 @@ use std::sync::{Arc, RwLock};
 use crate::auth::Binding;
 use crate::config::LimitsConfig;
 
+pub use bus::SessionBus;
 pub use client::{LOG_LEVELS, PendingRelay, Session};
 pub use limit::{LimitError, Permit};
 pub use listen::ListenPermit;
@@ -128,6 +130,8 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     /// How records are timed (from `sessionIdleTimeout`).
     policy: Policy,
+    /// The store's bus, if it has one.
+    bus: Option<Arc<dyn SessionBus>>,
 }
 
 impl Default for Sessions {
@@ -149,6 +153,7 @@ impl Sessions {
             relays: Arc::default(),
             listens: Default::default(),
             limits: Arc::new(limits),
+            bus: store.bus(),
             store,
             policy,
         }
@@ -206,6 +211,18 @@ impl Sessions {
     /// Every session held here (for fan-out of notifications).
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// The sessions held here for which `keep` holds (one pass under the read lock).
+    pub fn matching(&self, mut keep: impl FnMut(&Session) -> bool) -> Vec<Arc<Session>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|s| keep(s)).cloned().collect()
+    }
+
+    /// The bus carrying notifications to streams other replicas hold; `None` without a shared
+    /// store.
+    pub fn bus(&self) -> Option<&Arc<dyn SessionBus>> {
+        self.bus.as_ref()
     }
 
     /// Number of sessions held here.

@@ -106,7 +106,7 @@ impl SessionRecord {
 }
 
 /// The binding as stored: `null` for anonymous, `{"i": issuer, "s": subject}` for a principal.
-mod binding_form {
+pub(super) mod binding_form {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::auth::Binding;

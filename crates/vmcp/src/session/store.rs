@@ -16,12 +16,13 @@
 //!   expired records are dropped to make room, and a full store refuses new keys.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+use super::bus::{MemoryBus, SessionBus};
 use super::record::{RecordError, SessionRecord};
 
 /// Default bound of [`MemorySessionStore`]: records held at once (ten times the default
@@ -102,6 +103,12 @@ pub trait SessionStore: Send + Sync {
         true
     }
 
+    /// The bus that carries notifications between the gateways sharing this store; `None` for
+    /// a store nobody shares.
+    fn bus(&self) -> Option<Arc<dyn SessionBus>> {
+        None
+    }
+
     /// Removes the record under `key` unless it was put or touched less than `min_idle` ago
     /// (every put and touch sets `ttl`, so a store that keeps only the expiry, like Redis's
     /// `PTTL`, can tell: idle = `ttl` − time left). Returns whether no record is left. Used by
@@ -142,6 +149,8 @@ impl State {
 pub struct MemorySessionStore {
     state: Mutex<State>,
     max_records: usize,
+    /// Notifications between the gateways on this store.
+    bus: Arc<MemoryBus>,
 }
 
 impl Default for MemorySessionStore {
@@ -153,7 +162,7 @@ impl Default for MemorySessionStore {
 impl MemorySessionStore {
     /// An empty store holding at most `max_records`.
     pub fn new(max_records: usize) -> Self {
-        Self { state: Mutex::default(), max_records }
+        Self { state: Mutex::default(), max_records, bus: Arc::default() }
     }
 
     /// Records held now, expired ones not yet dropped included.
@@ -271,6 +280,10 @@ impl SessionStore for MemorySessionStore {
         min_idle: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move { Ok(self.delete_idle_now(key, min_idle)) })
+    }
+
+    fn bus(&self) -> Option<Arc<dyn SessionBus>> {
+        Some(self.bus.clone())
     }
 }
 

@@ -3,7 +3,8 @@
 //! rate-limit buckets ([`ratelimit::RedisRateLimitStore`]), the upstream token vault's sealed
 //! entries and its refresh lease ([`tokens::RedisTokenStore`], [`tokens::RedisRefreshLease`]),
 //! the authorization server's state ([`auth::RedisAuthStore`]), and Legacy session records
-//! ([`sessions::RedisSessionStore`]).
+//! ([`sessions::RedisSessionStore`]) with the bus between replicas that carries their
+//! notifications ([`bus::RedisBus`]).
 //!
 //! Connection: a redis-rs `ConnectionManager` (one multiplexed connection that reconnects by
 //! itself), created without connecting, so vmcp starts while Redis is down and recovers when it
@@ -28,6 +29,7 @@
 //! | `as:family:<id>` | string (JSON) | a refresh-token family | its `expires_at` |
 //! | `as:token:<sha256>` | string | refresh-token hash to family id | its family's |
 //! | `as:user:<upstream>:<subject>` | string | the vmcp user id of an upstream identity | idle TTL |
+//! | `ev:<sha256>` | pub/sub channel | notifications for a Legacy session's GET stream | none |
 //!
 //! Invariants: the password is a [`Secret`] and appears in no `Debug`, log or error; no bearer
 //! token of a client is stored (codes and refresh tokens only as SHA-256 hashes), upstream
@@ -36,6 +38,7 @@
 pub mod auth;
 mod auth_codec;
 mod auth_lua;
+pub mod bus;
 pub mod ratelimit;
 pub mod sessions;
 pub mod tokens;
@@ -164,8 +167,11 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Redis>, Stor
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
+    /// For connections of their own (pub/sub subscriptions, `bus.rs`).
+    client: redis::Client,
     prefix: String,
     timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for Redis {
@@ -193,8 +199,15 @@ impl Redis {
             .set_response_timeout(Some(settings.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self { conn, prefix: settings.key_prefix.clone(), timeout: settings.command_timeout })
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            client,
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.command_timeout,
+            connect_timeout: settings.connect_timeout,
+        })
     }
 
     /// The key `<prefix><kind>:<part>:<part>...`, each part encoded with [`part`].

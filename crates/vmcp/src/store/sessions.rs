@@ -6,13 +6,15 @@
 //! is `GETEX … PX`, and `delete_idle` compares `PTTL` with the time to live in one script, so
 //! a replica whose copy went idle never deletes a session another replica used meanwhile.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::bus::RedisBus;
 use super::{Redis, StorageError};
 use crate::session::record::SessionRecord;
-use crate::session::{SessionStore, StoreError, StoreKey};
+use crate::session::{SessionBus, SessionStore, StoreError, StoreKey};
 
 /// Deletes the record unless it was put or touched less than `ARGV[2]` ms ago (its time left
 /// says when: every put and touch sets the expiry to `ARGV[1]` ms). Returns 1 when no record
@@ -29,12 +31,16 @@ return 1
 pub struct RedisSessionStore {
     redis: Redis,
     delete_idle: redis::Script,
+    /// Notifications between the replicas on this store.
+    bus: Arc<RedisBus>,
 }
 
 impl RedisSessionStore {
-    /// Session records in `redis`.
+    /// Session records in `redis`. Must be created inside a Tokio runtime (the bus's
+    /// subscriber is a task).
     pub fn new(redis: Redis) -> Self {
-        Self { redis, delete_idle: redis::Script::new(DELETE_IDLE) }
+        let bus = Arc::new(RedisBus::new(redis.clone()));
+        Self { redis, delete_idle: redis::Script::new(DELETE_IDLE), bus }
     }
 
     fn key(&self, key: &StoreKey) -> String {
@@ -109,5 +115,9 @@ impl SessionStore for RedisSessionStore {
                 self.redis.eval(&self.delete_idle, &keys, &args).await.map_err(store_error)?;
             Ok(gone == 1)
         })
+    }
+
+    fn bus(&self) -> Option<Arc<dyn SessionBus>> {
+        Some(self.bus.clone())
     }
 }

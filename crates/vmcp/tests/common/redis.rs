@@ -135,6 +135,19 @@ impl RedisServer {
         keys.join("\n")
     }
 
+    /// The pub/sub channels with a subscriber matching `pattern` (`PUBSUB CHANNELS`), sorted.
+    #[allow(dead_code)]
+    pub fn channels(&self, pattern: &str) -> Vec<String> {
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        let client =
+            redis::Client::open(format!("redis://{auth}127.0.0.1:{}/", self.port)).unwrap();
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
+        let mut names: Vec<String> =
+            redis::cmd("PUBSUB").arg("CHANNELS").arg(pattern).query(&mut conn).unwrap();
+        names.sort();
+        names
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
