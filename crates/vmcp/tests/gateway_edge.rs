@@ -361,6 +361,40 @@ async fn sigterm_lets_requests_finish_within_the_grace_period_then_exits() {
 }
 
 #[tokio::test]
+async fn a_connection_opened_before_sigterm_gets_its_request_answered() {
+    let mut gw = Gateway::start_env(&with_stdio(&["shutdownGracePeriod: 10s"]), &[TRACE]);
+    // A call keeps the gateway draining while the test sends its late request.
+    let long = call_sleep(&gw, 3_000).await;
+    // Accepted before the signal, request not yet sent (a load balancer that picked this
+    // replica a moment before the drain; or a request still on the wire).
+    let mut early = TcpStream::connect(addr(&gw)).await.expect("connect");
+    let mut idle = TcpStream::connect(addr(&gw)).await.expect("connect");
+    assert_eq!(get_on(&mut idle, "/health", "localhost").await, 200);
+    poll(STEP, "both connections accepted", || async {
+        (gw.proc.stderr().matches("connection accepted").count() >= 3).then_some(())
+    })
+    .await;
+    kill(Pid::from_raw(gw.pid()), Signal::SIGTERM).unwrap();
+    gw.proc.wait_stderr(Duration::from_secs(5), "shutting down");
+    // Refused from now on: a balancer tries the next replica.
+    let a = addr(&gw);
+    poll(STEP, "the listener to close", || {
+        let a = a.clone();
+        async move { TcpStream::connect(a).await.is_err().then_some(()) }
+    })
+    .await;
+    // A kept-alive connection between requests closes at once ...
+    closed_within(&mut idle, Duration::from_secs(2)).await;
+    // ... one that has not sent its request yet gets it answered, then closes.
+    // (The request comes a moment after the drain began, well within its window.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get_on(&mut early, "/health", "localhost").await, 200);
+    closed_within(&mut early, Duration::from_secs(2)).await;
+    let (status, body) = tokio::time::timeout(STEP, long).await.expect("long call").unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn a_second_signal_exits_at_once_and_kills_stdio_children() {
     let mut gw = Gateway::start_env(&with_stdio(&["shutdownGracePeriod: 10m"]), &[TRACE]);
     let kids = children_of(gw.pid());

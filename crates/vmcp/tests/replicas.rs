@@ -8,6 +8,10 @@
 //! - Redis restarted under load: while it is down, a Legacy session the serving replica does not
 //!   hold gets `503` fast with "session store unavailable"; afterwards every session stored
 //!   before continues, on every replica;
+//! - `SIGTERM` of a replica under load: the call in flight on it finishes, no call fails, the
+//!   replica exits, and its sessions go on on the others;
+//! - a notification reaches a Legacy session's GET stream whichever replica holds it (Redis
+//!   pub/sub), also after the stream reconnects to another replica;
 //! - OAuth through the embedded authorization server across the replicas (`replicas/login.rs`):
 //!   one login, and upstream tokens refreshed once per expiry across replicas, never a replayed
 //!   refresh token.
@@ -477,4 +481,84 @@ async fn notifications_reach_the_stream_whichever_replica_holds_it() {
         redis.channels("rr:ev:*").is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_replica_and_leaves_its_sessions_to_the_others() {
+    const VICTIM: usize = 2;
+    const SLEEP_MS: u64 = 3_000;
+    let slept = format!("Slept {SLEEP_MS} ms");
+    let redis = RedisServer::start();
+    let cluster = Cluster::start(&redis).await;
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(cluster.legacy().await);
+    }
+    assert!(sessions.iter().any(|(_, r)| *r == VICTIM));
+
+    // Long calls, one routed to each replica: the victim's is in flight at SIGTERM.
+    let routed = cluster.proxy.routed();
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, slept) = (cluster.client(), slept.clone());
+            tokio::spawn(async move {
+                call_tool(&c, true, "s_sleep", json!({ "ms": SLEEP_MS }), &slept).await
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(10), "the long calls to be routed", || async {
+        (cluster.proxy.routed() == routed + 3).then_some(())
+    })
+    .await;
+
+    let mut clients: Vec<(Client, bool)> =
+        sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
+    clients.extend((0..3).map(|_| (cluster.client(), true)));
+    let (stop, ok_calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let workers = load(clients, &stop, &ok_calls);
+    calls_pass(&ok_calls, 0, 60, "60 calls before SIGTERM").await;
+
+    let victim = cluster.replicas[VICTIM].pid();
+    let term_at = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let at_term = ok_calls.load(Ordering::SeqCst);
+    calls_pass(&ok_calls, at_term, 90, "90 calls after SIGTERM").await;
+
+    // The call in flight on the draining replica finished, in full, and so did the others.
+    let mut on_victim = 0;
+    for t in sleepers {
+        let d = t.await.unwrap();
+        on_victim += usize::from(d.replica == Some(VICTIM));
+        ok(&d, "a long call in flight at SIGTERM");
+    }
+    assert_eq!(on_victim, 1, "one long call was on the draining replica");
+    // Then the replica exits by itself, well within its grace period.
+    poll(Duration::from_secs(20), "the drained replica to exit", || async {
+        (!alive(victim)).then_some(())
+    })
+    .await;
+    let exited_after = term_at.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut all = Vec::new();
+    for t in workers {
+        all.extend(t.await.unwrap());
+    }
+    // Nothing failed: requests in progress were answered, new ones went elsewhere (a closed
+    // listener refuses the connection, and the proxy tries the next replica).
+    let failed: Vec<_> = all.iter().filter(|d| !matches!(d.outcome, Outcome::Ok)).collect();
+    assert!(failed.is_empty(), "calls failed during the drain: {failed:?}");
+    assert!(all.iter().any(|d| d.started > term_at && d.replica != Some(VICTIM)));
+    // Every session, the victim's included, goes on on the others.
+    for (c, r) in &sessions {
+        let d = echo(c, false, &format!("after-term-{r}")).await;
+        ok(&d, &format!("a session of replica {r} after the drain"));
+        assert_ne!(d.replica, Some(VICTIM));
+    }
+    eprintln!(
+        "SIGTERM under load: {} calls, none failed; the replica exited {exited_after:?} after \
+         the signal; requests per replica {:?}",
+        all.len(),
+        cluster.proxy.served()
+    );
 }

@@ -21,8 +21,12 @@
 //! - An accept error never ends the loop and never makes it spin: errors of one connection are
 //!   skipped, anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off, 5 ms doubling to 1 s,
 //!   like Go's `net/http`. Connections already open are served meanwhile.
-//! - Drain ([`Server::drain`]) closes the listening socket and lets requests in progress finish;
-//!   connections without one close at once. Abort ([`Server::finish`] after the grace period)
+//! - Drain ([`Server::drain`]) closes the listening socket and lets requests in progress finish.
+//!   It first takes the connections already waiting in the socket's backlog (closing it would
+//!   reset them, and their clients may have sent a request already: a load balancer that picked
+//!   this replica a moment before would see it fail). A connection that has not started a
+//!   request gets [`DRAIN_FIRST_REQUEST`] to start one, which is answered, then closes; a
+//!   kept-alive connection between requests closes at once. Abort ([`Server::finish`] after the grace period)
 //!   answers requests still waiting for their response with 503 and drops every connection
 //!   still open [`ABORT_FLUSH`] later.
 
@@ -54,6 +58,8 @@ use crate::config::ConnectionsConfig;
 /// After abort, how long connections get to write their 503 (or the end of a response) before
 /// they are dropped; also how long a closing kept-alive connection gets to flush.
 pub const ABORT_FLUSH: Duration = Duration::from_secs(1);
+/// At drain, how long a connection with no request yet gets to start one (default 1 s).
+pub const DRAIN_FIRST_REQUEST: Duration = Duration::from_secs(1);
 /// First and longest pause after an accept error that is not one connection's.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -164,7 +170,7 @@ async fn accept_loop(
     let mut backoff: Option<Duration> = None;
     // At most one cap warning per CAP_WARN_EVERY: under sustained load every accept hits it.
     let mut cap_warned: Option<Instant> = None;
-    loop {
+    'accept: loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -179,15 +185,15 @@ async fn accept_loop(
                     p = slots.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         // The semaphore is never closed.
-                        Err(_) => return,
+                        Err(_) => break 'accept,
                     },
-                    _ = shared.drain.cancelled() => return,
+                    _ = shared.drain.cancelled() => break 'accept,
                 }
             }
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.drain.cancelled() => return,
+            _ = shared.drain.cancelled() => break 'accept,
         };
         match accepted {
             Ok((tcp, peer)) => {
@@ -210,10 +216,40 @@ async fn accept_loop(
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.drain.cancelled() => return,
+                    _ = shared.drain.cancelled() => break 'accept,
                 }
             }
         }
+    }
+    take_backlog(listener, &shared, &slots, &connections);
+}
+
+/// Serves the connections waiting in the listen backlog at drain (as many as there are free
+/// slots), so that closing the listener resets none of them. Reads the socket directly: the
+/// reactor may not have reported them yet.
+fn take_backlog(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    connections: &TaskTracker,
+) {
+    let Ok(listener) = listener.into_std() else { return };
+    let mut taken = 0usize;
+    while let Ok(permit) = slots.clone().try_acquire_owned() {
+        let Ok((tcp, peer)) = listener.accept() else { break };
+        let tcp = match tcp.set_nonblocking(true).and_then(|()| TcpStream::from_std(tcp)) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "a connection from the backlog could not be served");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        taken += 1;
+        connections.spawn(serve_connection(tcp, peer, shared.clone(), permit));
+    }
+    if taken > 0 {
+        tracing::debug!(connections = taken, "served the listen backlog at drain");
     }
 }
 
@@ -511,6 +547,8 @@ async fn serve_connection(
     tokio::pin!(conn);
     // Set once this connection is being closed: after this instant it is dropped.
     let mut hard_close: Option<Instant> = None;
+    // Set at drain on a connection with no request yet: by then it must have started one.
+    let mut first_request_by: Option<Instant> = None;
     let mut draining = false;
     let mut aborted = false;
     loop {
@@ -519,9 +557,10 @@ async fn serve_connection(
         let changed = activity.changed.notified();
         // Once closing, only the hard deadline counts (a passed phase deadline would fire
         // again at once).
-        let deadline = match hard_close {
-            Some(h) => Some((h, "closing")),
-            None => activity.deadline(&shared),
+        let deadline = match (hard_close, first_request_by) {
+            (Some(h), _) => Some((h, "closing")),
+            (None, Some(f)) => Some((f, "no request after drain")),
+            (None, None) => activity.deadline(&shared),
         };
         let sleep_until =
             deadline.map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| d.0);
@@ -538,12 +577,26 @@ async fn serve_connection(
                     tracing::debug!("closing client connection: request body not received in time");
                     return;
                 }
+                if first_request_by.is_some() && activity.served() {
+                    // Its request arrived: answered, then closed.
+                    first_request_by = None;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                 let Some((_, why)) = deadline else { continue };
                 if hard_close.is_some_and(|h| Instant::now() >= h) {
                     tracing::debug!("client connection dropped");
                     return;
+                }
+                if first_request_by.is_some_and(|f| Instant::now() >= f) {
+                    if !activity.served() {
+                        tracing::debug!("closing client connection: no request after drain");
+                        return;
+                    }
+                    first_request_by = None;
+                    conn.as_mut().graceful_shutdown();
+                    continue;
                 }
                 // The phase may have changed while the timer fired; only a passed deadline
                 // of the current phase closes.
@@ -560,7 +613,9 @@ async fn serve_connection(
             _ = shared.drain.cancelled(), if !draining => {
                 draining = true;
                 if !activity.served() && !activity.busy() {
-                    return;
+                    // Accepted, no request yet: the client may be sending it now.
+                    first_request_by = Some(Instant::now() + DRAIN_FIRST_REQUEST);
+                    continue;
                 }
                 // hyper closes an idle connection at once and a busy one after its response.
                 conn.as_mut().graceful_shutdown();
