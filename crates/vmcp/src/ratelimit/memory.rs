@@ -113,9 +113,17 @@ impl RateLimitStore for MemoryStore {
         let decision = self.consume_at(checks, Instant::now());
         Box::pin(async move { Ok(decision) })
     }
+}
 
-    fn len(&self) -> usize {
+impl MemoryStore {
+    /// Buckets held now.
+    pub fn len(&self) -> usize {
         self.buckets.lock().map(|m| m.len()).unwrap_or_default()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

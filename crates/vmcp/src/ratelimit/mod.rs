@@ -94,11 +94,6 @@ impl RateLimits {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Buckets held by the store.
-    pub fn buckets(&self) -> usize {
-        self.store.len()
-    }
-
     /// The buckets a call of `tool` by `caller` needs, each with the config key it comes from.
     fn checks(&self, caller: &Caller, tool: &str) -> (Vec<Check>, Vec<String>) {
         let mut checks = Vec::with_capacity(4);

@@ -74,12 +74,4 @@ pub struct StoreError(pub String);
 pub trait RateLimitStore: Send + Sync {
     /// Takes one token from each bucket of `checks`, or none if any is empty.
     fn consume<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Decision, StoreError>>;
-
-    /// Buckets currently held (for `/status` and tests).
-    fn len(&self) -> usize;
-
-    /// Whether no bucket is held.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -128,11 +128,6 @@ impl RateLimitStore for RedisRateLimitStore {
             })
         })
     }
-
-    /// Buckets live in Redis, shared by replicas: this process does not count them.
-    fn len(&self) -> usize {
-        0
-    }
 }
 
 /// Puts `layers`' rate limits on Redis when `redis` is given: at start (`kept` is `None`) and
