@@ -19,6 +19,7 @@ mod load;
 mod presets;
 mod pressure;
 mod procs;
+mod redis_info;
 mod report;
 mod sessions;
 
@@ -114,6 +115,13 @@ pub struct Args {
     /// `sessions`: connections opening (and then closing) them in parallel.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub openers: u16,
+    /// `sessions`: vmcp replicas to start (sessions are spread over them, each opener's
+    /// connection to one replica); give them a shared `sessionStorage` with `--config-extra`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
+    /// `sessions`: the Redis (`host:port`) whose `used_memory` to report per session.
+    #[arg(long)]
+    pub redis: Option<String>,
     /// `auth`: users (principals) whose tokens the workers use, round-robin.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub users: u16,

@@ -8,7 +8,7 @@
 //! equal the sessions opened. The session ids are held by the bench (about 40 bytes each).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -52,13 +52,35 @@ pub struct SessionsResult {
     pub close_errors: u64,
     pub close_s: f64,
     pub error_samples: Vec<String>,
+    /// Each gateway's share, when sessions were spread over several (replicas).
+    pub replicas: Vec<ReplicaResult>,
+    /// Redis `used_memory` before and with the sessions open (bytes), with `--redis`.
+    pub redis_before_bytes: Option<u64>,
+    pub redis_open_bytes: Option<u64>,
+    /// (`redis_open` - `redis_before`) / `opened`, bytes.
+    pub redis_bytes_per_session: Option<f64>,
+}
+
+/// One gateway's share of the sessions.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplicaResult {
+    pub url: String,
+    pub opened: u64,
+    pub rss_before_kib: Option<u64>,
+    pub rss_open_kib: Option<u64>,
+    /// (`rss_open` - `rss_before`) / `opened` on this gateway, bytes.
+    pub bytes_per_session: Option<f64>,
+    /// Sessions in this gateway's `/status` once opened.
+    pub status_sessions: Option<u64>,
 }
 
 impl SessionsResult {
     /// Failed opens and closes, and a `/status` count that disagrees with the sessions opened.
     pub fn errors(&self) -> u64 {
         let status = self.status_sessions.is_some_and(|s| s != self.opened);
-        self.open_errors + self.close_errors + u64::from(status)
+        let replicas =
+            self.replicas.iter().filter(|r| r.status_sessions.is_some_and(|s| s != r.opened));
+        self.open_errors + self.close_errors + u64::from(status) + replicas.count() as u64
     }
 
     pub fn markdown(&self) -> String {
@@ -88,6 +110,31 @@ impl SessionsResult {
             kib(self.rss_closed_kib),
             kib(self.peak_rss_kib),
         ));
+        if !self.replicas.is_empty() {
+            s.push_str(
+                "\n| replica | opened | RSS before | RSS open | per session | /status sessions |\n",
+            );
+            s.push_str("|---|--:|--:|--:|--:|--:|\n");
+            for r in &self.replicas {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r.url,
+                    r.opened,
+                    kib(r.rss_before_kib),
+                    kib(r.rss_open_kib),
+                    r.bytes_per_session.map_or_else(|| "?".into(), |b| format!("{b:.0} B")),
+                    r.status_sessions.map_or_else(String::new, |n| n.to_string()),
+                ));
+            }
+        }
+        if let (Some(b), Some(o)) = (self.redis_before_bytes, self.redis_open_bytes) {
+            s.push_str(&format!(
+                "\nRedis used_memory: {:.1} MB before, {:.1} MB open: {} per session\n",
+                b as f64 / 1e6,
+                o as f64 / 1e6,
+                self.redis_bytes_per_session.map_or_else(|| "?".into(), |b| format!("{b:.0} B")),
+            ));
+        }
         if !self.open_tenths_s.is_empty() {
             let steps: Vec<String> = self.open_tenths_s.iter().map(|t| format!("{t:.1}")).collect();
             s.push_str(&format!("\nseconds until each tenth was open: {}\n", steps.join(", ")));
@@ -96,7 +143,7 @@ impl SessionsResult {
     }
 }
 
-/// Where the sessions are opened.
+/// Where the sessions are opened (one of several replicas, or the only gateway).
 pub struct Gateway<'a> {
     pub url: &'a str,
     pub headers: HeaderMap,
@@ -122,21 +169,34 @@ impl Tally {
     }
 }
 
-/// Opens `n` sessions over `openers` connections, measures, then closes them.
-pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
+/// Opens `n` sessions over `openers` connections, measures, then closes them. With several
+/// gateways (replicas), opener `w` talks to gateway `w % len` only, as a connection-level load
+/// balancer (a Kubernetes Service) spreads them; `redis` (`host:port`) is sampled for its
+/// `used_memory`.
+pub async fn run(gws: &[Gateway<'_>], n: u32, openers: u16, redis: Option<&str>) -> SessionsResult {
     let mut out = SessionsResult { requested: n, openers, ..Default::default() };
     let mem = |pid: Option<i32>| pid.and_then(memory_kib);
-    out.rss_before_kib = mem(gw.pid).map(|m| m.0);
-    let cpu_before = gw.pid.and_then(cpu_time);
+    let before: Vec<Option<u64>> = gws.iter().map(|g| mem(g.pid).map(|m| m.0)).collect();
+    out.rss_before_kib = sum(&before);
+    let cpu_before: Vec<_> = gws.iter().map(|g| g.pid.and_then(cpu_time)).collect();
+    if let Some(r) = redis {
+        out.redis_before_bytes = crate::redis_info::used_memory(r).await;
+    }
 
     let next = Arc::new(AtomicU32::new(0));
     let progress = Arc::new(Progress::new(n));
-    let held: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
+    let per_replica: Arc<Vec<AtomicU64>> =
+        Arc::new(gws.iter().map(|_| AtomicU64::new(0)).collect());
+    let held: Arc<Mutex<Vec<(usize, String)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..openers {
-        let (next, held, progress, url, headers) =
-            (next.clone(), held.clone(), progress.clone(), gw.url.to_owned(), gw.headers.clone());
+        let r = usize::from(w) % gws.len().max(1);
+        let Some(gw) = gws.get(r) else { break };
+        let (next, held, progress, per_replica) =
+            (next.clone(), held.clone(), progress.clone(), per_replica.clone());
+        let (url, headers) = (gw.url.to_owned(), gw.headers.clone());
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut c = match McpClient::new(&url, Era::Legacy, headers) {
@@ -153,13 +213,14 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
                     Ok(_) => {
                         failing = 0;
                         t.ok += 1;
+                        per_replica[r].fetch_add(1, Ordering::Relaxed);
                         progress.opened(started);
-                        mine.extend(c.take_session());
+                        mine.extend(c.take_session().map(|s| (r, s)));
                     }
                     Err(e) => {
                         failing += 1;
                         // A session the gateway made before a later step failed is still held.
-                        mine.extend(c.take_session());
+                        mine.extend(c.take_session().map(|s| (r, s)));
                         t.error(format!("opener {w}: {e:#}"));
                     }
                 }
@@ -172,20 +233,55 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     out.open_s = started.elapsed().as_secs_f64();
     out.open_tenths_s = progress.tenths();
     (out.opened, out.open_errors) = (opened.ok, opened.errors);
-    out.rss_open_kib = mem(gw.pid).map(|m| m.0);
-    let cpu_after = gw.pid.and_then(cpu_time);
-    if let (Some(b), Some(a)) = (cpu_before, cpu_after)
-        && out.opened > 0
-    {
-        out.cpu_us_per_open = Some(a.saturating_sub(b).as_secs_f64() * 1e6 / out.opened as f64);
+    let open: Vec<Option<u64>> = gws.iter().map(|g| mem(g.pid).map(|m| m.0)).collect();
+    out.rss_open_kib = sum(&open);
+    if let Some(r) = redis {
+        out.redis_open_bytes = crate::redis_info::used_memory(r).await;
+        if let (Some(b), Some(o)) = (out.redis_before_bytes, out.redis_open_bytes)
+            && out.opened > 0
+        {
+            out.redis_bytes_per_session = Some((o as f64 - b as f64) / out.opened as f64);
+        }
+    }
+    let cpu: Vec<_> = gws
+        .iter()
+        .zip(&cpu_before)
+        .map(|(g, b)| Some(g.pid.and_then(cpu_time)?.saturating_sub((*b)?)))
+        .collect();
+    if cpu.iter().all(Option::is_some) && out.opened > 0 {
+        let total: f64 = cpu.iter().flatten().map(Duration::as_secs_f64).sum();
+        out.cpu_us_per_open = Some(total * 1e6 / out.opened as f64);
     }
     if let (Some(b), Some(a)) = (out.rss_before_kib, out.rss_open_kib)
         && out.opened > 0
     {
         out.bytes_per_session = Some((a as f64 - b as f64) * 1024.0 / out.opened as f64);
     }
-    if let Some(u) = &gw.status_url {
-        out.status_sessions = status_sessions(u).await;
+    let mut counts = Vec::new();
+    for g in gws {
+        counts.push(match &g.status_url {
+            Some(u) => status_sessions(u).await,
+            None => None,
+        });
+    }
+    out.status_sessions = counts.iter().copied().sum::<Option<u64>>();
+    if gws.len() > 1 {
+        for (i, g) in gws.iter().enumerate() {
+            let opened = per_replica[i].load(Ordering::Relaxed);
+            out.replicas.push(ReplicaResult {
+                url: g.url.to_owned(),
+                opened,
+                rss_before_kib: before[i],
+                rss_open_kib: open[i],
+                bytes_per_session: match (before[i], open[i]) {
+                    (Some(b), Some(a)) if opened > 0 => {
+                        Some((a as f64 - b as f64) * 1024.0 / opened as f64)
+                    }
+                    _ => None,
+                },
+                status_sessions: counts[i],
+            });
+        }
     }
     eprintln!(
         "opened {} sessions in {:.1} s ({} errors); closing them",
@@ -197,19 +293,25 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..openers {
-        let (ids, url, headers) = (ids.clone(), gw.url.to_owned(), gw.headers.clone());
+        let ids = ids.clone();
+        let gws: Vec<(String, HeaderMap)> =
+            gws.iter().map(|g| (g.url.to_owned(), g.headers.clone())).collect();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
-            let mut c = match McpClient::new(&url, Era::Legacy, headers) {
-                Ok(c) => c,
-                Err(e) => {
-                    t.error(format!("closer {w}: {e:#}"));
-                    return t;
+            let mut clients = Vec::new();
+            for (url, headers) in gws {
+                match McpClient::new(&url, Era::Legacy, headers) {
+                    Ok(c) => clients.push(c),
+                    Err(e) => {
+                        t.error(format!("closer {w}: {e:#}"));
+                        return t;
+                    }
                 }
-            };
+            }
             let mut failing = 0;
             while failing < GIVE_UP_AFTER {
-                let Some(id) = ids.lock().await.pop() else { break };
+                let Some((r, id)) = ids.lock().await.pop() else { break };
+                let Some(c) = clients.get_mut(r) else { break };
                 c.set_session(id);
                 match c.delete().await {
                     Ok(()) => {
@@ -230,10 +332,15 @@ pub async fn run(gw: &Gateway<'_>, n: u32, openers: u16) -> SessionsResult {
     (out.closed, out.close_errors) = (closed.ok, closed.errors);
     // Sessions an opener held but no closer reached (closers gave up) are close errors too.
     out.close_errors += ids.lock().await.len() as u64;
-    let m = mem(gw.pid);
-    out.rss_closed_kib = m.map(|m| m.0);
-    out.peak_rss_kib = m.map(|m| m.1);
+    let m: Vec<_> = gws.iter().map(|g| mem(g.pid)).collect();
+    out.rss_closed_kib = sum(&m.iter().map(|m| m.map(|m| m.0)).collect::<Vec<_>>());
+    out.peak_rss_kib = sum(&m.iter().map(|m| m.map(|m| m.1)).collect::<Vec<_>>());
     out
+}
+
+/// The sum when every part is known.
+fn sum(parts: &[Option<u64>]) -> Option<u64> {
+    parts.iter().copied().sum()
 }
 
 /// Records when each tenth of `n` sessions was open.

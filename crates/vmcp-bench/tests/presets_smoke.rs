@@ -142,6 +142,85 @@ fn sessions_preset_opens_and_closes_every_session() {
     assert!(s["rss_before_kib"].as_u64() > Some(0), "{s}");
 }
 
+/// A `redis-server` on a free loopback port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let bin = std::env::var("VMCP_REDIS_SERVER")
+            .expect("VMCP_REDIS_SERVER is not set: run scripts/install-test-tools.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sessions_preset_spreads_sessions_over_replicas_on_redis() {
+    let redis = Redis::start();
+    let extra = std::env::temp_dir().join(format!("vmcp-bench-redis-{}.yaml", std::process::id()));
+    std::fs::write(
+        &extra,
+        format!(
+            "sessionStorage:\n  provider: redis\n  address: 127.0.0.1:{}\n  keyPrefix: 'smoke:'\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", redis.port);
+    let r = bench(
+        "sessions-replicas",
+        &[
+            "--preset",
+            "sessions",
+            "--sessions",
+            "300",
+            "--openers",
+            "6",
+            "--replicas",
+            "3",
+            "--redis",
+            &addr,
+            "--config-extra",
+            extra.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&extra);
+    let s = &r.report["sessions"];
+    assert_eq!(s["opened"], 300, "{}", r.stdout);
+    assert_eq!((s["open_errors"].as_u64(), s["close_errors"].as_u64()), (Some(0), Some(0)), "{s}");
+    let replicas = s["replicas"].as_array().expect("per-replica figures");
+    assert_eq!(replicas.len(), 3, "{s}");
+    // Two openers per replica: each holds its share, and its /status agrees.
+    for rep in replicas {
+        assert!(rep["opened"].as_u64() > Some(0), "{s}");
+        assert_eq!(rep["status_sessions"], rep["opened"], "{s}");
+    }
+    let sum: u64 = replicas.iter().filter_map(|r| r["opened"].as_u64()).sum();
+    assert_eq!(sum, 300, "{s}");
+    assert!(s["redis_bytes_per_session"].as_f64().is_some_and(|b| b > 0.0), "{s}");
+}
+
 #[test]
 fn auth_preset_calls_with_tokens_and_anonymously() {
     let r = bench("auth", &["--preset", "auth", "--era", "modern", "--users", "3"]);

@@ -69,6 +69,12 @@ fn fixture(bin: &std::path::Path, tools: Option<u32>) -> anyhow::Result<Server> 
     Server::fixture_with(bin, &a, FIXTURE_READY)
 }
 
+/// Names of the `sessions` preset's replicas after the first (`--replicas` is at most 16).
+const REPLICA_NAMES: [&str; 15] = [
+    "vmcp-2", "vmcp-3", "vmcp-4", "vmcp-5", "vmcp-6", "vmcp-7", "vmcp-8", "vmcp-9", "vmcp-10",
+    "vmcp-11", "vmcp-12", "vmcp-13", "vmcp-14", "vmcp-15", "vmcp-16",
+];
+
 fn target(name: &'static str, url: &str, op: Op, args: &Args) -> Target {
     Target {
         name,
@@ -205,6 +211,14 @@ pub fn setup(args: &Args) -> anyhow::Result<Setup> {
     }
     if args.preset == Preset::Sessions {
         s.pairs.clear();
+        for name in REPLICA_NAMES.iter().take(usize::from(args.replicas).saturating_sub(1)) {
+            let vmcp = Server::vmcp_config(&vmcp_bin, &format!("{yaml}{extra}"), VMCP_READY)?;
+            let mut replica = target(name, &vmcp.url, Op::Init, args);
+            replica.gateway = Some(vmcp.pid());
+            s.notes.push(format!("{name}: {} (pid {}), same config", vmcp.url, vmcp.pid()));
+            s.targets.push(replica);
+            s.servers.push(vmcp);
+        }
     }
     Ok(s)
 }

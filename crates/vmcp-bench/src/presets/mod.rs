@@ -100,6 +100,11 @@ pub async fn bench(args: &Args) -> anyhow::Result<Report> {
     if matches!(args.preset, Preset::Init | Preset::Sessions) && args.era != Era::Legacy {
         bail!("--preset {} measures Legacy sessions: drop --era modern", args.preset.name());
     }
+    if args.replicas > 1
+        && (args.preset != Preset::Sessions || args.url.is_some() || args.direct_url.is_some())
+    {
+        bail!("--replicas is for --preset sessions with vmcp started by the bench (no --url)");
+    }
     let mut setup = if args.url.is_some() || args.direct_url.is_some() {
         from_urls(args)?
     } else {
@@ -127,17 +132,31 @@ pub async fn bench(args: &Args) -> anyhow::Result<Report> {
         error_samples: Vec::new(),
     };
     if args.preset == Preset::Sessions {
-        let Some(t) = setup.targets.iter().find(|t| t.name != "direct") else {
+        let gws: Vec<sessions::Gateway<'_>> = setup
+            .targets
+            .iter()
+            .filter(|t| t.name != "direct")
+            .map(|t| sessions::Gateway {
+                url: &t.work.url,
+                headers: t.work.headers.first().cloned().unwrap_or_default(),
+                pid: t.gateway,
+                // A vmcp this bench started: its `/status` beside `/mcp`.
+                status_url: setup
+                    .status_url
+                    .as_ref()
+                    .map(|_| t.work.url.trim_end_matches("/mcp").to_owned() + "/status"),
+            })
+            .collect();
+        if gws.is_empty() {
             bail!("--preset sessions needs a gateway (--url, or none to start vmcp)");
-        };
-        let gw = sessions::Gateway {
-            url: &t.work.url,
-            headers: t.work.headers.first().cloned().unwrap_or_default(),
-            pid: t.gateway,
-            status_url: setup.status_url.clone(),
-        };
-        eprintln!("opening {} sessions over {} connections", args.sessions, args.openers);
-        let s = sessions::run(&gw, args.sessions, args.openers).await;
+        }
+        eprintln!(
+            "opening {} sessions over {} connections to {} gateway(s)",
+            args.sessions,
+            args.openers,
+            gws.len()
+        );
+        let s = sessions::run(&gws, args.sessions, args.openers, args.redis.as_deref()).await;
         report.error_samples.extend(s.error_samples.iter().cloned());
         report.sessions = Some(s);
     } else {
