@@ -376,21 +376,21 @@ fn tool_entry<'a>(catalog: &'a Catalog, name: &str) -> Option<&'a Value> {
     tools.binary_search_by(|t| name_of(t).cmp(name)).ok().and_then(|i| tools.get(i))
 }
 
-/// The items of `list` the caller may use, for the list handlers: all of them without
-/// authorization. A caller whose principal cannot be built (no upstream token, ...) gets that
+/// The positions of the items of `list` the caller may use, for the list handlers: `None` (all
+/// of them) without authorization. A caller whose principal cannot be built (no upstream token, ...) gets that
 /// error rather than a list.
-pub async fn visible<'a>(
+pub async fn visible(
     gw: &Gateway,
     cx: &Cx,
     list: List,
-    catalog: &'a Catalog,
-) -> Result<Cow<'a, [Value]>, ErrorObject> {
+    catalog: &Catalog,
+) -> Result<Option<Vec<usize>>, ErrorObject> {
     let (items, kind, key) = match list {
         List::Tools => (catalog.tools(), Kind::Tool, "name"),
         List::Prompts => (catalog.prompts(), Kind::Prompt, "name"),
         List::Resources => (catalog.resources(), Kind::Resource, "uri"),
     };
-    let Some(authz) = gw.layers.load().authz.clone() else { return Ok(Cow::Borrowed(items)) };
+    let Some(authz) = gw.layers.load().authz.clone() else { return Ok(None) };
     let who = authz.who(&cx.caller);
     // Items without a name or URI cannot be decided on: left out.
     let (positions, candidates): (Vec<usize>, Vec<Item<'_>>) = items
@@ -411,10 +411,9 @@ pub async fn visible<'a>(
     let kept = positions
         .into_iter()
         .zip(decisions)
-        .filter(|(_, allowed)| *allowed)
-        .filter_map(|(i, _)| items.get(i).cloned())
+        .filter_map(|(i, allowed)| allowed.then_some(i))
         .collect::<Vec<_>>();
-    Ok(Cow::Owned(kept))
+    Ok(Some(kept))
 }
 
 #[cfg(test)]

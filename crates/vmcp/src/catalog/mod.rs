@@ -24,6 +24,7 @@
 mod collect;
 mod conflict;
 mod discover;
+mod encoded;
 pub mod live;
 mod names;
 mod page;
@@ -41,8 +42,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use conflict::{Conflict, refusal};
+pub use encoded::ListKind;
 pub use names::{MAX_NAME_LEN, is_valid as is_valid_name};
-pub use page::{InvalidCursor, page};
+pub use page::{InvalidCursor, page, range};
 pub use template::UriTemplate;
 
 use crate::config::AggregationConfig;
@@ -133,6 +135,8 @@ pub struct Catalog {
     conflicts: Vec<Conflict>,
     /// In a principal's catalog: user-bound backends its last fetch failed for.
     unlisted: Vec<Unlisted>,
+    /// The lists as JSON, for list replies.
+    encoded: encoded::Encoded,
 }
 
 impl Catalog {
@@ -159,6 +163,21 @@ impl Catalog {
     /// Advertised prompts (renamed), sorted by advertised name.
     pub fn prompts(&self) -> &[Value] {
         &self.prompts
+    }
+
+    /// The list `kind`.
+    pub fn list(&self, kind: ListKind) -> &[Value] {
+        match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::ResourceTemplates => &self.resource_templates,
+        }
+    }
+
+    /// The list `kind` as JSON, item by item (encoded on first use, then kept).
+    pub fn encoded(&self, kind: ListKind) -> &[Box<serde_json::value::RawValue>] {
+        self.encoded.get(kind, self.list(kind))
     }
 
     /// The route for an advertised tool name (`tools/call`).
@@ -323,6 +342,7 @@ pub(crate) fn build_with(
         problems,
         conflicts,
         unlisted,
+        encoded: Default::default(),
     }
 }
 

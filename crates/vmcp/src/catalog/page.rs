@@ -23,15 +23,28 @@ pub fn page<'a>(
     cursor: Option<&str>,
     page_size: usize,
 ) -> Result<(&'a [serde_json::Value], Option<String>), InvalidCursor> {
+    let (r, next) = range(items.len(), cursor, page_size)?;
+    Ok((items.get(r).unwrap_or_default(), next))
+}
+
+/// [`page`] over a list of `len` items: the positions of the page `cursor` points at, and the
+/// cursor of the next page if any.
+pub fn range(
+    len: usize,
+    cursor: Option<&str>,
+    page_size: usize,
+) -> Result<(std::ops::Range<usize>, Option<String>), InvalidCursor> {
     let start = match cursor {
         None => 0,
         Some(c) => decode(c)?,
     };
-    let Some(rest) = items.get(start..) else { return Ok((&[], None)) };
-    if page_size == 0 || rest.len() <= page_size {
-        return Ok((rest, None));
+    if start >= len {
+        return Ok((len..len, None));
     }
-    Ok((&rest[..page_size], Some(encode(start + page_size))))
+    if page_size == 0 || len - start <= page_size {
+        return Ok((start..len, None));
+    }
+    Ok((start..start + page_size, Some(encode(start + page_size))))
 }
 
 fn encode(offset: usize) -> String {

@@ -11,28 +11,65 @@ use serde_json::value::RawValue;
 
 use super::{Cx, Outcome, invalid_params};
 use crate::authz::List;
-use crate::catalog::page;
+use crate::catalog::{Catalog, ListKind, range};
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::raw;
 use crate::protocol::{SUPPORTED_VERSIONS, meta, params};
 
-fn list(gw: &Gateway, cx: &Cx, params: Option<&RawValue>, key: &str, items: &[Value]) -> Outcome {
+/// One page of a list, written from the catalog's encoded items (see `catalog/encoded.rs`).
+struct Page<'a> {
+    key: &'static str,
+    items: Vec<&'a RawValue>,
+    next: Option<String>,
+    modern: bool,
+}
+
+impl serde::Serialize for Page<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry(self.key, &self.items)?;
+        if let Some(next) = &self.next {
+            m.serialize_entry("nextCursor", next)?;
+        }
+        if self.modern {
+            // As `modern_fields`, in this order.
+            m.serialize_entry("resultType", "complete")?;
+            m.serialize_entry("ttlMs", &0)?;
+            m.serialize_entry("cacheScope", "private")?;
+        }
+        m.end()
+    }
+}
+
+/// A page of `catalog`'s list `kind`, of the items at `visible` (`None`: all).
+fn list(
+    gw: &Gateway,
+    cx: &Cx,
+    params: Option<&RawValue>,
+    catalog: &Catalog,
+    kind: ListKind,
+    visible: Option<Vec<usize>>,
+) -> Outcome {
     // partialFailureMode: fail: no partial lists.
     if let Some(e) = gw.partial_failure_error() {
         return Err(e);
     }
     let cursor = params::get_str(params, "cursor");
-    let (items, next) = page(items, cursor.as_deref(), gw.page_size)
+    let encoded = catalog.encoded(kind);
+    let len = visible.as_ref().map_or(encoded.len(), Vec::len);
+    let (r, next) = range(len, cursor.as_deref(), gw.page_size)
         .map_err(|_| invalid_params("invalid cursor"))?;
-    let mut result = serde_json::Map::new();
-    result.insert(key.into(), Value::Array(items.to_vec()));
-    if let Some(next) = next {
-        result.insert("nextCursor".into(), next.into());
-    }
-    if cx.is_modern() {
-        modern_fields(&mut result);
-    }
-    Ok(raw(&result))
+    let items: Vec<&RawValue> = match &visible {
+        None => encoded.get(r).unwrap_or_default().iter().map(|b| &**b).collect(),
+        Some(at) => at
+            .get(r)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| encoded.get(i).map(|b| &**b))
+            .collect(),
+    };
+    Ok(raw(&Page { key: kind.key(), items, next, modern: cx.is_modern() }))
 }
 
 /// Fields every 2026-07-28 result carries, and the caching hints (SEP-2549). The catalog can
@@ -48,27 +85,28 @@ pub(super) fn modern_fields(result: &mut serde_json::Map<String, Value>) {
 /// `tools/list`.
 pub async fn tools(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
     let catalog = super::catalog(gw, cx).await;
-    let items = crate::authz::visible(gw, cx, List::Tools, &catalog).await?;
-    list(gw, cx, params, "tools", &items)
+    let visible = crate::authz::visible(gw, cx, List::Tools, &catalog).await?;
+    list(gw, cx, params, &catalog, ListKind::Tools, visible)
 }
 
 /// `prompts/list`.
 pub async fn prompts(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
     let catalog = super::catalog(gw, cx).await;
-    let items = crate::authz::visible(gw, cx, List::Prompts, &catalog).await?;
-    list(gw, cx, params, "prompts", &items)
+    let visible = crate::authz::visible(gw, cx, List::Prompts, &catalog).await?;
+    list(gw, cx, params, &catalog, ListKind::Prompts, visible)
 }
 
 /// `resources/list`.
 pub async fn resources(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
     let catalog = super::catalog(gw, cx).await;
-    let items = crate::authz::visible(gw, cx, List::Resources, &catalog).await?;
-    list(gw, cx, params, "resources", &items)
+    let visible = crate::authz::visible(gw, cx, List::Resources, &catalog).await?;
+    list(gw, cx, params, &catalog, ListKind::Resources, visible)
 }
 
 /// `resources/templates/list`.
 pub async fn templates(gw: &Gateway, cx: &Cx, params: Option<&RawValue>) -> Outcome {
-    list(gw, cx, params, "resourceTemplates", super::catalog(gw, cx).await.resource_templates())
+    let catalog = super::catalog(gw, cx).await;
+    list(gw, cx, params, &catalog, ListKind::ResourceTemplates, None)
 }
 
 /// `server/discover`: the gateway's own versions and capabilities.
