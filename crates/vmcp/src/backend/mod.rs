@@ -67,7 +67,7 @@ pub struct CallContext {
     pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
     /// For `tools/call`: the called tool's input schema, whose `x-mcp-header` annotations name the
     /// `Mcp-Param-*` headers a Modern backend expects.
-    pub tool_schema: Option<serde_json::Value>,
+    pub tool_schema: Option<std::sync::Arc<serde_json::Value>>,
     /// The Legacy client session behind this request (its number, not its id), so transports
     /// that keep a backend session per client session use that client's.
     pub session: Option<u64>,

@@ -71,6 +71,8 @@ pub struct Route {
     pub backend: Arc<str>,
     /// The name that backend knows it by.
     pub original: String,
+    /// A tool's `inputSchema`, shared (every `tools/call` reads it for `Mcp-Param-*` headers).
+    pub schema: Option<Arc<Value>>,
 }
 
 /// A user-bound backend whose lists could not (all) be fetched for the principal whose catalog
@@ -186,12 +188,9 @@ impl Catalog {
     }
 
     /// The input schema of an advertised tool (its `x-mcp-header` annotations drive the
-    /// `Mcp-Param-*` headers). The tool list is sorted by name, so this is a binary search.
-    pub fn tool_schema(&self, advertised: &str) -> Option<Value> {
-        let name_of =
-            |t: &Value| t.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let i = self.tools.binary_search_by(|t| name_of(t).as_str().cmp(advertised)).ok()?;
-        self.tools.get(i)?.get("inputSchema").cloned()
+    /// `Mcp-Param-*` headers), shared with the catalog.
+    pub fn tool_schema(&self, advertised: &str) -> Option<Arc<Value>> {
+        self.tool_routes.get(advertised)?.schema.clone()
     }
 
     /// The route for an advertised prompt name (`prompts/get`, prompt completion).
@@ -378,7 +377,9 @@ fn routes(
     let mut index = HashMap::with_capacity(resolved.len());
     for r in resolved {
         let Some(backend) = names.get(r.backend) else { continue };
-        index.insert(r.advertised, Route { backend: backend.clone(), original: r.original });
+        let schema = r.value.get("inputSchema").cloned().map(Arc::new);
+        index
+            .insert(r.advertised, Route { backend: backend.clone(), original: r.original, schema });
         list.push(r.value);
     }
     (list, index)

@@ -51,7 +51,7 @@ pub async fn forward_with(
     name: &str,
     method: &str,
     mut params: Option<Box<RawValue>>,
-    tool_schema: Option<serde_json::Value>,
+    tool_schema: Option<std::sync::Arc<serde_json::Value>>,
 ) -> Outcome {
     let backend = &gw.backends.get(name).ok_or_else(|| {
         ErrorObject::new(code::INTERNAL_ERROR, format!("no backend named {name}"))
@@ -99,7 +99,7 @@ async fn call_once(
     name: &str,
     method: &str,
     params: Option<Box<RawValue>>,
-    tool_schema: Option<serde_json::Value>,
+    tool_schema: Option<std::sync::Arc<serde_json::Value>>,
 ) -> Outcome {
     let (events, mut rx) = mpsc::channel::<Message>(64);
     let ctx = CallContext {

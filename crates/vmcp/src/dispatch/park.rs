@@ -121,7 +121,7 @@ pub struct Call<'a> {
     /// The client's protocol `_meta`.
     pub client_meta: Option<serde_json::Map<String, serde_json::Value>>,
     /// The called tool's input schema.
-    pub tool_schema: Option<serde_json::Value>,
+    pub tool_schema: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// Runs, or resumes, a call by a Modern client to a Legacy backend.
@@ -257,7 +257,7 @@ struct Parts {
     name: String,
     method: String,
     client_meta: Option<serde_json::Map<String, serde_json::Value>>,
-    tool_schema: Option<serde_json::Value>,
+    tool_schema: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 impl Call<'_> {

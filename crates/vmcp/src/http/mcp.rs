@@ -446,7 +446,8 @@ async fn modern(
     let parsed: Option<serde_json::Value> =
         req.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
     let schema = tool_schema(&gw, &caller, &req.method, parsed.as_ref()).await;
-    if let Err(reason) = headers::validate(headers, &req.method, parsed.as_ref(), schema.as_ref()) {
+    if let Err(reason) = headers::validate(headers, &req.method, parsed.as_ref(), schema.as_deref())
+    {
         return bad(
             StatusCode::BAD_REQUEST,
             code::HEADER_MISMATCH,
@@ -481,7 +482,7 @@ async fn tool_schema(
     caller: &Caller,
     method: &str,
     params: Option<&serde_json::Value>,
-) -> Option<serde_json::Value> {
+) -> Option<std::sync::Arc<serde_json::Value>> {
     if method != "tools/call" {
         return None;
     }

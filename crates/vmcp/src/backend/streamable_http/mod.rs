@@ -126,7 +126,7 @@ impl HttpBackend {
             session: lease.as_ref().map(|l| l.session.clone()),
             armed: true,
         };
-        let schema = ctx.tool_schema.as_ref();
+        let schema = ctx.tool_schema.as_deref();
         let base = Post {
             info: &info,
             session: None,
