@@ -92,7 +92,6 @@ async fn calls_in_both_eras_spread_over_three_replicas() {
 async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
     const VICTIM: usize = 1;
     const SLEEP_MS: u64 = 10_000;
-    let slept = format!("Slept {SLEEP_MS} ms");
     let redis = RedisServer::start();
     let mut cluster = Cluster::start(&redis).await;
     // Six Legacy sessions; `initialize` + `initialized` take two requests, so the sessions are
@@ -110,23 +109,8 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
 
     // Three long calls, routed one to each replica before anything else runs: the one on the
     // victim is in flight at the kill.
-    let routed = cluster.proxy.routed();
-    let sleepers: Vec<_> = (0..3)
-        .map(|_| {
-            let (c, slept) = (cluster.client(), slept.clone());
-            tokio::spawn(async move {
-                call_tool(&c, true, "s_sleep", json!({ "ms": SLEEP_MS }), &slept).await
-            })
-        })
-        .collect();
-    poll(Duration::from_secs(10), "the long calls to be routed", || async {
-        (cluster.proxy.routed() == routed + 3).then_some(())
-    })
-    .await;
-
-    let mut clients: Vec<(Client, bool)> =
-        sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
-    clients.extend((0..3).map(|_| (cluster.client(), true)));
+    let sleepers = long_calls(&cluster, SLEEP_MS).await;
+    let clients = callers(&cluster, &sessions);
     let concurrency = clients.len();
     let (stop, ok_calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let workers = load(clients, &stop, &ok_calls);
@@ -420,6 +404,34 @@ async fn a_modern_login_lasts_through_lifetimes_across_replicas() {
     );
 }
 
+/// Three Modern `s_sleep` calls of `ms`, routed one to each replica (round robin) before this
+/// returns.
+async fn long_calls(cluster: &Cluster, ms: u64) -> Vec<tokio::task::JoinHandle<Done>> {
+    let routed = cluster.proxy.routed();
+    let slept = format!("Slept {ms} ms");
+    let calls = (0..3)
+        .map(|_| {
+            let (c, slept) = (cluster.client(), slept.clone());
+            tokio::spawn(async move {
+                call_tool(&c, true, "s_sleep", json!({ "ms": ms }), &slept).await
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(10), "the long calls to be routed", || async {
+        (cluster.proxy.routed() == routed + 3).then_some(())
+    })
+    .await;
+    calls
+}
+
+/// The load's callers: every Legacy session, and three Modern clients.
+fn callers(cluster: &Cluster, sessions: &[(Client, usize)]) -> Vec<(Client, bool)> {
+    let mut clients: Vec<(Client, bool)> =
+        sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
+    clients.extend((0..3).map(|_| (cluster.client(), true)));
+    clients
+}
+
 /// Reads `stream` until a `notifications/resources/updated` for `uri` arrives.
 async fn updated_within(stream: &mut Events, uri: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -487,7 +499,6 @@ async fn notifications_reach_the_stream_whichever_replica_holds_it() {
 async fn sigterm_drains_a_replica_and_leaves_its_sessions_to_the_others() {
     const VICTIM: usize = 2;
     const SLEEP_MS: u64 = 3_000;
-    let slept = format!("Slept {SLEEP_MS} ms");
     let redis = RedisServer::start();
     let cluster = Cluster::start(&redis).await;
     let mut sessions = Vec::new();
@@ -497,23 +508,8 @@ async fn sigterm_drains_a_replica_and_leaves_its_sessions_to_the_others() {
     assert!(sessions.iter().any(|(_, r)| *r == VICTIM));
 
     // Long calls, one routed to each replica: the victim's is in flight at SIGTERM.
-    let routed = cluster.proxy.routed();
-    let sleepers: Vec<_> = (0..3)
-        .map(|_| {
-            let (c, slept) = (cluster.client(), slept.clone());
-            tokio::spawn(async move {
-                call_tool(&c, true, "s_sleep", json!({ "ms": SLEEP_MS }), &slept).await
-            })
-        })
-        .collect();
-    poll(Duration::from_secs(10), "the long calls to be routed", || async {
-        (cluster.proxy.routed() == routed + 3).then_some(())
-    })
-    .await;
-
-    let mut clients: Vec<(Client, bool)> =
-        sessions.iter().map(|(c, _)| (c.clone(), false)).collect();
-    clients.extend((0..3).map(|_| (cluster.client(), true)));
+    let sleepers = long_calls(&cluster, SLEEP_MS).await;
+    let clients = callers(&cluster, &sessions);
     let (stop, ok_calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let workers = load(clients, &stop, &ok_calls);
     calls_pass(&ok_calls, 0, 60, "60 calls before SIGTERM").await;

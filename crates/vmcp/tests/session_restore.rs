@@ -157,6 +157,17 @@ async fn updated_within(stream: &mut Events, within: Duration) -> bool {
     }
 }
 
+/// Touches [`URI`] through `c` until `stream` hears of it (at most 20 tries).
+async fn hears_update(c: &Client, stream: &mut Events) -> bool {
+    for _ in 0..20 {
+        c.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
+        if updated_within(stream, Duration::from_millis(500)).await {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_started_on_a_continues_on_b() {
     let backends = backends();
@@ -186,15 +197,10 @@ async fn a_session_started_on_a_continues_on_b() {
     // The subscription made on A works on B: B re-subscribed its own backend session.
     let mut stream = on_b.get_stream().await;
     assert_eq!(stream.status, 200);
-    let mut heard = false;
-    for _ in 0..20 {
-        on_b.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
-        if updated_within(&mut stream, Duration::from_millis(500)).await {
-            heard = true;
-            break;
-        }
-    }
-    assert!(heard, "B never delivered an update for the subscription made on A");
+    assert!(
+        hears_update(&on_b, &mut stream).await,
+        "B never delivered an update for the subscription made on A"
+    );
 
     // A keeps serving it too.
     ok(&on_a.call("ping", json!({})).await);
@@ -219,15 +225,10 @@ async fn a_subscription_made_on_b_reaches_the_copy_a_holds() {
     .await;
     // A subscribed its own backend session too: its GET stream hears the updates.
     let mut stream = on_a.get_stream().await;
-    let mut heard = false;
-    for _ in 0..20 {
-        on_a.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
-        if updated_within(&mut stream, Duration::from_millis(500)).await {
-            heard = true;
-            break;
-        }
-    }
-    assert!(heard, "A never delivered an update for the subscription made on B");
+    assert!(
+        hears_update(&on_a, &mut stream).await,
+        "A never delivered an update for the subscription made on B"
+    );
     ok(&on_b.call("resources/unsubscribe", json!({ "uri": URI })).await);
     poll(Duration::from_secs(10), "A's copy to drop the subscription", || async {
         ok(&on_a.call("ping", json!({})).await);
@@ -253,15 +254,10 @@ async fn a_stream_on_b_hears_what_only_a_subscribed_to() {
     let mut other_stream = other.get_stream().await;
     // Subscribed on A after B restored the session: only A's backend session carries it.
     ok(&on_a.call("resources/subscribe", json!({ "uri": URI })).await);
-    let mut heard = false;
-    for _ in 0..20 {
-        on_a.tool(false, "f_touch_resource", json!({ "uri": URI })).await;
-        if updated_within(&mut stream, Duration::from_millis(500)).await {
-            heard = true;
-            break;
-        }
-    }
-    assert!(heard, "the update A received never reached the stream B holds");
+    assert!(
+        hears_update(&on_a, &mut stream).await,
+        "the update A received never reached the stream B holds"
+    );
     let copy = b.gw.sessions.all().into_iter().find(|s| Some(&s.id) == on_a.session.as_ref());
     assert!(!copy.unwrap().is_subscribed(URI), "B's copy never learnt of it: the bus carried it");
     assert!(!updated_within(&mut other_stream, Duration::from_millis(300)).await);
