@@ -330,7 +330,7 @@ impl Backend {
 
     /// What the backend said at connect; `None` while not connected.
     pub fn info(&self) -> Option<ServerInfo> {
-        self.status().get().info
+        self.status().get().info.map(|i| (*i).clone())
     }
 
     /// Current state.
@@ -496,8 +496,8 @@ pub struct Status {
 pub struct Snapshot {
     /// State.
     pub state: State,
-    /// What the backend said at connect, while connected.
-    pub info: Option<ServerInfo>,
+    /// What the backend said at connect, while connected (shared: every request reads it).
+    pub info: Option<std::sync::Arc<ServerInfo>>,
     /// Last connection or transport error.
     pub last_error: Option<String>,
     /// Connection attempts so far.
@@ -521,7 +521,7 @@ impl Status {
     pub fn ready(&self, info: ServerInfo) {
         self.tx.send_modify(|s| {
             s.state = State::Ready;
-            s.info = Some(info);
+            s.info = Some(std::sync::Arc::new(info));
             s.attempts += 1;
         });
     }

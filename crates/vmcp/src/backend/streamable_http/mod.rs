@@ -47,6 +47,8 @@ pub struct HttpBackend {
 
 struct Inner {
     spec: BackendSpec,
+    /// `spec`'s URL, parsed.
+    url: Option<reqwest::Url>,
     client: reqwest::Client,
     status: Status,
     /// Legacy backend sessions, by whom they serve.
@@ -88,8 +90,10 @@ impl HttpBackend {
             .unwrap_or_default();
         let pool = Pool::new(spec.limits.max_sessions, spec.limits.session_idle);
         let principals = PrincipalListens::new(spec.limits.max_sessions);
+        let url = spec.config.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok());
         let inner = Arc::new(Inner {
             spec,
+            url,
             client,
             status: Status::default(),
             pool,
@@ -247,9 +251,9 @@ impl HttpBackend {
         let snap = self.inner.status.get();
         if snap.state == State::Ready && snap.info.is_none() {
             // Waiting for a user's credentials: connecting with these may fail, and says why.
-            return self.inner.info_for(caller).await.map(Some);
+            return self.inner.info_for(caller).await.map(|i| Some((*i).clone()));
         }
-        Ok(snap.info)
+        Ok(snap.info.map(|i| (*i).clone()))
     }
 
     /// Whether the outgoing credentials are the caller's own.
@@ -316,15 +320,22 @@ impl Drop for CancelGuard {
 }
 
 impl Inner {
-    fn url(&self) -> String {
-        self.spec.config.url.clone().unwrap_or_default()
+    /// A request to the backend's endpoint, parsed once at start (a URL the config check
+    /// refused never gets here; if it did, reqwest reports it on the request).
+    fn to(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        match &self.url {
+            Some(url) => self.client.request(method, url.clone()),
+            None => {
+                self.client.request(method, self.spec.config.url.as_deref().unwrap_or_default())
+            }
+        }
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> BackendError {
         BackendError::Unavailable { backend: self.spec.name.to_string(), reason: reason.into() }
     }
 
-    fn ready_info(&self) -> Result<ServerInfo, BackendError> {
+    fn ready_info(&self) -> Result<Arc<ServerInfo>, BackendError> {
         let snap = self.status.get();
         match (snap.state, snap.info) {
             (State::Ready, Some(info)) => Ok(info),
@@ -395,7 +406,7 @@ impl Inner {
     /// own connection down for want of a user's credentials ([`Status::awaiting_user`]) is
     /// connected with the first user request's credentials: its era and info are learned then
     /// (with a session opened only for that and ended at once), and kept; no credential is.
-    async fn info_for(self: &Arc<Self>, caller: &Caller) -> Result<ServerInfo, BackendError> {
+    async fn info_for(self: &Arc<Self>, caller: &Caller) -> Result<Arc<ServerInfo>, BackendError> {
         let not_ready = match self.ready_info() {
             Ok(info) => return Ok(info),
             Err(e) => e,
@@ -419,7 +430,7 @@ impl Inner {
         };
         tracing::info!(backend = %self.spec.name, era = ?info.era, version = %info.protocol_version, "backend connected with a user's credentials");
         self.status.ready(info.clone());
-        Ok(info)
+        Ok(Arc::new(info))
     }
 
     async fn try_discover(&self, caller: &Caller) -> Option<ServerInfo> {
@@ -538,8 +549,7 @@ impl Inner {
     /// A POST without the per-request timeout, for streams that stay open.
     async fn post_unbounded(&self, caller: &Caller, p: Post<'_>) -> Option<reqwest::Response> {
         let mut req = self
-            .client
-            .post(self.url())
+            .to(reqwest::Method::POST)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .header(protocol::HEADER_PROTOCOL_VERSION, &p.info.protocol_version)
@@ -589,7 +599,7 @@ async fn supervise(inner: Arc<Inner>) {
                     }
                 };
                 match learned {
-                    Some(info) => info,
+                    Some(info) => (*info).clone(),
                     None => {
                         inner.status.connecting();
                         continue;

@@ -89,8 +89,7 @@ impl Inner {
         p: Post<'_>,
     ) -> Result<reqwest::Response, PostError> {
         let mut req = self
-            .client
-            .post(self.url())
+            .to(reqwest::Method::POST)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .header(protocol::HEADER_PROTOCOL_VERSION, &p.info.protocol_version)

@@ -70,8 +70,7 @@ impl Inner {
             Some(protocol::jsonrpc::raw(&params)),
         ));
         let req = self
-            .client
-            .post(self.url())
+            .to(reqwest::Method::POST)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .timeout(self.spec.timeout)
@@ -122,8 +121,7 @@ impl Inner {
         session.listener.cancel();
         let Some(id) = &session.id else { return };
         let req = self
-            .client
-            .delete(self.url())
+            .to(reqwest::Method::DELETE)
             .header(protocol::HEADER_SESSION_ID, id)
             .header(protocol::HEADER_PROTOCOL_VERSION, &session.version)
             .timeout(std::time::Duration::from_secs(5));
@@ -333,8 +331,7 @@ impl Inner {
     /// One GET stream, read to its end.
     async fn listen_once(&self, info: &ServerInfo, session: &LegacySession, key: &Key) -> Listened {
         let mut req = self
-            .client
-            .get(self.url())
+            .to(reqwest::Method::GET)
             .header(http::header::ACCEPT, "text/event-stream")
             .header(protocol::HEADER_PROTOCOL_VERSION, &info.protocol_version);
         if let Some(id) = &session.id {
