@@ -443,10 +443,9 @@ async fn modern(
             format!("Method not found: {} (removed in 2026-07-28)", req.method),
         );
     }
-    let parsed: Option<serde_json::Value> =
-        req.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok());
-    let schema = tool_schema(&gw, &caller, &req.method, parsed.as_ref()).await;
-    if let Err(reason) = headers::validate(headers, &req.method, parsed.as_ref(), schema.as_deref())
+    let schema = tool_schema(&gw, &caller, &req.method, req.params.as_deref()).await;
+    if let Err(reason) =
+        headers::validate(headers, &req.method, req.params.as_deref(), schema.as_deref())
     {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -481,13 +480,13 @@ async fn tool_schema(
     gw: &Gateway,
     caller: &Caller,
     method: &str,
-    params: Option<&serde_json::Value>,
+    params: Option<&serde_json::value::RawValue>,
 ) -> Option<std::sync::Arc<serde_json::Value>> {
     if method != "tools/call" {
         return None;
     }
-    let name = params?.get("name")?.as_str()?;
-    gw.catalog.for_caller(&gw.backends, caller).await.tool_schema(name)
+    let name = crate::protocol::params::get_str(params, "name")?;
+    gw.catalog.for_caller(&gw.backends, caller).await.tool_schema(&name)
 }
 
 /// GET /mcp: a Legacy session's stream of server-initiated messages.

@@ -8,6 +8,9 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use http::HeaderMap;
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::params;
 
 const B64_PREFIX: &str = "=?base64?";
 const B64_SUFFIX: &str = "?=";
@@ -94,7 +97,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Str
 pub fn validate(
     headers: &HeaderMap,
     method: &str,
-    params: Option<&Value>,
+    params: Option<&RawValue>,
     tool_schema: Option<&Value>,
 ) -> Result<(), String> {
     match single(headers, super::HEADER_METHOD)? {
@@ -105,7 +108,7 @@ pub fn validate(
         Some(_) => {}
     }
     if let Some(field) = name_field(method)
-        && let Some(expected) = params.and_then(|p| p.get(field)).and_then(Value::as_str)
+        && let Some(expected) = params::get_str(params, field)
     {
         match single(headers, super::HEADER_NAME)? {
             None => return Err(format!("missing required Mcp-Name header for `{method}`")),
@@ -119,11 +122,15 @@ pub fn validate(
             }
         }
     }
-    if method == "tools/call"
-        && let Some(schema) = tool_schema
-    {
-        let args = params.and_then(|p| p.get("arguments"));
-        for (path, header) in annotations(schema) {
+    let annotated = match (method, tool_schema) {
+        ("tools/call", Some(schema)) => annotations(schema),
+        _ => Vec::new(),
+    };
+    if !annotated.is_empty() {
+        // Decoded only for tools that annotate their arguments.
+        let args = arguments(params);
+        let args = args.as_ref();
+        for (path, header) in annotated {
             let full = format!("{PARAM_PREFIX}{}", header.to_ascii_lowercase());
             let prop = path.join(".");
             let body =
@@ -156,25 +163,34 @@ pub fn validate(
 /// The standard headers for a request to a Modern backend.
 pub fn outgoing(
     method: &str,
-    params: Option<&Value>,
+    params: Option<&RawValue>,
     tool_schema: Option<&Value>,
 ) -> Vec<(String, String)> {
     let mut out = vec![("Mcp-Method".to_owned(), method.to_owned())];
     if let Some(field) = name_field(method)
-        && let Some(name) = params.and_then(|p| p.get(field)).and_then(Value::as_str)
+        && let Some(name) = params::get_str(params, field)
     {
-        out.push(("Mcp-Name".to_owned(), encode(name)));
+        out.push(("Mcp-Name".to_owned(), encode(&name)));
     }
-    if method == "tools/call"
-        && let (Some(schema), Some(args)) = (tool_schema, params.and_then(|p| p.get("arguments")))
+    let annotated = match (method, tool_schema) {
+        ("tools/call", Some(schema)) => annotations(schema),
+        _ => Vec::new(),
+    };
+    if !annotated.is_empty()
+        && let Some(args) = arguments(params)
     {
-        for (path, header) in annotations(schema) {
-            if let Some(v) = value_at(args, &path).and_then(primitive) {
+        for (path, header) in annotated {
+            if let Some(v) = value_at(&args, &path).and_then(primitive) {
                 out.push((format!("Mcp-Param-{header}"), encode(&v)));
             }
         }
     }
     out
+}
+
+/// `params.arguments`, decoded.
+fn arguments(params: Option<&RawValue>) -> Option<Value> {
+    serde_json::from_str(params::get(params, "arguments")?.get()).ok()
 }
 
 #[cfg(test)]
@@ -192,7 +208,7 @@ mod tests {
 
     #[test]
     fn checks_method_and_name() {
-        let p = json!({"name": "echo"});
+        let p = crate::protocol::jsonrpc::raw(&json!({"name": "echo"}));
         assert!(
             validate(
                 &hm(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]),
@@ -224,14 +240,17 @@ mod tests {
     fn checks_param_headers_and_base64() {
         let schema =
             json!({"properties": {"region": {"type": "string", "x-mcp-header": "Region"}}});
-        let p = json!({"name": "t", "arguments": {"region": "eu wést"}});
+        let p = crate::protocol::jsonrpc::raw(
+            &json!({"name": "t", "arguments": {"region": "eu wést"}}),
+        );
         let out = outgoing("tools/call", Some(&p), Some(&schema));
         let h: Vec<(String, String)> =
             out.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
         let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert!(pairs.iter().any(|(k, v)| *k == "mcp-param-region" && v.starts_with(B64_PREFIX)));
         assert!(validate(&hm(&pairs), "tools/call", Some(&p), Some(&schema)).is_ok());
-        let p2 = json!({"name": "t", "arguments": {"region": "us"}});
+        let p2 =
+            crate::protocol::jsonrpc::raw(&json!({"name": "t", "arguments": {"region": "us"}}));
         assert!(validate(&hm(&pairs), "tools/call", Some(&p2), Some(&schema)).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Editing request params without decoding them: only the top-level keys are read, every value
 //! stays raw JSON. Used to rename a routed item and to add `_meta` for Modern backends.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -30,10 +31,47 @@ pub fn set(
     Ok(raw(&map))
 }
 
+/// A key as it appears in the JSON text: borrowed unless it has escapes.
+#[derive(serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The top-level fields of an object, borrowed from its text (nothing copied); the last of
+/// duplicate keys wins, as with a decoded map.
+fn fields(object: &RawValue) -> Option<BTreeMap<Key<'_>, &RawValue>> {
+    serde_json::from_str(object.get()).ok()
+}
+
+/// One top-level field, as raw JSON borrowed from `params`.
+pub fn get<'a>(params: Option<&'a RawValue>, key: &str) -> Option<&'a RawValue> {
+    fields(params?)?.get(&Key(Cow::Borrowed(key))).copied()
+}
+
 /// Reads one top-level string field.
 pub fn get_str(params: Option<&RawValue>, key: &str) -> Option<String> {
-    let map = top(params).ok()?;
-    serde_json::from_str(map.get(key)?.get()).ok()
+    let map = fields(params?)?;
+    let v = map.get(&Key(Cow::Borrowed(key)))?;
+    serde_json::from_str::<Cow<'_, str>>(v.get()).ok().map(Cow::into_owned)
+}
+
+/// Whether `params._meta` already has `pinned` (key, string value) and every key of `required`:
+/// then [`merge_meta`] with `pinned` in `always` and defaults for `required` would change nothing,
+/// and the params can go on as they are. Reads the text without copying it.
+pub fn meta_covers<'k>(
+    params: Option<&RawValue>,
+    pinned: (&str, &str),
+    required: impl IntoIterator<Item = &'k str>,
+) -> bool {
+    let Some(meta) =
+        params.and_then(fields).and_then(|p| p.get(&Key(Cow::Borrowed("_meta"))).copied())
+    else {
+        return false;
+    };
+    let Some(meta) = fields(meta) else { return false };
+    let pinned_ok = meta
+        .get(&Key(Cow::Borrowed(pinned.0)))
+        .and_then(|v| serde_json::from_str::<Cow<'_, str>>(v.get()).ok())
+        .is_some_and(|v| v == pinned.1);
+    pinned_ok && required.into_iter().all(|k| meta.contains_key(&Key(Cow::Borrowed(k))))
 }
 
 /// Returns `params` with its `_meta` object extended: keys in `always` replace what is there,
@@ -113,5 +151,33 @@ mod tests {
         assert_eq!(v, json!({"_meta": {"progressToken": 1, "a": "gw", "b": 2}}));
         let stripped = strip_meta_keys(Some(&out), &["a", "b", "progressToken"]).unwrap();
         assert_eq!(stripped.get(), "{}");
+    }
+
+    #[test]
+    fn reads_fields_with_escapes_and_duplicates_as_a_decoder_would() {
+        let p = rv(r#"{"n\u0061me":"first","name":"x\"y","other":{"name":"inner"}}"#);
+        assert_eq!(get_str(Some(&p), "name").as_deref(), Some("x\"y"));
+        assert_eq!(get_str(Some(&p), "missing"), None);
+        assert_eq!(get_str(Some(&rv("[1]")), "name"), None);
+        assert_eq!(get_str(None, "name"), None);
+    }
+
+    #[test]
+    fn meta_covers_only_when_a_merge_would_change_nothing() {
+        let p = rv(r#"{"name":"t","_meta":{"v":"2026","caps":{},"info":{"name":"c"},"x":1}}"#);
+        assert!(meta_covers(Some(&p), ("v", "2026"), ["caps", "info"]));
+        // The merge would replace the version, or add a missing key.
+        assert!(!meta_covers(Some(&p), ("v", "2025"), ["caps"]));
+        assert!(!meta_covers(Some(&p), ("v", "2026"), ["caps", "logLevel"]));
+        assert!(!meta_covers(Some(&rv(r#"{"name":"t"}"#)), ("v", "2026"), []));
+        assert!(!meta_covers(Some(&rv(r#"{"_meta":{"v":2026}}"#)), ("v", "2026"), []));
+        assert!(!meta_covers(None, ("v", "2026"), []));
+        // Cross-check with the merge itself.
+        let always = json!({"v": "2026"}).as_object().cloned().unwrap();
+        let defaults = json!({"caps": {"d": 1}, "info": {}}).as_object().cloned().unwrap();
+        let merged = merge_meta(Some(&p), &always, &defaults).unwrap();
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(merged.get()).unwrap(), serde_json::from_str(p.get()).unwrap());
+        assert_eq!(a, b);
     }
 }

@@ -377,6 +377,17 @@ impl Inner {
         if info.era == Era::Legacy {
             return Ok(params);
         }
+        // A Modern client's own `_meta` usually has all of it already: then nothing is decoded
+        // or re-encoded.
+        let required = client_meta
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str))
+            .chain([meta::KEY_CLIENT_CAPABILITIES, meta::KEY_CLIENT_INFO])
+            .filter(|k| *k != meta::KEY_PROTOCOL_VERSION);
+        let pinned = (meta::KEY_PROTOCOL_VERSION, protocol::MODERN_VERSION);
+        if params::meta_covers(params.as_deref(), pinned, required) {
+            return Ok(params);
+        }
         let mut always = serde_json::Map::new();
         always.insert(meta::KEY_PROTOCOL_VERSION.into(), protocol::MODERN_VERSION.into());
         let mut defaults = client_meta.cloned().unwrap_or_default();

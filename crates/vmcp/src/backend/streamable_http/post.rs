@@ -105,9 +105,7 @@ impl Inner {
         if p.info.era == Era::Modern
             && let Some(method) = p.method
         {
-            let parsed: Option<serde_json::Value> =
-                p.params.and_then(|v| serde_json::from_str(v.get()).ok());
-            for (k, v) in headers::outgoing(method, parsed.as_ref(), p.tool_schema) {
+            for (k, v) in headers::outgoing(method, p.params, p.tool_schema) {
                 req = req.header(k, v);
             }
         }
