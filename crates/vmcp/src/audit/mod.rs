@@ -201,6 +201,21 @@ impl Auditor {
             return None;
         }
         let request = self.cfg.include_request_data.then(|| {
+            // Most requests carry nothing to redact: their text is the data, decoded never.
+            #[derive(serde::Serialize)]
+            struct Req<'a> {
+                jsonrpc: &'static str,
+                method: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                params: Option<&'a RawValue>,
+            }
+            let text = serde_json::value::to_raw_value(&Req { jsonrpc: "2.0", method, params });
+            if let Ok(text) = text
+                && redact::unchanged(text.get(), token_of(caller))
+            {
+                let (text, _, cut) = redact::capture_clean(text, self.max_data);
+                return (text, cut);
+            }
             let params = params.and_then(|p| serde_json::from_str::<Value>(p.get()).ok());
             let mut req = json!({ "jsonrpc": "2.0", "method": method });
             if let Some(p) = params {

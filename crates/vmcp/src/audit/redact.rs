@@ -76,6 +76,60 @@ pub fn redact(v: &mut Value, token: Option<&str>) {
     }
 }
 
+/// Whether [`redact`] would leave the JSON `text` as it is, told from the text alone (so the
+/// common case needs no decoding). Conservative: `false` whenever it cannot be sure.
+///
+/// Sound because: without a backslash, every string's text is its value; a sensitive key's
+/// normalised form (separators dropped, lowercased) is a substring of the whole text's
+/// normalised form, and so is any `*token` key, which is allowed only as exactly
+/// `"progresstoken"`; a credential-shaped string starts right after a quote; the caller's token
+/// appears verbatim.
+pub fn unchanged(text: &str, token: Option<&str>) -> bool {
+    if text.contains('\\') || text.contains("\"eyJ") {
+        return false;
+    }
+    if token.is_some_and(|t| t.len() >= 8 && text.contains(t)) {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("\"bearer ") || lower.contains("\"basic ") {
+        return false;
+    }
+    let norm: String = text
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    const PARTS: &[&str] = &[
+        "authorization",
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "apikey",
+        "cookie",
+        "credential",
+        "privatekey",
+        "bearer",
+    ];
+    if PARTS.iter().any(|p| norm.contains(p)) {
+        return false;
+    }
+    norm.match_indices("token").all(|(i, _)| {
+        norm.get(..i).is_some_and(|b| b.ends_with("\"progress"))
+            && norm.get(i + 5..).is_some_and(|a| a.starts_with('"'))
+    })
+}
+
+/// `text` (JSON that [`unchanged`] cleared) as audit data, cut to `max` bytes like [`capture`].
+pub fn capture_clean(text: Box<RawValue>, max: usize) -> (Box<RawValue>, usize, bool) {
+    let size = text.get().len();
+    if size <= max {
+        return (text, size, false);
+    }
+    cut(text.get(), max, size)
+}
+
 /// `v` redacted and, when its JSON is longer than `max` bytes, cut to its first `max` bytes (as
 /// a string, like ToolHive's data that does not parse). Returns the data as JSON text, its full
 /// size and whether it was cut.
@@ -86,7 +140,12 @@ pub fn capture(mut v: Value, token: Option<&str>, max: usize) -> (Box<RawValue>,
     if size <= max {
         return (raw(text), size, false);
     }
-    let mut end = max;
+    cut(&text, max, size)
+}
+
+/// The first `max` bytes of `text` (at a character boundary), as a JSON string.
+fn cut(text: &str, max: usize, size: usize) -> (Box<RawValue>, usize, bool) {
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -104,6 +163,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn unchanged_agrees_with_redact() {
+        let token = "opaque-token-123456";
+        let cases = [
+            json!({ "name": "echo", "arguments": { "message": "hi" }, "_meta": { "progressToken": 1 } }),
+            json!({ "arguments": { "progress_token": "x", "text": "a token word" } }),
+            json!({ "arguments": { "Pass-Word": "x" } }),
+            json!({ "arguments": { "xprogressToken": "x" } }),
+            json!({ "arguments": { "note": "Bearer abc" } }),
+            json!({ "arguments": { "note": "basic dXNlcjpwYXNz" } }),
+            json!({ "arguments": { "jwt": "eyJhbGciOi.eyJzdWIiOi.sig" } }),
+            json!({ "arguments": { "mine": format!("x{token}y") } }),
+            json!({ "arguments": { "a\"b": "c\\d" } }),
+            json!({ "arguments": { "\u{212a}ey": "kelvin", "api\u{212a}ey": "v" } }),
+            json!({ "arguments": { "list": [1, "two", { "deep": "Cookie" }] } }),
+            json!({ "arguments": { "COOKIE": null } }),
+        ];
+        for v in cases {
+            let text = v.to_string();
+            let mut r = v.clone();
+            redact(&mut r, Some(token));
+            if unchanged(&text, Some(token)) {
+                assert_eq!(r, v, "cleared but redaction changes it: {text}");
+            }
+        }
+        // The common case is cleared.
+        let plain = json!({ "name": "echo", "arguments": { "message": "hi" }, "_meta": { "progressToken": 1 } });
+        assert!(unchanged(&plain.to_string(), Some(token)));
+        assert!(!unchanged(&json!({ "token": 1 }).to_string(), None));
+    }
 
     #[test]
     fn credentials_are_redacted_by_key_and_shape() {
