@@ -12,6 +12,20 @@ use serde_json::value::RawValue;
 /// What a redacted value becomes.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// What a key names a credential by, once separators are dropped and it is lowercased.
+const PARTS: &[&str] = &[
+    "authorization",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "cookie",
+    "credential",
+    "privatekey",
+    "bearer",
+];
+
 /// Whether the value under `key` is a credential.
 fn sensitive_key(key: &str) -> bool {
     let k: String = key
@@ -19,18 +33,6 @@ fn sensitive_key(key: &str) -> bool {
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
         .flat_map(char::to_lowercase)
         .collect();
-    const PARTS: &[&str] = &[
-        "authorization",
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "apikey",
-        "cookie",
-        "credential",
-        "privatekey",
-        "bearer",
-    ];
     PARTS.iter().any(|p| k.contains(p)) || (k.ends_with("token") && k != "progresstoken")
 }
 
@@ -100,18 +102,6 @@ pub fn unchanged(text: &str, token: Option<&str>) -> bool {
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
         .flat_map(char::to_lowercase)
         .collect();
-    const PARTS: &[&str] = &[
-        "authorization",
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "apikey",
-        "cookie",
-        "credential",
-        "privatekey",
-        "bearer",
-    ];
     if PARTS.iter().any(|p| norm.contains(p)) {
         return false;
     }
